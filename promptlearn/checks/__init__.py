@@ -1,0 +1,5 @@
+"""Checks score one reply: verifiable IFEval instructions, app-rule assertions, LLM-judge checklists."""
+
+from promptlearn.checks.base import Check, CheckContext, CheckSpecError, build_check, check_types, register_check
+
+__all__ = ["Check", "CheckContext", "CheckSpecError", "build_check", "check_types", "register_check"]

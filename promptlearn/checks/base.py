@@ -1,0 +1,108 @@
+"""The Check protocol and the registry every check family registers into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
+
+from promptlearn.types import CheckResult, Message
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What a check may look at besides the reply: the system prompt, the history before this turn, the turn."""
+
+    system_prompt: str = ""
+    history: Sequence[Message] = ()
+    user: str = ""
+    turn_index: int = 1
+    example_meta: Mapping[str, Any] = field(default_factory=dict)
+    turn_meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Check(Protocol):
+    """A scorer of one reply.
+
+    Contract: returns a CheckResult with score in [0, 1] (higher is better) and a feedback sentence saying what
+    failed; never raises for a bad reply (an empty or odd reply is a low score, not an exception). Checks are
+    pure functions of (reply, context) so their results can be cached and compared across candidates.
+    Checks that call a model (judges) set `needs_model = True` and implement `ascore`.
+    """
+
+    name: str
+    needs_model: ClassVar[bool]
+
+    def score(self, reply: str, ctx: CheckContext) -> CheckResult: ...
+
+
+class CheckSpecError(ValueError):
+    """A check spec in a task file is wrong; the message says which field and how to fix it."""
+
+
+CheckFactory = Callable[..., Check]
+_REGISTRY: dict[str, CheckFactory] = {}
+
+
+def register_check(*types: str) -> Callable[[CheckFactory], CheckFactory]:
+    """Register a factory for one or more check `type` names; built-ins register the same way plugins do."""
+
+    def deco(factory: CheckFactory) -> CheckFactory:
+        for t in types:
+            _REGISTRY[t] = factory
+        return factory
+
+    return deco
+
+
+def check_types() -> list[str]:
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def _load_builtins() -> None:
+    # Imported for their registration side effect; done lazily so importing promptlearn stays fast.
+    from promptlearn.checks import assertions, ifeval, judge  # noqa: F401
+
+
+def build_check(spec: Mapping[str, Any]) -> Check:
+    """Turn a spec like {type: starts_with, value: Ahoy} into a Check, or raise CheckSpecError."""
+    _load_builtins()
+    if not isinstance(spec, Mapping):
+        raise CheckSpecError(f"a check must be a mapping with a 'type', got {type(spec).__name__}")
+    kind = spec.get("type")
+    if not kind:
+        raise CheckSpecError("a check needs a 'type' (e.g. type: starts_with); known types: "
+                             + ", ".join(check_types()[:8]) + ", ...")
+    factory = _REGISTRY.get(str(kind))
+    if factory is None:
+        import difflib
+
+        close = difflib.get_close_matches(str(kind), _REGISTRY, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "run `promptlearn checks` to list the known types"
+        raise CheckSpecError(f"unknown check type '{kind}': {hint}")
+    params = {k: v for k, v in spec.items() if k not in ("type", "name", "weight", "turns")}
+    try:
+        check = factory(kind=str(kind), **params)
+    except TypeError as e:
+        raise CheckSpecError(f"check '{kind}': {e}") from None
+    name = spec.get("name") or default_check_name(spec)
+    object.__setattr__(check, "name", str(name)) if _is_frozen(check) else setattr(check, "name", str(name))
+    return check
+
+
+def default_check_name(spec: Mapping[str, Any]) -> str:
+    """A readable default name: the type, plus its main argument when there is one."""
+    kind = str(spec.get("type"))
+    for key in ("value", "values", "pattern", "keywords", "max", "min"):
+        if key in spec:
+            v = spec[key]
+            text = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+            if len(text) > 24:
+                text = text[:21] + "..."
+            return f"{kind}({text})"
+    return kind
+
+
+def _is_frozen(obj: Any) -> bool:
+    params = getattr(type(obj), "__dataclass_params__", None)
+    return bool(params and params.frozen)
