@@ -93,7 +93,7 @@ def build_check(spec: Mapping[str, Any]) -> Check:
 def default_check_name(spec: Mapping[str, Any]) -> str:
     """A readable default name: the type, plus its main argument when there is one."""
     kind = str(spec.get("type"))
-    for key in ("value", "values", "pattern", "keywords", "max", "min"):
+    for key in ("value", "values", "pattern", "keywords", "function", "max", "min"):
         if key in spec:
             v = spec[key]
             text = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)

@@ -1,0 +1,155 @@
+"""`promptlearn`: a thin typer shell over the library. Heavy imports happen inside commands so --help is instant."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Learn better system prompts: evaluate, optimize, export, gate.")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _read_prompt_arg(prompt: Optional[str], prompt_file: Optional[Path]) -> Optional[str]:
+    from promptlearn.errors import TaskError
+
+    if prompt is not None and prompt_file is not None:
+        raise TaskError("give --prompt or --prompt-file, not both", field="--prompt", fix="drop one of them")
+    if prompt_file is not None:
+        if not prompt_file.exists():
+            raise TaskError("file not found", file=str(prompt_file), field="--prompt-file", fix="check the path")
+        return prompt_file.read_text(encoding="utf-8")
+    return prompt
+
+
+@app.command("eval")
+def eval_cmd(
+    task: Path = typer.Argument(..., help="task YAML file"),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="system prompt text (default: the task's seed)"),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="read the system prompt from a file"),
+    split: str = typer.Option("val", "--split", help="train, val, test or all"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    min_score: Optional[float] = typer.Option(None, "--min-score", help="exit 1 when the score is below this"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
+) -> None:
+    """Score a system prompt on a split of the task's conversations."""
+    from promptlearn.engine import Evaluator
+    from promptlearn.lm import count_tokens
+    from promptlearn.metrics import summary
+    from promptlearn.task import load_task
+
+    t = load_task(task)
+    text = _read_prompt_arg(prompt, prompt_file)
+    text = t.prompt if text is None else text
+    examples = t.examples(split)
+    start = time.perf_counter()
+    ev = Evaluator(t, cache_path=cache, use_cache=not no_cache)
+    try:
+        with _progress(len(examples) * (2 if text != t.prompt else 1), quiet=as_json) as advance:
+            result = ev.evaluate(text, examples, split=split, on_example=lambda *_: advance())
+            seed = (ev.evaluate(t.prompt, examples, split=split, on_example=lambda *_: advance())
+                    if text != t.prompt else None)
+        out = summary(result, examples, seed=seed, prompt_tokens=count_tokens(t.model, text),
+                      seconds=time.perf_counter() - start)
+        out["calls"], out["cached_calls"] = ev.ledger.total.calls, ev.ledger.total.cached_calls
+        out["tokens"], out["usd"] = ev.ledger.total.tokens, ev.ledger.total.usd
+    finally:
+        ev.close()
+    if as_json:
+        print(json.dumps(out, default=str))
+    else:
+        _print_eval(t.name, split, out)
+    if not result.complete:
+        _console(stderr=True).print(f"[yellow]{result.stop_reason}: scores cover {len(result.results)} of "
+                                    f"{len(examples)} examples[/yellow]")
+    if min_score is not None and out["score"] < min_score:
+        _console(stderr=True).print(f"[red]score {out['score']:.3f} is below --min-score {min_score}[/red]")
+        raise typer.Exit(1)
+
+
+def _progress(total: int, *, quiet: bool):
+    """A rich progress bar on stderr; a no-op when output must stay machine-readable."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def bar():
+        if quiet or not sys.stderr.isatty():
+            yield lambda: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=_console(stderr=True)) as p:
+            tid = p.add_task("evaluating", total=total)
+            yield lambda: p.advance(tid)
+
+    return bar()
+
+
+def _print_eval(name: str, split: str, out: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{name} · {split} · {out['n_examples']} conversations")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("[bold]score[/bold]", f"[bold]{out['score']:.3f}[/bold]")
+    table.add_row("loose score", f"{out['metrics']['loose_score']:.3f}")
+    for check, rate in out["checks"].items():
+        table.add_row(f"  {check}", f"{rate:.3f}")
+    for group in ("ifeval", "sysbench"):
+        for k, v in (out["metrics"].get(group) or {}).items():
+            if isinstance(v, (int, float)):
+                table.add_row(f"{group} {k}", f"{v:.3f}")
+            elif isinstance(v, dict):
+                table.add_row(f"{group} {k}", ", ".join(f"{a}={b:.2f}" for a, b in v.items()))
+    if out["metrics"].get("judge_errors"):
+        table.add_row("judge errors", str(out["metrics"]["judge_errors"]))
+    for k, v in out["side_effects"].items():
+        if not k.endswith("_ids"):
+            table.add_row(f"side effect: {k}", f"{v:.3f}" if isinstance(v, float) else str(v))
+    table.add_row("calls (cached)", f"{out['calls']} ({out['cached_calls']})")
+    table.add_row("tokens", str(out["tokens"]))
+    table.add_row("cost USD", f"{out['usd']:.4f}")
+    table.add_row("wall time s", f"{out['seconds']:.1f}")
+    _console().print(table)
+
+
+@app.command("checks")
+def checks_cmd() -> None:
+    """List the check types a task file can use."""
+    from promptlearn.checks import check_types
+
+    for name in check_types():
+        print(name)
+
+
+def main() -> None:
+    """Entry point: library errors become one line on stderr and exit code 2, never a traceback."""
+    from promptlearn.errors import PromptlearnError
+
+    try:
+        app()
+    except PromptlearnError as e:
+        print(f"promptlearn: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("promptlearn: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

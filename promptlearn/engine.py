@@ -1,0 +1,203 @@
+"""The evaluation engine: run a system prompt over conversations, score every generated turn.
+
+Multi-turn conversations are generated turn by turn with the model's own earlier replies as history (as SysBench
+does). Examples of one candidate run back to back, so a local model reuses the KV cache of the shared prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from promptlearn.cache import Cache
+from promptlearn.checks.base import Check, CheckContext, build_check
+from promptlearn.errors import BudgetExceeded, PromptlearnError
+from promptlearn.lm import LM, Budget, Ledger
+from promptlearn.task import Task, render_prompt
+from promptlearn.types import CheckResult, Example, ExampleResult, Message, TurnResult, Usage, prompt_id
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Scores of one prompt on a set of examples. `complete` is False when a budget stop cut it short."""
+
+    prompt: str
+    split: str
+    results: Mapping[str, ExampleResult]
+    usage: Usage = field(default_factory=Usage)
+    complete: bool = True
+    stop_reason: str | None = None
+
+    @property
+    def candidate_id(self) -> str:
+        return prompt_id(self.prompt)
+
+    @property
+    def score(self) -> float:
+        r = list(self.results.values())
+        return sum(e.score for e in r) / len(r) if r else 0.0
+
+    @property
+    def loose_score(self) -> float:
+        """Like score, but a check with an IFEval loose variant counts its loose result."""
+        vals = []
+        for e in self.results.values():
+            turn_scores = []
+            for t in e.turns:
+                s = [(r.loose if r.loose is not None else r.score) for r in t.checks.values() if not r.judge_error]
+                turn_scores.append(0.0 if t.error else (sum(s) / len(s) if s else 1.0))
+            vals.append(sum(turn_scores) / len(turn_scores) if turn_scores else 0.0)
+        return sum(vals) / len(vals) if vals else 0.0
+
+    def per_example(self) -> dict[str, float]:
+        return {k: v.score for k, v in self.results.items()}
+
+    def check_rates(self) -> dict[str, float]:
+        """Pass rate of each check over all scored turns."""
+        acc: dict[str, list[float]] = {}
+        for e in self.results.values():
+            for t in e.turns:
+                for name, r in t.checks.items():
+                    if not r.judge_error:
+                        acc.setdefault(_family(name), []).append(r.score)
+        return {k: sum(v) / len(v) for k, v in sorted(acc.items())}
+
+    def judge_errors(self) -> int:
+        return sum(r.judge_error for e in self.results.values() for t in e.turns for r in t.checks.values())
+
+
+def _family(name: str) -> str:
+    """Duplicate check names get '#2' suffixes per turn; rates pool them back together."""
+    return name.split("#", 1)[0]
+
+
+class Evaluator:
+    """Runs prompts over examples through one target LM (and a judge LM for checklist checks)."""
+
+    def __init__(self, task: Task, *, cache: Cache | None = None, ledger: Ledger | None = None,
+                 cache_path: str | Path | None = None, use_cache: bool = True):
+        self.task = task
+        if use_cache and cache is None:
+            cache = Cache(cache_path or _task_cache_path(task))
+        self.cache = cache if use_cache else None
+        b = task.budget
+        self.ledger = ledger or Ledger(Budget(b.max_calls, b.max_usd, b.max_tokens, b.max_seconds))
+        self.lm = LM(task.model, cache=self.cache, ledger=self.ledger)
+        self.judge_lm = LM(task.judge, cache=self.cache, ledger=self.ledger)
+        self._checks: dict[str, Check] = {}
+        self._loop = asyncio.new_event_loop()
+        self._loop_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._loop.close()
+        if self.cache:
+            self.cache.close()
+
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on this evaluator's own loop (litellm's clients stay bound to one loop)."""
+        with self._loop_lock:
+            return self._loop.run_until_complete(coro)
+
+    def _check(self, spec: Mapping[str, Any]) -> Check:
+        key = json.dumps(spec, sort_keys=True, default=str)
+        if key not in self._checks:
+            self._checks[key] = build_check(spec)
+        return self._checks[key]
+
+    def evaluate(self, prompt: str, examples: Sequence[Example], *, split: str = "custom", tag: str | None = None,
+                 on_example: Callable[[str, ExampleResult], None] | None = None) -> Evaluation:
+        return self.run(self.aevaluate(prompt, examples, split=split, tag=tag, on_example=on_example))
+
+    async def aevaluate(self, prompt: str, examples: Sequence[Example], *, split: str = "custom",
+                        tag: str | None = None,
+                        on_example: Callable[[str, ExampleResult], None] | None = None) -> Evaluation:
+        """Evaluate every example; a budget stop keeps what finished and marks the evaluation incomplete."""
+        before = self.ledger.snapshot()
+        results: dict[str, ExampleResult] = {}
+        stop: BudgetExceeded | None = None
+
+        async def one(ex: Example) -> None:
+            nonlocal stop
+            if stop is not None:
+                return
+            try:
+                res = await self.run_example(prompt, ex, tag=tag)
+            except BudgetExceeded as e:
+                stop = stop or e
+                return
+            results[ex.id] = res
+            if on_example:
+                on_example(ex.id, res)
+
+        tasks = [asyncio.ensure_future(one(ex)) for ex in examples]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        ordered = {ex.id: results[ex.id] for ex in examples if ex.id in results}
+        return Evaluation(prompt, split, ordered, self.ledger.snapshot() - before, complete=stop is None,
+                          stop_reason=str(stop) if stop else None)
+
+    async def run_example(self, prompt: str, example: Example, *, tag: str | None = None) -> ExampleResult:
+        system = render_prompt(prompt, example.meta.get("vars", {}))
+        history: list[Message] = [Message("system", system)] if system else []
+        turns: list[TurnResult] = []
+        for i, turn in enumerate(example.turns, 1):
+            history.append(Message("user", turn.user))
+            if turn.given is not None:
+                history.append(Message("assistant", turn.given))
+                continue
+            completion = await self.lm.complete([m.to_dict() for m in history], tag=tag)
+            reply = completion.text
+            ctx = CheckContext(system, tuple(history[:-1]), turn.user, i, example.meta, turn.meta)
+            checks = await self._score(reply, ctx, list(example.checks) + list(turn.checks) + self.task.checks)
+            turns.append(TurnResult(reply, checks, None, completion.completion_tokens))
+            history.append(Message("assistant", reply))
+        return ExampleResult(example.id, tuple(turns))
+
+    async def _score(self, reply: str, ctx: CheckContext, specs: Iterable[Mapping[str, Any]]) -> dict[str, CheckResult]:
+        out: dict[str, CheckResult] = {}
+        for spec in specs:
+            check = self._check(spec)
+            name, n = check.name, 2
+            while name in out:
+                name, n = f"{check.name}#{n}", n + 1
+            try:
+                if getattr(check, "needs_model", False):
+                    out[name] = await check.ascore(reply, ctx, self.judge_lm)
+                else:
+                    out[name] = check.score(reply, ctx)
+            except (BudgetExceeded, PromptlearnError):
+                raise
+            except Exception as e:  # noqa: BLE001 - a broken check scores 0 with the error as feedback
+                out[name] = CheckResult(0.0, f"check raised {type(e).__name__}: {e}")
+        return out
+
+
+def _task_cache_path(task: Task) -> Path:
+    if task.spec.cache:
+        base = task.path.parent if task.path else Path(".")
+        return base / task.spec.cache
+    from promptlearn.cache import default_cache_path
+
+    return default_cache_path()
+
+
+def evaluate(task: Task | str | Path, prompt: str | None = None, *, split: str = "val",
+             cache_path: str | Path | None = None, use_cache: bool = True) -> Evaluation:
+    """Score one system prompt (the task's seed prompt by default) on a split of the task's examples."""
+    from promptlearn.task import load_task
+
+    task = task if isinstance(task, Task) else load_task(task)
+    ev = Evaluator(task, cache_path=cache_path, use_cache=use_cache)
+    try:
+        return ev.evaluate(prompt if prompt is not None else task.prompt, task.examples(split), split=split)
+    finally:
+        ev.close()

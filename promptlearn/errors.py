@@ -1,0 +1,41 @@
+"""Typed errors. Each says where the problem is and how to fix it, in one line."""
+
+from __future__ import annotations
+
+
+class PromptlearnError(Exception):
+    """Base of every error promptlearn raises on purpose (the CLI turns these into exit code 2)."""
+
+    exit_code = 2
+
+
+class TaskError(PromptlearnError):
+    """A task file, dataset or option is wrong. Raised before any model call is made."""
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None, fix: str | None = None):
+        self.file, self.field, self.fix, self.detail = file, field, fix, message
+        where = ": ".join(p for p in (file, field) if p)
+        text = f"{where}: {message}" if where else message
+        if fix:
+            text += f" (fix: {fix})"
+        super().__init__(text.replace("\n", " "))
+
+
+class BudgetExceeded(PromptlearnError):
+    """The next model call would pass a hard budget limit; `limit` names which one."""
+
+    exit_code = 0
+
+    def __init__(self, limit: str, used: float, cap: float):
+        self.limit, self.used, self.cap = limit, used, cap
+        super().__init__(f"budget stop: {limit} limit reached ({used:g} used of {cap:g})")
+
+
+class ModelError(PromptlearnError):
+    """A model call failed after all retries (a fault that never healed)."""
+
+    exit_code = 1
+
+
+class RunError(PromptlearnError):
+    """A run directory is missing, locked or from an incompatible version."""

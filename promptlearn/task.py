@@ -1,0 +1,360 @@
+"""The task file: pydantic schema, dataset loading, splits. Everything is validated before a token is spent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from promptlearn.errors import TaskError
+from promptlearn.types import Example, Turn
+
+PLACEHOLDER_RE = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    """A model reached through litellm: `local/smollm2`, `openai/gpt-4o-mini`, `ollama/llama3`, ..."""
+
+    name: str
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(128, ge=1, le=100_000)
+    seed: int | None = 0
+    api_base: str | None = None
+    api_key_env: str | None = Field(None, description="name of the env var holding the key (never the key)")
+    concurrency: int | None = Field(None, ge=1, le=1024)
+    timeout: float = Field(120.0, gt=0)
+    retries: int = Field(6, ge=0, le=50)
+    guidance: float = Field(1.0, ge=0.0, le=10.0, description="classifier-free guidance on the system prompt")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_local(self) -> bool:
+        return self.name.startswith("local/")
+
+    @property
+    def max_concurrency(self) -> int:
+        return self.concurrency or (1 if self.is_local else 8)
+
+    @field_validator("params")
+    @classmethod
+    def _no_inline_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if "key" in key.lower() or "token" in key.lower() and key != "max_tokens":
+                raise ValueError(f"params.{key} looks like a secret; put it in an env var and name it "
+                                 "with api_key_env")
+        return v
+
+
+class DataSource(_Strict):
+    """A dataset: a file (JSONL or a known format) or inline examples, with checks and meta for all its rows."""
+
+    file: str | None = None
+    format: Literal["jsonl", "sys_ifeval", "tensortrust_hijacking", "tensortrust_helpful", "sysbench"] = "jsonl"
+    examples: list[dict[str, Any]] | None = None
+    limit: int | None = Field(None, ge=1)
+    offset: int = Field(0, ge=0)
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    split: Literal["train", "val", "test"] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSource":
+        if (self.file is None) == (self.examples is None):
+            raise ValueError("give exactly one of 'file' or 'examples'")
+        return self
+
+
+class Splits(_Strict):
+    train: float = Field(0.4, ge=0, le=1)
+    val: float = Field(0.3, ge=0, le=1)
+    test: float = Field(0.3, ge=0, le=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> "Splits":
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {self.train + self.val + self.test:g}")
+        return self
+
+
+class Budget(_Strict):
+    max_calls: int | None = Field(None, ge=0)
+    max_usd: float | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0)
+    max_seconds: float | None = Field(None, gt=0)
+
+
+class Objective(_Strict):
+    """Primary adherence score plus side-effect constraints like `broken: "<= 2"`."""
+
+    primary: Literal["score", "loose"] = "score"
+    constraints: dict[str, str] = Field(default_factory=dict)
+    weights: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("constraints")
+    @classmethod
+    def _parse(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, expr in v.items():
+            if not re.fullmatch(r"\s*(<=|>=|<|>)\s*-?[0-9.]+\s*", str(expr)):
+                raise ValueError(f"constraint {key}: '{expr}' must look like '<= 2' or '>= 0.9'")
+        return {k: str(e) for k, e in v.items()}
+
+
+class OptimizerConfig(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = "evolve"
+
+
+class TaskSpec(_Strict):
+    name: str
+    description: str = ""
+    model: ModelConfig
+    proposer: ModelConfig | None = None
+    judge: ModelConfig | None = None
+    prompt: str
+    protected: list[str] = Field(default_factory=list)
+    placeholders: list[str] | None = None
+    data: list[DataSource] = Field(min_length=1)
+    splits: Splits = Field(default_factory=Splits)
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+    objective: Objective = Field(default_factory=Objective)
+    budget: Budget = Field(default_factory=Budget)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    cache: str | None = None
+
+    @field_validator("model", "proposer", "judge", mode="before")
+    @classmethod
+    def _model_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+
+class Task:
+    """A loaded, validated task: the spec plus its examples split into train/val/test."""
+
+    def __init__(self, spec: TaskSpec, examples: Mapping[str, list[Example]], *, path: Path | None = None):
+        self.spec = spec
+        self.path = path
+        self.splits = {k: list(v) for k, v in examples.items()}
+        self.placeholders = tuple(spec.placeholders if spec.placeholders is not None
+                                  else dict.fromkeys(PLACEHOLDER_RE.findall(spec.prompt)))
+
+    name = property(lambda self: self.spec.name)
+    prompt = property(lambda self: self.spec.prompt)
+    model = property(lambda self: self.spec.model)
+    proposer = property(lambda self: self.spec.proposer or self.spec.model)
+    judge = property(lambda self: self.spec.judge or self.spec.proposer or self.spec.model)
+    budget = property(lambda self: self.spec.budget)
+    checks = property(lambda self: self.spec.checks)
+
+    def examples(self, split: str = "val") -> list[Example]:
+        if split == "all":
+            return self.splits["train"] + self.splits["val"] + self.splits["test"]
+        if split not in self.splits:
+            raise TaskError(f"unknown split '{split}'", fix="use train, val, test or all")
+        return self.splits[split]
+
+    def violations(self, prompt: str) -> list[str]:
+        """What a candidate prompt lost: protected clauses and placeholders that must survive verbatim."""
+        missing = [f"protected clause '{c[:40]}'" for c in self.spec.protected if c not in prompt]
+        missing += [f"placeholder '{{{p}}}'" for p in self.placeholders if "{" + p + "}" not in prompt]
+        return missing
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes scores: used to refuse resuming a run with a different task."""
+        blob = json.dumps({"spec": self.spec.model_dump(mode="json", exclude={"budget", "optimizer"}),
+                           "examples": {k: [e.id for e in v] for k, v in self.splits.items()}}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_task(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> Task:
+    """Load and validate a task file. Every problem is a TaskError naming the file, the field and the fix."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise TaskError("file not found", file=str(path), fix="check the path to the task file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f"line {mark.line + 1}" if mark else None
+        raise TaskError(f"not valid YAML: {getattr(e, 'problem', e)}", file=str(path), field=line,
+                        fix="fix the YAML syntax (indentation, quotes, colons)") from None
+    except UnicodeDecodeError:
+        raise TaskError("not UTF-8 text", file=str(path), fix="save the task file as UTF-8") from None
+    if not isinstance(raw, dict):
+        raise TaskError("the task file must be a YAML mapping", file=str(path),
+                        fix="start with 'name:', 'model:', 'prompt:', 'data:'")
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    return task_from_dict(raw, base_dir=path.parent, source=str(path))
+
+
+def task_from_dict(raw: Mapping[str, Any], *, base_dir: Path | str = ".", source: str = "<task>") -> Task:
+    """Build a Task from a plain dict (what the YAML holds); relative paths resolve against base_dir."""
+    base_dir = Path(base_dir)
+    raw = dict(raw)
+    if isinstance(raw.get("prompt"), Mapping) and "file" in raw["prompt"]:
+        prompt_path = base_dir / str(raw["prompt"]["file"])
+        if not prompt_path.exists():
+            raise TaskError(f"prompt file '{prompt_path}' not found", file=source, field="prompt.file",
+                            fix="give a path relative to the task file")
+        raw["prompt"] = prompt_path.read_text(encoding="utf-8")
+    try:
+        spec = TaskSpec.model_validate(raw)
+    except ValidationError as e:
+        raise _one_line(e, source) from None
+    _validate_checks(spec.checks, source, "checks")
+    for i, ds in enumerate(spec.data):
+        _validate_checks(ds.checks, source, f"data[{i}].checks")
+    examples = _load_examples(spec, base_dir, source)
+    return Task(spec, _split(spec, examples), path=Path(source) if source != "<task>" else None)
+
+
+def _validate_checks(checks: list[dict[str, Any]], source: str, field: str) -> None:
+    from promptlearn.checks import CheckSpecError, build_check
+
+    for i, spec in enumerate(checks):
+        try:
+            build_check(spec)
+        except CheckSpecError as e:
+            raise TaskError(str(e), file=source, field=f"{field}[{i}]",
+                            fix="see `promptlearn checks` for types and their parameters") from None
+
+
+def _one_line(err: ValidationError, source: str) -> TaskError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    fix = {
+        "missing": f"add '{loc}' to the task file",
+        "extra_forbidden": f"remove '{loc}' or check its spelling",
+    }.get(first["type"], f"change '{loc}'")
+    extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return TaskError(msg.replace("Value error, ", "") + extra, file=source, field=loc, fix=fix)
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(out[k], v)
+        elif isinstance(v, Mapping) and isinstance(out.get(k), str):
+            out[k] = _deep_merge({"name": out[k]}, v)
+        else:
+            out[k] = v
+    return out
+
+
+def _load_examples(spec: TaskSpec, base_dir: Path, source: str) -> list[tuple[DataSource, Example]]:
+    from promptlearn import importers
+
+    out: list[tuple[DataSource, Example]] = []
+    seen: set[str] = set()
+    for i, ds in enumerate(spec.data):
+        field = f"data[{i}]"
+        if ds.examples is not None:
+            rows = [(n + 1, r) for n, r in enumerate(ds.examples)]
+            where = f"{source} {field}.examples"
+        else:
+            fpath = base_dir / ds.file
+            if not fpath.exists():
+                raise TaskError(f"data file '{fpath}' not found", file=source, field=f"{field}.file",
+                                fix="give a path relative to the task file")
+            rows = importers.read_rows(fpath, ds.format)
+            where = str(fpath)
+        rows = rows[ds.offset: ds.offset + ds.limit if ds.limit else None]
+        for lineno, row in rows:
+            try:
+                ex = importers.to_example(row, ds.format, default_id=f"{Path(ds.file or 'inline').stem}-{lineno}")
+            except (ValueError, TypeError, KeyError) as e:
+                raise TaskError(f"line {lineno}: {e}", file=where,
+                                fix="each row needs 'messages' (or 'user') and optional 'checks'") from None
+            ex = Example(ex.id, ex.turns, tuple(ds.checks) + ex.checks, {**ds.meta, **ex.meta})
+            if ex.id in seen:
+                raise TaskError(f"line {lineno}: duplicate example id '{ex.id}'", file=where,
+                                fix="give every example a unique 'id'")
+            seen.add(ex.id)
+            try:
+                for spec_i, c in enumerate(ex.checks + tuple(ch for t in ex.turns for ch in t.checks)):
+                    from promptlearn.checks import build_check
+
+                    build_check(c)
+            except Exception as e:  # noqa: BLE001 - any bad check spec is a data error
+                raise TaskError(f"line {lineno}: check {spec_i}: {e}", file=where,
+                                fix="see `promptlearn checks`") from None
+            out.append((ds, ex))
+    if not out:
+        raise TaskError("no examples", file=source, field="data", fix="add rows to the data files")
+    return out
+
+
+def _split(spec: TaskSpec, examples: list[tuple[DataSource, Example]]) -> dict[str, list[Example]]:
+    """Fixed splits from `split:` on a data source; the rest shuffled by seed and cut by fraction."""
+    out: dict[str, list[Example]] = {"train": [], "val": [], "test": []}
+    free = []
+    for ds, ex in examples:
+        (out[ds.split].append(ex) if ds.split else free.append(ex))
+    rng = random.Random(spec.splits.seed)
+    free.sort(key=lambda e: e.id)
+    rng.shuffle(free)
+    n = len(free)
+    n_train = round(n * spec.splits.train)
+    n_val = round(n * spec.splits.val)
+    out["train"] += free[:n_train]
+    out["val"] += free[n_train:n_train + n_val]
+    out["test"] += free[n_train + n_val:]
+    return out
+
+
+def render_prompt(template: str, variables: Mapping[str, Any]) -> str:
+    """Fill `{placeholders}` the way the app will; unknown names and other braces stay as they are."""
+    if not variables:
+        return template
+    return PLACEHOLDER_RE.sub(lambda m: str(variables[m.group(1)]) if m.group(1) in variables else m.group(0),
+                              template)
+
+
+def build_turns(messages: list[Mapping[str, Any]]) -> tuple[tuple[Turn, ...], dict[str, Any]]:
+    """Conversation messages -> turns. An assistant message after a user turn is a given reply (history)."""
+    turns: list[Turn] = []
+    variables: dict[str, Any] = {}
+    pending: dict[str, Any] | None = None
+    for m in messages:
+        role, content = m.get("role"), m.get("content")
+        if not isinstance(content, str):
+            raise ValueError(f"message content must be a string, got {type(content).__name__}")
+        if role == "system":
+            variables["system"] = content
+        elif role == "user":
+            if pending is not None:
+                turns.append(Turn(pending["content"], tuple(pending.get("checks", ())), None,
+                                  meta=pending.get("meta", {})))
+            pending = dict(m)
+        elif role == "assistant":
+            if pending is None:
+                raise ValueError("an assistant message must follow a user message")
+            turns.append(Turn(pending["content"], tuple(pending.get("checks", ())),
+                              None if m.get("generate") else content, meta=pending.get("meta", {})))
+            pending = None
+        else:
+            raise ValueError(f"unknown role '{role}' (use system, user or assistant)")
+    if pending is not None:
+        turns.append(Turn(pending["content"], tuple(pending.get("checks", ())), None, meta=pending.get("meta", {})))
+    if not turns:
+        raise ValueError("a conversation needs at least one user message")
+    return tuple(turns), variables
