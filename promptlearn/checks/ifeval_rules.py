@@ -316,7 +316,8 @@ def length_constraints_number_words(text: str, *, num_words: int, relation: str)
 def length_constraints_nth_paragraph_first_word(text: str, *, num_paragraphs: int, nth_paragraph: int,
                                                 first_word: str) -> str:
     """Exactly `num_paragraphs` paragraphs separated by blank lines (`\\n\\n`), paragraph `nth_paragraph` opening
-    with `first_word` (case-insensitive; leading quotes and the word's trailing punctuation are ignored).
+    with `first_word` (case-insensitive; leading quotes are skipped and the word is cut at . , ? ! ' " — but,
+    as in IFEval, not at ':' or ';', so "Summary:" is not "summary").
     As in IFEval the nth chunk of the raw split is inspected, so an empty chunk before it shifts the count."""
     parts = text.split("\n\n")
     n = sum(1 for p in parts if p.strip())
