@@ -244,8 +244,39 @@ def _one_line(err: ValidationError, source: str) -> TaskError:
         "missing": f"add '{loc}' to the task file",
         "extra_forbidden": f"remove '{loc}' or check its spelling",
     }.get(first["type"], f"change '{loc}'")
+    if first["type"] == "extra_forbidden" and first["loc"]:
+        import difflib
+
+        close = difflib.get_close_matches(str(first["loc"][-1]), _fields_at(first["loc"][:-1]), n=1)
+        if close:
+            msg += f"; did you mean '{close[0]}'?"
     extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return TaskError(msg.replace("Value error, ", "") + extra, file=source, field=loc, fix=fix)
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the schema model at a validation error location (for did-you-mean hints)."""
+    model: Any = TaskSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part)
+        model = _model_in(info.annotation) if info else None
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> Any:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
