@@ -93,7 +93,16 @@ class Evaluator:
         self._loop_lock = threading.Lock()
 
     def close(self) -> None:
-        self._loop.close()
+        """Close the loop after cancelling what litellm left running on it (its logging worker)."""
+        if not self._loop.is_closed():
+            with self._loop_lock:
+                pending = asyncio.all_tasks(self._loop)
+                for t in pending:
+                    t.cancel()
+                if pending:
+                    self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+                self._loop.close()
         if self.cache:
             self.cache.close()
 

@@ -245,15 +245,29 @@ def _cost(lt: Any, resp: Any, model: str) -> float:
 
 def _backoff(err: Exception, attempt: int, rng: random.Random) -> float:
     """Exponential backoff with jitter; a server's Retry-After wins when it gives one."""
-    response = getattr(err, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    try:
-        retry_after = float(headers.get("retry-after")) if headers.get("retry-after") else None
-    except (TypeError, ValueError):
-        retry_after = None
+    retry_after = _retry_after(err)
     base = float(os.environ.get("PROMPTLEARN_BACKOFF_BASE", "0.5"))
     delay = min(30.0, base * (2 ** attempt)) * (0.5 + rng.random() / 2)
     return min(60.0, retry_after) if retry_after is not None else delay
+
+
+def _retry_after(err: Exception) -> float | None:
+    """Seconds a server asked us to wait. litellm keeps the real headers in `litellm_response_headers`;
+    its exception's `response` is often a synthetic one without them."""
+    for headers in (getattr(err, "litellm_response_headers", None),
+                    getattr(getattr(err, "response", None), "headers", None), getattr(err, "headers", None)):
+        if not headers:
+            continue
+        if isinstance(headers, dict):
+            headers = {str(k).lower(): v for k, v in headers.items()}
+        for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+            value = headers.get(name)
+            try:
+                if value is not None and float(value) >= 0:
+                    return float(value) * scale
+            except (TypeError, ValueError):
+                continue
+    return None
 
 
 def _safe_message(err: Exception) -> str:
