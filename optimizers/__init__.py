@@ -1,0 +1,58 @@
+"""Optimizers: each proposes candidate system prompts through a RunContext; the engine decides and keeps score.
+
+Adding one is one file implementing the protocol below plus one line in `_BUILTINS` (or a plugin calling
+`register_optimizer`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, ClassVar, Protocol
+
+from promptlearn.errors import TaskError
+
+
+class Optimizer(Protocol):
+    """Proposes prompts with `ctx.propose(prompt, parents, operator)` until it is done or the context stops it.
+
+    Contract: never calls a model except through ctx (ctx.evaluate, ctx.propose, ctx.generate); draws every
+    random choice from ctx.rng so the same seed and cache give the same lineage; lets StopRun and
+    BudgetExceeded propagate (the engine catches them and finishes the run).
+    """
+
+    name: ClassVar[str]
+
+    def run(self, ctx: Any) -> None: ...
+
+
+_BUILTINS = {
+    "mutate": "promptlearn.optimizers.mutate:ReflectiveMutation",
+    "evolve": "promptlearn.optimizers.evolve:Evolution",
+    "dspy": "promptlearn.optimizers.dspy_opt:DSPyOptimizer",
+    "optuna": "promptlearn.optimizers.optuna_opt:OptunaSearch",
+}
+_PLUGINS: dict[str, type] = {}
+
+
+def register_optimizer(cls: type) -> type:
+    _PLUGINS[cls.name] = cls
+    return cls
+
+
+def optimizer_names() -> list[str]:
+    return sorted(set(_BUILTINS) | set(_PLUGINS))
+
+
+def get_optimizer(name: str) -> type:
+    if name in _PLUGINS:
+        return _PLUGINS[name]
+    if name not in _BUILTINS:
+        raise TaskError(f"unknown optimizer '{name}'", field="optimizer.name",
+                        fix="use one of " + ", ".join(optimizer_names()))
+    module, cls = _BUILTINS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        extra = {"dspy": "dspy", "optuna": "optuna"}.get(name, "all")
+        raise TaskError(f"optimizer '{name}' needs a package that is missing ({e.name})", field="optimizer.name",
+                        fix=f"pip install 'promptlearn[{extra}]'") from None

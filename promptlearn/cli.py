@@ -128,6 +128,117 @@ def _print_eval(name: str, split: str, out: dict[str, Any]) -> None:
     _console().print(table)
 
 
+@app.command("optimize")
+def optimize_cmd(
+    task: Path = typer.Argument(..., help="task YAML file"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="evolve, mutate, dspy or optuna"),
+    budget_calls: Optional[int] = typer.Option(None, "--budget-calls", help="hard cap on model calls"),
+    seed: int = typer.Option(0, "--seed", help="random seed: same seed + same cache = same lineage"),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where to keep the run (default runs/<id>)"),
+    resume: Optional[str] = typer.Option(None, "--resume", help="continue this run (id or path)"),
+    option: list[str] = typer.Option([], "--option", "-o", help="optimizer option KEY=VALUE (repeatable)"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+) -> None:
+    """Search for a better system prompt; score seed and best on the held-out test split."""
+    from promptlearn.run import optimize
+
+    options = _parse_options(option)
+    live = _LiveView(quiet=as_json)
+    try:
+        with live:
+            result = optimize(task, optimizer, budget=budget_calls, seed=seed, run_dir=run_dir, resume=resume,
+                              cache_path=cache, options=options, on_progress=live.update)
+    except KeyboardInterrupt:
+        where = live.run_dir or "the run directory"
+        print(f"promptlearn: interrupted; the run is saved: continue it with --resume {where}", file=sys.stderr)
+        raise typer.Exit(130)
+    if as_json:
+        print(json.dumps(result.to_json(), default=str))
+        return
+    _print_result(result)
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    from promptlearn.errors import TaskError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise TaskError(f"option '{pair}' is not KEY=VALUE", field="--option", fix="write e.g. -o minibatch=8")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+class _LiveView:
+    """Best val so far, budget used, candidates tried, elapsed and ETA, redrawn as the run goes."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.live = None
+        self.run_dir: Optional[str] = None
+        self._last_best: Optional[str] = None
+
+    def __enter__(self) -> "_LiveView":
+        if not self.quiet:
+            from rich.live import Live
+
+            self.live = Live("starting...", console=_console(stderr=True), refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def update(self, ctx: Any) -> None:
+        self.run_dir = str(ctx.store.dir)
+        u = ctx.evaluator.ledger.snapshot()
+        cap = ctx.evaluator.ledger.budget.max_calls
+        best = ctx.val_evals[ctx.best_id].score
+        eta = ""
+        if cap and u.calls:
+            eta = f" · ETA {max(0.0, u.seconds * (cap - u.calls) / u.calls):.0f}s"
+        line = (f"best val {best:.3f} · calls {u.calls}{f'/{cap}' if cap else ''} (cached {u.cached_calls})"
+                f" · ${u.usd:.4f} · candidates {ctx.proposals} · {u.seconds:.0f}s{eta}")
+        if self.live is not None:
+            self.live.update(line)
+        elif ctx.best_id != self._last_best and not self.quiet:
+            print(line, file=sys.stderr)
+        self._last_best = ctx.best_id
+
+
+def _print_result(result: Any) -> None:
+    from rich.table import Table
+
+    def fmt(x: Optional[float]) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    table = Table(title=f"run {result.run_id}")
+    for col in ("", "val (seed)", "val (best)", "test (seed)", "test (best)"):
+        table.add_column(col, justify="right" if col else "left")
+    s, b = result.seed, result.best
+    table.add_row("[bold]score[/bold]", fmt(s.val), fmt(b.val), fmt(s.test), fmt(b.test))
+    for check in sorted(set(s.val_checks) | set(b.val_checks)):
+        table.add_row(f"  {check}", fmt(s.val_checks.get(check)), fmt(b.val_checks.get(check)),
+                      fmt((s.test_checks or {}).get(check)), fmt((b.test_checks or {}).get(check)))
+    for k, v in (b.test_side_effects or {}).items():
+        if not k.endswith("_ids"):
+            table.add_row(f"test side effect: {k}", "", "", "", f"{v:.3f}" if isinstance(v, float) else str(v))
+    out = _console()
+    out.print(table)
+    gap = result.overfit_gap
+    out.print(f"overfit gap (best val - best test): {fmt(gap)} · calls {result.ledger.calls} "
+              f"(cached {result.ledger.cached_calls}) · ${result.ledger.usd:.4f} · {result.ledger.seconds:.0f}s · "
+              f"{result.candidates} candidates · stopped: {result.stop_reason}")
+    out.print(f"best prompt: {result.run_dir / 'best_prompt.txt'}")
+    out.print("[bold]best prompt:[/bold]")
+    out.print(result.best.prompt, markup=False, highlight=False)
+
+
 @app.command("checks")
 def checks_cmd() -> None:
     """List the check types a task file can use."""

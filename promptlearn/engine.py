@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from promptlearn.cache import Cache
 from promptlearn.checks.base import Check, CheckContext, build_check
 from promptlearn.errors import BudgetExceeded, PromptlearnError
-from promptlearn.lm import LM, Budget, Ledger
+from promptlearn.lm import LM, Budget, Ledger, usage_sink
 from promptlearn.task import Task, render_prompt
 from promptlearn.types import CheckResult, Example, ExampleResult, Message, TurnResult, Usage, prompt_id
 
@@ -79,8 +79,9 @@ class Evaluator:
     """Runs prompts over examples through one target LM (and a judge LM for checklist checks)."""
 
     def __init__(self, task: Task, *, cache: Cache | None = None, ledger: Ledger | None = None,
-                 cache_path: str | Path | None = None, use_cache: bool = True):
+                 cache_path: str | Path | None = None, use_cache: bool = True, store: Any = None):
         self.task = task
+        self.store = store  # a RunStore: results already stored are replayed, never recomputed
         if use_cache and cache is None:
             cache = Cache(cache_path or _task_cache_path(task))
         self.cache = cache if use_cache else None
@@ -89,6 +90,7 @@ class Evaluator:
         self.lm = LM(task.model, cache=self.cache, ledger=self.ledger)
         self.judge_lm = LM(task.judge, cache=self.cache, ledger=self.ledger)
         self._checks: dict[str, Check] = {}
+        self._accounted: set[tuple[str, str]] = set()
         self._loop = asyncio.new_event_loop()
         self._loop_lock = threading.Lock()
 
@@ -134,7 +136,7 @@ class Evaluator:
             if stop is not None:
                 return
             try:
-                res = await self.run_example(prompt, ex, tag=tag)
+                res = await self.memo_example(prompt, ex, tag=tag)
             except BudgetExceeded as e:
                 stop = stop or e
                 return
@@ -153,6 +155,31 @@ class Evaluator:
         ordered = {ex.id: results[ex.id] for ex in examples if ex.id in results}
         return Evaluation(prompt, split, ordered, self.ledger.snapshot() - before, complete=stop is None,
                           stop_reason=str(stop) if stop else None)
+
+    async def memo_example(self, prompt: str, example: Example, *, tag: str | None = None) -> ExampleResult:
+        """run_example, but through the run store: a stored result is replayed with its original cost."""
+        if self.store is None:
+            return await self.run_example(prompt, example, tag=tag)
+        cid = prompt_id(prompt)
+        hit = self.store.get_result(cid, example.id)
+        if hit is not None:
+            res, usage = hit
+            if (cid, example.id) not in self._accounted:  # a resumed run pays for its past calls once
+                self._accounted.add((cid, example.id))
+                self.ledger.add(usage, tag)
+            return res
+        sink: list[Usage] = []
+        token = usage_sink.set(sink)
+        try:
+            res = await self.run_example(prompt, example, tag=tag)
+        finally:
+            usage_sink.reset(token)
+        total = Usage()
+        for u in sink:
+            total = total + u
+        self.store.put_result(cid, res, total)
+        self._accounted.add((cid, example.id))
+        return res
 
     async def run_example(self, prompt: str, example: Example, *, tag: str | None = None) -> ExampleResult:
         system = render_prompt(prompt, example.meta.get("vars", {}))

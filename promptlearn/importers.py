@@ -75,7 +75,7 @@ def _sys_ifeval(row: Mapping[str, Any], default_id: str) -> Example:
     checks = []
     for iid, kwargs in zip(row["instruction_id_list"], row["kwargs"]):
         spec = {"type": iid, **{k: v for k, v in (kwargs or {}).items() if v is not None}}
-        if iid == "combination:repeat_prompt" and "prompt_to_repeat" not in spec:
+        if iid == "combination:repeat_prompt":  # the model only sees the user turn, so that is what it repeats
             spec["prompt_to_repeat"] = user
         checks.append(spec)
     return Example(f"sifeval-{row.get('key', default_id)}", (Turn(user),), tuple(checks),

@@ -6,6 +6,7 @@ This is the only module that imports litellm; the embedded local model registers
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import random
 import threading
@@ -20,6 +21,8 @@ from promptlearn.types import Usage
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch a price list at import
 
 _litellm = None
+# Collects the usage of every call made inside one example's evaluation (per-example cost in the run store).
+usage_sink: contextvars.ContextVar[list[Usage] | None] = contextvars.ContextVar("usage_sink", default=None)
 _litellm_lock = threading.Lock()
 
 
@@ -101,6 +104,9 @@ class Ledger:
             self._pending_tokens -= est_tokens
 
     def add(self, usage: Usage, tag: str | None = None) -> None:
+        sink = usage_sink.get()
+        if sink is not None:
+            sink.append(usage)
         with self._lock:
             self.total = self.total + usage
             if tag:

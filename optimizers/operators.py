@@ -1,0 +1,262 @@
+"""Prompt edit operators shared by the optimizers.
+
+Most need no model: with a tiny proposer (the embedded 135M model) LLM rewrites are weak, so restating,
+emphasising, moving or dropping rules, adding a worked example from a passing reply, reordering and crossover
+carry the search. Every operator returns a new prompt or None, and draws randomness only from the rng given.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Callable, Sequence
+
+SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(\[{*-])")
+RULE_CUE = re.compile(r"\b(must|always|never|only|do not|don't|should|every|each|start|begin|end|use|avoid|"
+                      r"include|reply|respond|answer|keep|make sure|no |not )", re.I)
+
+EMPHASIS = (
+    "IMPORTANT: {s}",
+    "{s} This rule has no exceptions.",
+    "You must always follow this rule: {s}",
+    "Rule: {s}",
+    "{upper}",
+)
+RESTATE = ("Remember: {s}", "Reminder: {s}", "Above all: {s}", "Before you answer, check this rule: {s}")
+
+
+def sections(prompt: str) -> list[str]:
+    return [s for s in re.split(r"\n\s*\n", prompt.strip()) if s.strip()]
+
+
+def sentences(text: str) -> list[str]:
+    out = []
+    for line in text.split("\n"):
+        out += [s for s in SENTENCE_RE.split(line.strip()) if s]
+    return out
+
+
+def rules(prompt: str, protected: Sequence[str] = ()) -> list[str]:
+    """Sentences that read like instructions (or hold a protected clause): what operators restate or stress.
+    Worked examples appended by add_example are not rules."""
+    head = re.split(r"\n\s*\nExamples?:\n", prompt)[0]
+    found = [s for s in sentences(head) if RULE_CUE.search(s) or any(p in s for p in protected)]
+    return list(dict.fromkeys(found)) or sentences(prompt)[:1]
+
+
+def _safe_to_drop(sentence: str, protected: Sequence[str]) -> bool:
+    return not any(p in sentence for p in protected) and "{" not in sentence
+
+
+def emphasize(prompt: str, rng: random.Random, protected: Sequence[str] = (), **_: Any) -> str | None:
+    rs = rules(prompt, protected)
+    if not rs:
+        return None
+    s = rng.choice(rs)
+    form = rng.choice(EMPHASIS)
+    new = form.format(s=s, upper=s.upper() if not re.search(r"\{\w+\}", s) else s)
+    return prompt.replace(s, new, 1) if new != s else None
+
+
+def restate(prompt: str, rng: random.Random, protected: Sequence[str] = (), **_: Any) -> str | None:
+    rs = rules(prompt, protected)
+    if not rs:
+        return None
+    s = rng.choice(rs)
+    return prompt.rstrip() + "\n\n" + rng.choice(RESTATE).format(s=s)
+
+
+def move_rule(prompt: str, rng: random.Random, protected: Sequence[str] = (), **_: Any) -> str | None:
+    rs = rules(prompt, protected)
+    if not rs or len(sentences(prompt)) < 2:
+        return None
+    s = rng.choice(rs)
+    rest = prompt.replace(s, "", 1).strip()
+    rest = re.sub(r"[ \t]{2,}", " ", rest)
+    return (s + "\n\n" + rest) if rng.random() < 0.5 else (rest + "\n\n" + s)
+
+
+def drop_sentence(prompt: str, rng: random.Random, protected: Sequence[str] = (), **_: Any) -> str | None:
+    cands = [s for s in sentences(prompt) if _safe_to_drop(s, protected)]
+    if not cands or len(sentences(prompt)) < 2:
+        return None
+    s = rng.choice(cands)
+    return re.sub(r"[ \t]{2,}", " ", prompt.replace(s, "", 1)).strip()
+
+
+def reorder(prompt: str, rng: random.Random, **_: Any) -> str | None:
+    secs = sections(prompt)
+    if len(secs) >= 2:
+        order = secs[:]
+        rng.shuffle(order)
+        return "\n\n".join(order) if order != secs else None
+    sents = sentences(prompt)
+    if len(sents) < 2:
+        return None
+    order = sents[:]
+    rng.shuffle(order)
+    return " ".join(order) if order != sents else None
+
+
+def as_list(prompt: str, rng: random.Random, protected: Sequence[str] = (), **_: Any) -> str | None:
+    """Rules as a bulleted list: small models often follow listed rules more reliably."""
+    rs = rules(prompt, protected)
+    if len(rs) < 1 or "\n- " in prompt:
+        return None
+    rest = prompt
+    for s in rs:
+        rest = rest.replace(s, "", 1)
+    rest = re.sub(r"\s{2,}", " ", rest).strip()
+    listed = "Rules:\n" + "\n".join(f"- {s}" for s in rs)
+    return (rest + "\n\n" + listed).strip() if rest else listed
+
+
+def add_example(prompt: str, rng: random.Random, passing: Sequence[tuple[Any, str]] = (), **_: Any) -> str | None:
+    """Append one to three short worked examples built from training replies that passed every check."""
+    if not passing:
+        return None
+    picked = rng.sample(list(passing), min(len(passing), rng.choice((1, 2, 3))))
+    shots = []
+    for ex, reply in picked:
+        words = reply.split()
+        short = " ".join(words[:25]) + (" ..." if len(words) > 25 else "")
+        user = ex.turns[0].user.replace("{", "(").replace("}", ")")
+        shots.append(f"User: {user}\nAssistant: {short.replace('{', '(').replace('}', ')')}")
+    head = "Example:" if len(shots) == 1 else "Examples:"
+    return prompt.rstrip() + f"\n\n{head}\n" + "\n\n".join(shots)
+
+
+def opening_template(prompt: str, rng: random.Random, passing: Sequence[tuple[Any, str]] = (), **_: Any) -> str | None:
+    """If passing replies share their opening words, show that opening as the reply format."""
+    if len(passing) < 2:
+        return None
+    firsts = [reply.split()[:3] for _, reply in passing if reply.split()]
+    prefix: list[str] = []
+    for words in zip(*firsts):
+        if len({w.lower().strip(".,!?:;") for w in words}) != 1:
+            break
+        prefix.append(words[0])
+    if not prefix:
+        return None
+    opening = " ".join(prefix)
+    form = rng.choice(('Begin every reply exactly like this: "{o} ..."', "Reply format:\n{o} <your answer>",
+                       'Your first words are always "{o}".'))
+    return prompt.rstrip() + "\n\n" + form.format(o=opening)
+
+
+LEXICON = {
+    "start": ("begin", "open"), "begin": ("start", "open"), "every": ("each", "any"), "each": ("every",),
+    "reply": ("response", "answer", "message"), "response": ("reply", "answer"), "answer": ("reply", "response"),
+    "must": ("should always", "have to", "are required to"), "always": ("every time", "without exception"),
+    "never": ("do not ever", "under no circumstances"), "do not": ("never", "don't"), "don't": ("do not", "never"),
+    "use": ("write with", "employ"), "include": ("add", "put in", "mention"), "avoid": ("do not use", "never use"),
+    "make sure": ("ensure", "be sure"), "ensure": ("make sure",), "friendly": ("cheerful", "warm"),
+    "assistant": ("helper", "AI assistant"), "word": ("exact word", "greeting"), "end": ("finish", "close"),
+    "keep": ("make", "hold"),
+}
+
+
+def reword(prompt: str, rng: random.Random, protected: Sequence[str] = (), **_: Any) -> str | None:
+    """Swap one instruction word for a synonym: this model reacts strongly to wording, so try wordings."""
+    hits = [(m.start(), m.end(), m.group(0)) for key in LEXICON
+            for m in re.finditer(rf"\b{re.escape(key)}\b", prompt, re.I)]
+    hits = [h for h in hits if not any(h[2].lower() in p.lower() for p in protected)]
+    if not hits:
+        return None
+    start, end, word = rng.choice(sorted(hits))
+    new = rng.choice(LEXICON[word.lower()])
+    new = new[0].upper() + new[1:] if word[0].isupper() else new
+    return prompt[:start] + new + prompt[end:]
+
+
+def crossover(a: str, b: str, rng: random.Random, **_: Any) -> str | None:
+    """Sections (or sentences) taken in turn from two parents, without repeats."""
+    sa, sb = sections(a), sections(b)
+    if len(sa) < 2 and len(sb) < 2:
+        sa, sb = sentences(a), sentences(b)
+        joiner = " "
+    else:
+        joiner = "\n\n"
+    out: list[str] = []
+    for i in range(max(len(sa), len(sb))):
+        pick = sa if rng.random() < 0.5 else sb
+        other = sb if pick is sa else sa
+        for src in (pick, other):
+            if i < len(src) and src[i] not in out:
+                out.append(src[i])
+                break
+    child = joiner.join(out)
+    return child if child not in (a, b) else None
+
+
+PARAPHRASE = """Rewrite the following system prompt so that an AI assistant follows it more reliably.
+Keep its meaning. Keep these exact phrases unchanged: {keep}
+Reply with only the new system prompt between <prompt> and </prompt>.
+
+<prompt>
+{prompt}
+</prompt>"""
+
+REFLECT = """You improve system prompts for an AI assistant.
+
+Current system prompt:
+<prompt>
+{prompt}
+</prompt>
+
+Conversations where the assistant broke the rules, with what went wrong:
+{failures}
+
+Write an improved system prompt that fixes these failures without breaking anything else.
+Keep these exact phrases unchanged: {keep}
+Reply with only the new system prompt between <prompt> and </prompt>."""
+
+
+def extract_prompt(text: str | None) -> str | None:
+    """The text between <prompt> tags, or the whole reply when the proposer ignored the tags."""
+    if not text:
+        return None
+    m = re.search(r"<prompt>\s*(.*?)\s*(</prompt>|$)", text, re.S)
+    out = (m.group(1) if m else text).strip()
+    return out or None
+
+
+def keep_list(ctx: Any) -> str:
+    keep = list(ctx.task.spec.protected) + ["{" + p + "}" for p in ctx.task.placeholders]
+    return ", ".join(f'"{k}"' for k in keep) or "(none)"
+
+
+def format_failures(failures: Sequence[tuple[Any, Any]], limit: int = 300) -> str:
+    parts = []
+    for i, (ex, res) in enumerate(failures, 1):
+        user = ex.turns[0].user[:limit]
+        reply = res.turns[0].reply[:limit] if res.turns else ""
+        parts.append(f"{i}. User: {user}\n   Assistant: {reply}\n   Problem: {res.feedback[:limit]}")
+    return "\n".join(parts) or "(none recorded)"
+
+
+def paraphrase(prompt: str, rng: random.Random, ctx: Any = None, **_: Any) -> str | None:
+    if ctx is None:
+        return None
+    return extract_prompt(ctx.generate([{"role": "user", "content": PARAPHRASE.format(
+        prompt=prompt, keep=keep_list(ctx))}], sample=rng.randrange(1000)))
+
+
+def reflect(prompt: str, rng: random.Random, ctx: Any = None, parent_id: str | None = None,
+            **_: Any) -> str | None:
+    if ctx is None:
+        return None
+    failures = ctx.failures(parent_id) if parent_id else []
+    if not failures:
+        return None
+    return extract_prompt(ctx.generate([{"role": "user", "content": REFLECT.format(
+        prompt=prompt, failures=format_failures(failures), keep=keep_list(ctx))}], sample=rng.randrange(1000)))
+
+
+MUTATIONS: dict[str, Callable[..., str | None]] = {
+    "emphasize": emphasize, "restate": restate, "move_rule": move_rule, "drop_sentence": drop_sentence,
+    "reorder": reorder, "as_list": as_list, "add_example": add_example, "opening_template": opening_template,
+    "reword": reword,
+    "paraphrase": paraphrase, "reflect": reflect,
+}
+LLM_OPERATORS = ("paraphrase", "reflect")

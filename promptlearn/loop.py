@@ -1,0 +1,274 @@
+"""The optimization loop: the engine owns budget, cache, ledger, lineage and stopping; optimizers only propose.
+
+A proposal is (1) rejected before any call if it drops a protected clause or placeholder, (2) screened on a
+train minibatch against its parent on the same examples, (3) promoted to the full val split, and (4) accepted
+as the new best only by a paired bootstrap over val examples, with the task's side-effect constraints holding.
+The test split is scored once at the end, for the seed and the best candidates, and only ever reported.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from promptlearn.engine import Evaluation, Evaluator
+from promptlearn.errors import BudgetExceeded, ModelError
+from promptlearn.lm import LM
+from promptlearn.metrics import side_effects, violated
+from promptlearn.store import RunStore
+from promptlearn.task import Task
+from promptlearn.types import Candidate, Example, ExampleResult, prompt_id
+
+PASS = 1.0 - 1e-9
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What happened to one proposal."""
+
+    id: str
+    status: str  # rejected | duplicate | screened_out | promoted | accepted | incomplete
+    val: float | None = None
+    reason: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+
+@dataclass
+class Options:
+    minibatch: int = 8
+    confidence: float = 0.8
+    bootstrap: int = 2000
+    patience: int = 0  # stop after this many proposals with no new best (0: never)
+    max_candidates: int | None = None
+    test_front: int = 2  # extra Pareto-front candidates scored on test besides seed and best
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StopRun(Exception):
+    """Raised inside the loop to end the search early (stop file, patience, candidate cap)."""
+
+
+class RunContext:
+    """What an optimizer sees of a run: evaluate, propose, generate with the proposer, and the best so far."""
+
+    def __init__(self, task: Task, evaluator: Evaluator, store: RunStore, *, seed: int, options: Options,
+                 on_progress: Callable[["RunContext"], None] | None = None):
+        self.task = task
+        self.evaluator = evaluator
+        self.store = store
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.options = options
+        self.train: list[Example] = task.examples("train")
+        self.val: list[Example] = task.examples("val")
+        self.proposer = LM(task.proposer, cache=evaluator.cache, ledger=evaluator.ledger)
+        self.on_progress = on_progress
+        self.seed_candidate = Candidate(task.prompt, (), "seed")
+        self.val_evals: dict[str, Evaluation] = {}
+        self.candidates: dict[str, Candidate] = {}
+        self.best_id = self.seed_candidate.id
+        self.proposals = 0
+        self.since_best = 0
+        self.started = time.monotonic()
+        self.stop_reason: str | None = None
+
+    # ---- evaluation -------------------------------------------------------------------------------------
+    def evaluate(self, prompt: str, examples: Sequence[Example] | str, *, tag: str | None = None) -> Evaluation:
+        """Evaluate a prompt on examples (or a split name). Stored results are replayed, never recomputed."""
+        exs = self.task.examples(examples) if isinstance(examples, str) else list(examples)
+        split = examples if isinstance(examples, str) else "custom"
+        ev = self.evaluator.evaluate(prompt, exs, split=split, tag=tag)
+        if not ev.complete:
+            raise _budget_from(ev.stop_reason or "")
+        return ev
+
+    def val_eval(self, cand_id: str) -> Evaluation:
+        return self.val_evals[cand_id]
+
+    @property
+    def best(self) -> tuple[Candidate, Evaluation]:
+        return self.candidates[self.best_id], self.val_evals[self.best_id]
+
+    @property
+    def pool(self) -> list[Candidate]:
+        """Candidates scored on the full val split, in the order they were promoted."""
+        return [self.candidates[c] for c in self.val_evals]
+
+    # ---- proposals --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.record(self.seed_candidate, "seed")
+        ev = self.evaluate(self.task.prompt, self.val, tag="seed")
+        self._promote(self.seed_candidate, ev)
+        self.store.set_meta("seed", self.seed_candidate.id)
+        self.store.set_meta("best", self.best_id)
+        self._progress("seed", self.seed_candidate.id)
+
+    def record(self, cand: Candidate, status: str) -> None:
+        self.candidates.setdefault(cand.id, cand)
+        if not self.store.add_candidate(cand, status):
+            self.store.set_status(cand.id, status) if status != "proposed" else None
+
+    def propose(self, prompt: str, parents: Sequence[str], operator: str,
+                meta: Mapping[str, Any] | None = None) -> Verdict:
+        """Screen, promote and maybe accept a new prompt. The engine decides; the optimizer only proposes."""
+        self.check_stop()
+        cand = Candidate(prompt, tuple(parents), operator, dict(meta or {}))
+        if cand.id in self.candidates:
+            return Verdict(cand.id, "duplicate", self.val_evals[cand.id].score if cand.id in self.val_evals else None)
+        self.proposals += 1
+        missing = self.task.violations(prompt)
+        if missing or not prompt.strip():
+            self.record(cand, "rejected")
+            self._progress("rejected", cand.id)
+            return Verdict(cand.id, "rejected", reason="lost " + ", ".join(missing) if missing else "empty prompt")
+        self.record(cand, "proposed")
+        parent_id = parents[0] if parents and parents[0] in self.candidates else self.best_id
+        parent = self.candidates[parent_id]
+        batch = self.minibatch(parent_id)
+        if batch:
+            mine = self.evaluate(prompt, batch, tag=operator)
+            theirs = self.evaluate(parent.prompt, batch, tag="screen-parent")
+            if mine.score <= theirs.score:
+                self.store.set_status(cand.id, "screened_out")
+                self.store.log_event("screen", {"id": cand.id, "score": mine.score, "parent": theirs.score})
+                return self._after(Verdict(cand.id, "screened_out", reason=f"minibatch {mine.score:.2f} <= "
+                                                                           f"parent {theirs.score:.2f}"))
+        ev = self.evaluate(prompt, self.val, tag=operator)
+        self._promote(cand, ev)
+        verdict = self._accept(cand, ev)
+        return self._after(verdict)
+
+    def minibatch(self, parent_id: str) -> list[Example]:
+        """k train examples for screening: half the parent's failures (where gains are), half at random."""
+        k = min(self.options.minibatch, len(self.train))
+        if k == 0:
+            return []
+        stored = self.store.results(parent_id)
+        failing = [e for e in self.train if e.id in stored and stored[e.id].score < PASS]
+        picked = self.rng.sample(failing, min(len(failing), k // 2))
+        rest = [e for e in self.train if e not in picked]
+        picked += self.rng.sample(rest, k - len(picked))
+        return sorted(picked, key=lambda e: e.id)
+
+    def _promote(self, cand: Candidate, ev: Evaluation) -> None:
+        self.val_evals[cand.id] = ev
+        self.store.put_score(cand.id, "val", ev.score, len(ev.results), ev.complete,
+                             {"checks": ev.check_rates()})
+        self.store.set_status(cand.id, "seed" if cand.operator == "seed" else "promoted")
+
+    def _accept(self, cand: Candidate, ev: Evaluation) -> Verdict:
+        best_cand, best_ev = self.best
+        seed_ev = self.val_evals[self.seed_candidate.id]
+        effects = side_effects(ev, seed_ev, self.val)
+        bad = violated(self.task.spec.objective.constraints, effects)
+        conf = paired_confidence(ev, best_ev, self.options.bootstrap, random.Random(self.seed + self.proposals))
+        self.store.log_event("promote", {"id": cand.id, "val": ev.score, "best": best_ev.score,
+                                         "confidence": conf, "violations": bad})
+        if bad:
+            return Verdict(cand.id, "promoted", ev.score, "violates " + "; ".join(bad))
+        if ev.score > best_ev.score and conf >= self.options.confidence:
+            self.best_id = cand.id
+            self.since_best = -1
+            self.store.set_status(cand.id, "accepted")
+            self.store.set_meta("best", cand.id)
+            self.store.write_files(cand.prompt)
+            return Verdict(cand.id, "accepted", ev.score, f"confidence {conf:.2f}")
+        return Verdict(cand.id, "promoted", ev.score, f"val {ev.score:.3f} vs best {best_ev.score:.3f}, "
+                                                      f"confidence {conf:.2f}")
+
+    def _after(self, verdict: Verdict) -> Verdict:
+        self.since_best += 1
+        self._progress(verdict.status, verdict.id)
+        return verdict
+
+    # ---- proposer model ---------------------------------------------------------------------------------
+    def generate(self, messages: Sequence[Mapping[str, str]], *, sample: int = 0) -> str | None:
+        """One proposer call (counted in the ledger under 'proposer'); None when the proposer fails."""
+        self.check_stop()
+        try:
+            return self.evaluator.run(self.proposer.complete(messages, sample=sample, tag="proposer")).text
+        except ModelError:
+            return None
+
+    # ---- feedback for optimizers ------------------------------------------------------------------------
+    def failures(self, cand_id: str, k: int = 4) -> list[tuple[Example, ExampleResult]]:
+        """Up to k stored train/val examples this candidate failed, with replies and check feedback."""
+        stored = self.store.results(cand_id)
+        if self.train and not any(e.id in stored for e in self.train):
+            self.evaluate(self.candidates[cand_id].prompt, self.minibatch(cand_id), tag="reflect-batch")
+            stored = self.store.results(cand_id)
+        exs = [e for e in self.train if e.id in stored and stored[e.id].score < PASS]
+        return [(e, stored[e.id]) for e in self.rng.sample(exs, min(k, len(exs)))]
+
+    def passing(self, k: int = 3) -> list[tuple[Example, str]]:
+        """Train conversations some candidate answered perfectly: material for worked examples."""
+        out = []
+        for cid in list(self.candidates):
+            stored = self.store.results(cid)
+            for e in self.train:
+                r = stored.get(e.id)
+                if r is not None and r.score >= PASS and len(e.turns) == 1 and r.turns:
+                    out.append((e, r.turns[0].reply))
+        out = sorted(dict(((e.id, reply), (e, reply)) for e, reply in out).values(), key=lambda p: (p[0].id, p[1]))
+        return self.rng.sample(out, min(k, len(out)))
+
+    # ---- stopping ---------------------------------------------------------------------------------------
+    def check_stop(self) -> None:
+        if (self.store.dir / "STOP").exists():
+            raise StopRun("stop file")
+        if self.options.patience and self.since_best >= self.options.patience:
+            raise StopRun(f"no improvement in {self.options.patience} proposals")
+        if self.options.max_candidates is not None and self.proposals >= self.options.max_candidates:
+            raise StopRun(f"{self.options.max_candidates} candidates tried")
+        self.evaluator.ledger.check()
+
+    def _progress(self, event: str, cand_id: str) -> None:
+        u = self.evaluator.ledger.snapshot()
+        self.store.log_event("progress", {"event": event, "id": cand_id, "calls": u.calls, "usd": u.usd,
+                                          "best_val": self.val_evals[self.best_id].score, "best": self.best_id,
+                                          "proposals": self.proposals, "seconds": u.seconds})
+        if self.on_progress:
+            self.on_progress(self)
+
+
+def _budget_from(reason: str) -> BudgetExceeded:
+    """Rebuild the BudgetExceeded that cut an evaluation short from its message."""
+    import re
+
+    m = re.search(r"budget stop: (\w+) limit reached \(([\d.e+-]+) used of ([\d.e+-]+)\)", reason)
+    return BudgetExceeded(m.group(1), float(m.group(2)), float(m.group(3))) if m else BudgetExceeded("budget", 0, 0)
+
+
+def paired_confidence(new: Evaluation, old: Evaluation, n: int, rng: random.Random) -> float:
+    """Bootstrap probability that `new` beats `old` on the same examples (paired by example id)."""
+    ids = [k for k in new.results if k in old.results]
+    if not ids:
+        return 0.0
+    diffs = [new.results[k].score - old.results[k].score for k in ids]
+    if all(d == 0 for d in diffs):
+        return 0.0
+    m = len(diffs)
+    wins = 0
+    for _ in range(n):
+        s = sum(diffs[rng.randrange(m)] for _ in range(m))
+        wins += s > 0
+    return wins / n
+
+
+def pareto_front(ctx: RunContext) -> list[str]:
+    """Candidates not dominated on per-example val scores (GEPA's selection set), best mean first."""
+    ids = list(ctx.val_evals)
+    vecs = {c: [ctx.val_evals[c].results[e.id].score if e.id in ctx.val_evals[c].results else 0.0 for e in ctx.val]
+            for c in ids}
+
+    def dominated(a: str) -> bool:
+        return any(all(x >= y for x, y in zip(vecs[b], vecs[a])) and vecs[b] != vecs[a] for b in ids if b != a)
+
+    front = [c for c in ids if not dominated(c)]
+    return sorted(front, key=lambda c: (-ctx.val_evals[c].score, c))

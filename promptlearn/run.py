@@ -1,0 +1,200 @@
+"""`optimize()`: one run from seed to a tested best prompt, kept in a run store that can be resumed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from promptlearn.engine import Evaluation, Evaluator
+from promptlearn.errors import BudgetExceeded, ModelError, RunError, TaskError
+from promptlearn.loop import Options, RunContext, StopRun, pareto_front
+from promptlearn.metrics import adherence, side_effects
+from promptlearn.store import RunStore, atomic_write, resolve_run
+from promptlearn.task import Task, load_task
+from promptlearn.types import Usage
+
+LOOP_OPTIONS = {f.name for f in dataclasses.fields(Options)} - {"extra"}
+
+
+@dataclass(frozen=True)
+class PromptScores:
+    """A prompt with its val and test scores (test is None when it was not measured)."""
+
+    id: str
+    prompt: str
+    val: float
+    test: float | None
+    val_checks: Mapping[str, float]
+    test_checks: Mapping[str, float] | None = None
+    test_side_effects: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of a run: seed and best with val and test scores, the lineage and the ledger."""
+
+    run_id: str
+    run_dir: Path
+    seed: PromptScores
+    best: PromptScores
+    front: tuple[PromptScores, ...]
+    lineage: Mapping[str, Any]
+    ledger: Usage
+    stop_reason: str | None
+    candidates: int
+
+    @property
+    def overfit_gap(self) -> float | None:
+        """val minus test for the best prompt: how much selection flattered it."""
+        return None if self.best.test is None else self.best.val - self.best.test
+
+    def export(self, path: str | Path, key: str, *, fmt: str | None = None, provenance: bool = True) -> None:
+        """Write the best prompt into an app config file, keeping everything else in it."""
+        from promptlearn.export import export_prompt, prompt_sha256
+
+        prov = {"run_id": self.run_id, "val": round(self.best.val, 4),
+                "test": None if self.best.test is None else round(self.best.test, 4),
+                "sha256": prompt_sha256(self.best.prompt)} if provenance else None
+        export_prompt(path, key, self.best.prompt, fmt=fmt, provenance=prov)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "run_dir": str(self.run_dir),
+                "seed": {"val": self.seed.val, "test": self.seed.test},
+                "best": {"val": self.best.val, "test": self.best.test, "prompt": self.best.prompt, "id": self.best.id},
+                "overfit_gap": self.overfit_gap, "calls": self.ledger.calls, "cached_calls": self.ledger.cached_calls,
+                "usd": self.ledger.usd, "seconds": self.ledger.seconds, "candidates": self.candidates,
+                "stop_reason": self.stop_reason,
+                "front": [{"id": p.id, "val": p.val, "test": p.test} for p in self.front]}
+
+
+def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: int | Mapping[str, Any] | None = None,
+             seed: int = 0, run_dir: str | Path | None = None, resume: str | Path | None = None,
+             runs_root: str | Path = "runs", cache_path: str | Path | None = None,
+             options: Mapping[str, Any] | None = None,
+             on_progress: Callable[[RunContext], None] | None = None) -> Result:
+    """Optimize the task's system prompt. `budget` is max model calls (int) or a budget mapping."""
+    from promptlearn.optimizers import get_optimizer
+
+    task = _with_budget(task if isinstance(task, Task) else load_task(task), budget)
+    if resume is not None:
+        rdir = resolve_run(resume, runs_root)
+        store = RunStore(rdir, create=False)
+        saved = store.get_meta("config")
+        if saved["fingerprint"] != task.fingerprint():
+            raise RunError(f"run {rdir.name} was made with a different task (data, checks or prompt changed); "
+                           "start a new run instead of --resume")
+        name, seed, opt_options = saved["optimizer"], saved["seed"], saved["options"]
+    else:
+        name = optimizer or task.spec.optimizer.name
+        opt_options = {**(task.spec.optimizer.model_extra or {}), **(options or {})}
+        rdir = Path(run_dir) if run_dir else Path(runs_root) / _run_id(task.name, seed)
+        if (rdir / "store.sqlite").exists():
+            raise RunError(f"{rdir} already holds a run; use --resume {rdir} or another --run-dir")
+        store = RunStore(rdir)
+        store.set_meta("config", {"optimizer": name, "seed": seed, "options": opt_options,
+                                  "fingerprint": task.fingerprint()})
+        atomic_write(rdir / "run.yaml", _run_yaml(task, name, seed, opt_options))
+    opt_cls = get_optimizer(name)
+    loop_opts = Options(**{k: v for k, v in opt_options.items() if k in LOOP_OPTIONS})
+    opt = opt_cls(**{k: v for k, v in opt_options.items() if k not in LOOP_OPTIONS})
+    evaluator = Evaluator(task, store=store, cache_path=cache_path)
+    ctx = RunContext(task, evaluator, store, seed=seed, options=loop_opts, on_progress=on_progress)
+    full_calls = evaluator.ledger.budget.max_calls
+    test_reserve = 2 * sum(sum(t.given is None for t in e.turns) for e in task.examples("test"))
+    if full_calls is not None:
+        evaluator.ledger.budget.max_calls = max(0, full_calls - test_reserve)
+    store.set_meta("status", "running")
+    stop_reason = None
+    try:
+        ctx.start()
+        opt.run(ctx)
+        stop_reason = "optimizer finished"
+    except (StopRun, BudgetExceeded) as e:
+        stop_reason = str(e)
+    except KeyboardInterrupt:
+        _close(store, ctx, "interrupted")
+        raise
+    except ModelError as e:
+        _close(store, ctx, "failed")
+        raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
+    finally:
+        evaluator.ledger.budget.max_calls = full_calls
+    if not ctx.val_evals:
+        _close(store, ctx, "failed")
+        raise RunError(f"the budget does not cover scoring the seed prompt on val ({stop_reason}); raise it")
+    try:
+        result = _finish(task, ctx, stop_reason)
+    finally:
+        evaluator.close()
+    return result
+
+
+def _finish(task: Task, ctx: RunContext, stop_reason: str | None) -> Result:
+    """Score seed, best (and, budget allowing, the Pareto front) on test; write the run's files."""
+    store, test = ctx.store, task.examples("test")
+    seed_id, best_id = ctx.seed_candidate.id, ctx.best_id
+    ids = [seed_id] + ([best_id] if best_id != seed_id else [])
+    extra = [c for c in pareto_front(ctx) if c not in ids][: ctx.options.test_front]
+    tests: dict[str, Evaluation] = {}
+    for cid in ids + extra:
+        ev = ctx.evaluator.evaluate(ctx.candidates[cid].prompt, test, split="test", tag="test")
+        if not ev.complete:
+            break
+        tests[cid] = ev
+        store.put_score(cid, "test", ev.score, len(ev.results), True, {"checks": ev.check_rates()})
+
+    def scores(cid: str) -> PromptScores:
+        val, t = ctx.val_evals[cid], tests.get(cid)
+        return PromptScores(cid, ctx.candidates[cid].prompt, val.score, t.score if t else None, val.check_rates(),
+                            t.check_rates() if t else None,
+                            side_effects(t, tests.get(seed_id), test) if t else None)
+
+    _close(store, ctx, "finished")
+    store.set_meta("stop_reason", stop_reason)
+    store.set_meta("ledger", ctx.evaluator.ledger.snapshot().to_dict())
+    store.set_meta("ledger_by_tag", {k: v.to_dict() for k, v in ctx.evaluator.ledger.by_tag.items()})
+    if tests.get(best_id):
+        store.set_meta("test_metrics", {"seed": adherence(tests[seed_id], test) if seed_id in tests else None,
+                                        "best": adherence(tests[best_id], test)})
+    return Result(store.run_id, store.dir, scores(seed_id), scores(best_id),
+                  tuple(scores(c) for c in extra if c in tests), store.lineage(), ctx.evaluator.ledger.snapshot(),
+                  stop_reason, len(ctx.candidates))
+
+
+def _close(store: RunStore, ctx: RunContext, status: str) -> None:
+    store.set_meta("status", status)
+    store.set_meta("best", ctx.best_id)
+    store.write_files(ctx.candidates[ctx.best_id].prompt if ctx.best_id in ctx.candidates else None)
+
+
+def _with_budget(task: Task, budget: int | Mapping[str, Any] | None) -> Task:
+    if budget is None:
+        return task
+    extra = {"max_calls": budget} if isinstance(budget, int) else dict(budget)
+    try:
+        spec = task.spec.model_copy(update={"budget": task.spec.budget.model_copy(update=extra)})
+    except Exception as e:  # noqa: BLE001
+        raise TaskError(f"bad budget {budget!r}: {e}", field="budget", fix="give max_calls as an integer") from None
+    new = Task(spec, task.splits, path=task.path)
+    return new
+
+
+def _run_id(name: str, seed: int) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{name}-{stamp}-s{seed}-{int(time.time() * 1000) % 1000:03d}"
+
+
+def _run_yaml(task: Task, optimizer: str, seed: int, options: Mapping[str, Any]) -> str:
+    import yaml
+
+    spec = task.spec.model_dump(mode="json")
+    spec["optimizer"] = {"name": optimizer, **options}
+    doc = {"promptlearn_version": __import__("promptlearn").__version__, "seed": seed,
+           "task_file": str(task.path) if task.path else None, "fingerprint": task.fingerprint(),
+           "task": spec, "splits": {k: [e.id for e in v] for k, v in task.splits.items()}}
+    return yaml.safe_dump(json.loads(json.dumps(doc)), sort_keys=False, allow_unicode=True)
