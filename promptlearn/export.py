@@ -25,8 +25,13 @@ Known limits
   as is, because python-dotenv has no escape for it (``\$`` would be read back as a backslash and a
   dollar). python-dotenv's default interpolation rewrites ``${NAME}`` in any value; a prompt containing
   ``${`` only reads back exactly with ``dotenv_values(..., interpolate=False)`` (a warning is issued).
-* YAML: values reached through anchors/aliases or inside flow mappings are rewritten by a full
-  ruamel.yaml round trip, which keeps comments and order but may re-indent the file.
+* YAML: the new value is spliced into the text and the result re-parsed and compared with what was
+  meant. A multi-line prompt is a literal block (``|``, ``|-``, ``|+``) unless that cannot hold it
+  exactly (control characters, CR, a last line of only spaces, ``|+`` before a blank line): then it is
+  a double-quoted string. Values behind anchors, aliases or tags, or inside flow mappings, are written
+  by a full ruamel.yaml round trip, which keeps comments and order but may re-indent the file.
+* py: only top-level ``NAME = ...`` / ``NAME: T = ...`` statements count, and an existing value must
+  be a string literal (an expression such as ``os.environ[...]`` is not overwritten).
 * JSON: the edit is spliced into the text, so the rest of the file is kept byte for byte; JSON has no
   comments to keep. Non-standard JSON (comments, trailing commas) is rejected.
 
@@ -110,8 +115,10 @@ def export_prompt(path: str | os.PathLike[str], key: str, prompt: str, *, fmt: s
     """Write `prompt` under the dotted `key` of the config file at `path`, keeping the rest of the file.
 
     Creates the file (and missing parent mappings) when needed. `provenance` (run id, scores, sha256, ...)
-    is written next to the prompt, replacing what an earlier export wrote there. The file is replaced
-    atomically and keeps its permissions; it is not touched at all when nothing changes.
+    is written next to the prompt, replacing what an earlier export wrote there; without it an existing
+    provenance entry is left as it is. The file is replaced atomically and keeps its permissions (and a
+    UTF-8 BOM if it had one); it is not touched at all when nothing changes. Raises ValueError for an
+    unknown format, ExportError (a ValueError) when the file cannot take the prompt.
     """
     f = detect_format(path, fmt)
     old = _read_file(path)
