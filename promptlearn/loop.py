@@ -20,7 +20,7 @@ from promptlearn.lm import LM
 from promptlearn.metrics import side_effects, violated
 from promptlearn.store import RunStore
 from promptlearn.task import Task
-from promptlearn.types import Candidate, Example, ExampleResult, prompt_id
+from promptlearn.types import Candidate, Example, ExampleResult, Usage, prompt_id
 
 PASS = 1.0 - 1e-9
 
@@ -77,6 +77,10 @@ class RunContext:
         self.since_best = 0
         self.started = time.monotonic()
         self.stop_reason: str | None = None
+        self._replayed: set[str] = set()
+        # Results this process has seen, in order. Choices depend on these, never on the whole store, so a
+        # resumed run (whose store already holds "future" results) replays exactly the same decisions.
+        self.seen: dict[str, dict[str, ExampleResult]] = {}
 
     # ---- evaluation -------------------------------------------------------------------------------------
     def evaluate(self, prompt: str, examples: Sequence[Example] | str, *, tag: str | None = None) -> Evaluation:
@@ -84,6 +88,7 @@ class RunContext:
         exs = self.task.examples(examples) if isinstance(examples, str) else list(examples)
         split = examples if isinstance(examples, str) else "custom"
         ev = self.evaluator.evaluate(prompt, exs, split=split, tag=tag)
+        self.seen.setdefault(prompt_id(prompt), {}).update(ev.results)
         if not ev.complete:
             raise _budget_from(ev.stop_reason or "")
         return ev
@@ -149,7 +154,7 @@ class RunContext:
         k = min(self.options.minibatch, len(self.train))
         if k == 0:
             return []
-        stored = self.store.results(parent_id)
+        stored = self.seen.get(parent_id, {})
         failing = [e for e in self.train if e.id in stored and stored[e.id].score < PASS]
         picked = self.rng.sample(failing, min(len(failing), k // 2))
         rest = [e for e in self.train if e not in picked]
@@ -191,18 +196,36 @@ class RunContext:
     def generate(self, messages: Sequence[Mapping[str, str]], *, sample: int = 0) -> str | None:
         """One proposer call (counted in the ledger under 'proposer'); None when the proposer fails."""
         self.check_stop()
+        from promptlearn.cache import request_key
+        from promptlearn.lm import usage_sink
+
+        key = request_key(self.proposer.name, self.proposer.params(), [dict(m) for m in messages], sample)
+        stored = self.store.get_generation(key)
+        if stored is not None:
+            text, usage = stored
+            if key not in self._replayed:
+                self._replayed.add(key)
+                self.evaluator.ledger.add(usage, "proposer")
+            return text
+        sink: list[Usage] = []
+        token = usage_sink.set(sink)
         try:
-            return self.evaluator.run(self.proposer.complete(messages, sample=sample, tag="proposer")).text
+            text = self.evaluator.run(self.proposer.complete(messages, sample=sample, tag="proposer")).text
         except ModelError:
             return None
+        finally:
+            usage_sink.reset(token)
+        self._replayed.add(key)
+        self.store.put_generation(key, text, sum(sink, Usage()))
+        return text
 
     # ---- feedback for optimizers ------------------------------------------------------------------------
     def failures(self, cand_id: str, k: int = 4) -> list[tuple[Example, ExampleResult]]:
         """Up to k stored train/val examples this candidate failed, with replies and check feedback."""
-        stored = self.store.results(cand_id)
+        stored = self.seen.get(cand_id, {})
         if self.train and not any(e.id in stored for e in self.train):
             self.evaluate(self.candidates[cand_id].prompt, self.minibatch(cand_id), tag="reflect-batch")
-            stored = self.store.results(cand_id)
+            stored = self.seen.get(cand_id, {})
         exs = [e for e in self.train if e.id in stored and stored[e.id].score < PASS]
         return [(e, stored[e.id]) for e in self.rng.sample(exs, min(k, len(exs)))]
 
@@ -210,7 +233,7 @@ class RunContext:
         """Train conversations some candidate answered perfectly: material for worked examples."""
         out = []
         for cid in list(self.candidates):
-            stored = self.store.results(cid)
+            stored = self.seen.get(cid, {})
             for e in self.train:
                 r = stored.get(e.id)
                 if r is not None and r.score >= PASS and len(e.turns) == 1 and r.turns:

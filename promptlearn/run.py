@@ -118,14 +118,17 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
         stop_reason = str(e)
     except KeyboardInterrupt:
         _close(store, ctx, "interrupted")
+        evaluator.close()
         raise
     except ModelError as e:
         _close(store, ctx, "failed")
+        evaluator.close()
         raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
     finally:
         evaluator.ledger.budget.max_calls = full_calls
     if not ctx.val_evals:
         _close(store, ctx, "failed")
+        evaluator.close()
         raise RunError(f"the budget does not cover scoring the seed prompt on val ({stop_reason}); raise it")
     try:
         result = _finish(task, ctx, stop_reason)

@@ -35,6 +35,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (candidate_id, split));
     CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, kind TEXT, data TEXT);
     """,
+    # 2: proposer generations, so a resumed run replays them instead of calling the proposer again
+    """
+    CREATE TABLE generations (key TEXT PRIMARY KEY, text TEXT, usage TEXT);
+    """,
 ]
 
 
@@ -158,6 +162,13 @@ class RunStore:
         for (u,) in self._db().execute("SELECT usage FROM results WHERE candidate_id = ?", (cand_id,)):
             total = total + Usage(**json.loads(u))
         return total
+
+    def put_generation(self, key: str, text: str, usage: Usage) -> None:
+        self._db().execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?)", (key, text, json.dumps(asdict(usage))))
+
+    def get_generation(self, key: str) -> tuple[str, Usage] | None:
+        row = self._db().execute("SELECT text, usage FROM generations WHERE key = ?", (key,)).fetchone()
+        return (row[0], Usage(**json.loads(row[1]))) if row else None
 
     # aggregate scores ------------------------------------------------------------------------------------
     def put_score(self, cand_id: str, split: str, score: float, n: int, complete: bool,

@@ -81,3 +81,89 @@ def install_fake_provider() -> None:
     from litellm.utils import custom_llm_setup
 
     custom_llm_setup()
+
+
+# ---- contract suite for optimizers ------------------------------------------------------------------------
+# Every optimizer must pass these (tests/test_optimizer_contract.py runs them for the built-ins; a plugin can
+# import and run them for its own). They use a scripted target whose behaviour depends on prompt wording.
+
+AHOY_CUES = ("IMPORTANT", "Example", "Rules:", "Remember", "each", "Begin", "rule")
+
+
+def wording_sensitive_responder(messages: Any) -> str:
+    """Target replies 'Ahoy' only for some wordings; the proposer (asked to rewrite) returns an emphasised rule."""
+    system = next((m["content"] for m in messages if m["role"] == "system"), "")
+    last = messages[-1]["content"]
+    if "<prompt>" in last or "system prompt" in last.lower() and not system:
+        return "<prompt>You are a pirate. IMPORTANT: Start every reply with the word Ahoy.</prompt>"
+    hits = sum(cue in system for cue in AHOY_CUES)
+    user = last
+    if hits and (len(user) + hits) % 3 != 0 or hits >= 2:
+        return f"Ahoy! Here is my answer about {user[:20]}"
+    return f"Sure, here is my answer about {user[:20]}"
+
+
+def contract_task(n: int = 15, *, max_calls: int = 120, optimizer: str = "evolve") -> Any:
+    from promptlearn.task import task_from_dict
+
+    users = [f"Question number {i}: tell me about topic {i * 7 % 11}" for i in range(n)]
+    return task_from_dict({
+        "name": "contract", "model": {"name": "fake/target", "max_tokens": 16}, "prompt":
+            "You are a pirate. Start every reply with the word Ahoy.",
+        "protected": ["Ahoy"], "data": [{"examples": [{"id": f"q{i}", "user": u} for i, u in enumerate(users)]}],
+        "checks": [{"type": "starts_with", "value": "Ahoy", "name": "ahoy"}],
+        "splits": {"train": 0.4, "val": 0.3, "test": 0.3, "seed": 0},
+        "budget": {"max_calls": max_calls}, "optimizer": {"name": optimizer},
+    })
+
+
+def run_contract(optimizer: str, tmp_path: Any, options: dict[str, Any] | None = None) -> None:
+    """Same seed -> same lineage; budget never exceeded; resume repeats no call; protected clauses kept."""
+    from promptlearn.run import optimize
+    from promptlearn.store import RunStore
+
+    budget = 120
+    task = contract_task(max_calls=budget, optimizer=optimizer)
+
+    def lineage(run_dir: Any) -> list[tuple[str, tuple[str, ...], str]]:
+        store = RunStore(run_dir, create=False)
+        return [(c["id"], tuple(c["parents"]), c["operator"]) for c in store.candidates()]
+
+    with FakeLM(wording_sensitive_responder) as fake:
+        first = optimize(task, optimizer, seed=3, run_dir=tmp_path / "a", cache_path=tmp_path / "c1.sqlite",
+                         options=options)
+        calls_first = fake.calls
+    assert first.ledger.calls <= budget, f"{first.ledger.calls} calls > budget {budget}"
+    assert calls_first <= budget
+    assert first.best.val >= first.seed.val
+
+    with FakeLM(wording_sensitive_responder):
+        second = optimize(task, optimizer, seed=3, run_dir=tmp_path / "b", cache_path=tmp_path / "c2.sqlite",
+                          options=options)
+    assert lineage(tmp_path / "a") == lineage(tmp_path / "b"), "same seed, different lineage"
+    assert second.best.prompt == first.best.prompt
+
+    # Interrupt in the middle of a model call, then resume: no completed call may be made again.
+    def interrupting(messages: Any) -> str:  # Ctrl-C in the middle of a model call, halfway through the run
+        if fake.calls == calls_first // 2:
+            raise KeyboardInterrupt
+        return wording_sensitive_responder(messages)
+
+    with FakeLM(interrupting) as fake:
+        try:
+            optimize(task, optimizer, seed=3, run_dir=tmp_path / "r", cache_path=tmp_path / "c3.sqlite",
+                     options=options)
+        except KeyboardInterrupt:
+            pass
+        before = fake.calls
+        fake.responder = wording_sensitive_responder
+        resumed = optimize(task, resume=tmp_path / "r", cache_path=tmp_path / "c3.sqlite")
+        total = fake.calls - 1  # the interrupted call never returned
+    assert total == calls_first, f"interrupted+resumed made {total} calls, an uninterrupted run {calls_first}"
+    assert before == calls_first // 2, "the interruption should have happened mid-run"
+    assert lineage(tmp_path / "r") == lineage(tmp_path / "a"), "resume changed the lineage"
+    assert resumed.best.prompt == first.best.prompt
+
+    for c in RunStore(tmp_path / "a", create=False).candidates():
+        if c["status"] != "rejected":
+            assert "Ahoy" in c["prompt"], f"candidate {c['id']} lost the protected clause"
