@@ -1,0 +1,176 @@
+"""`optuna`: TPE search over a structured version of the seed prompt.
+
+The seed is cut into its rule sentences (operators.rules) and the text between them. A trial picks, per rule, a
+wording (the original, an emphasis style, a deterministic synonym swap, or an LLM paraphrase made once up front);
+where the key rule goes (keep / start / end / restated at the end); plain text or a bulleted rule list; and how
+many and which worked examples (from train replies that passed every check). Every sentence of the seed is kept,
+so protected clauses and placeholders survive. TPE learns which choices pay off from the engine's verdicts;
+the engine still screens, promotes and accepts as for every optimizer.
+
+With `search_guidance: true` and a local target model, a trial also samples a decoding guidance strength
+g in [1, 2] into the candidate's `meta["guidance"]`; the engine applies `meta["guidance"]` when supported.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, ClassVar, Sequence
+
+import optuna
+
+from promptlearn.optimizers.operators import (EMPHASIS, RESTATE, as_list, extract_prompt, keep_list, reword,
+                                              rules, sentences)
+
+PARAPHRASE_RULE = """Rewrite this instruction for an AI assistant in different words, keeping its meaning.
+Keep these exact phrases unchanged: {keep}
+Reply with only the rewritten instruction between <prompt> and </prompt>.
+
+<prompt>
+{rule}
+</prompt>"""
+
+POSITIONS = ("keep", "start", "end", "restate")
+
+
+def _keeps(original: str, variant: str, protected: Sequence[str]) -> bool:
+    """A variant may replace a rule only if it keeps the rule's protected clauses and placeholders verbatim."""
+    must = [p for p in protected if p in original] + re.findall(r"\{\w+\}", original)
+    return bool(variant.strip()) and all(m in variant for m in must)
+
+
+def _tidy(text: str) -> str:
+    text = re.sub(r"[ \t]{2,}", " ", text)
+    text = re.sub(r"[ \t]+\n|\n[ \t]+", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def demo_block(picked: Sequence[tuple[Any, str]]) -> str:
+    """Worked examples in the same shape operators.add_example writes (braces neutralised, replies cut short)."""
+    shots = []
+    for ex, reply in picked:
+        words = reply.split()
+        short = " ".join(words[:25]) + (" ..." if len(words) > 25 else "")
+        user = ex.turns[0].user.replace("{", "(").replace("}", ")")
+        shots.append(f"User: {user}\nAssistant: {short.replace('{', '(').replace('}', ')')}")
+    return ("Example:" if len(shots) == 1 else "Examples:") + "\n" + "\n\n".join(shots)
+
+
+class OptunaSearch:
+    name: ClassVar[str] = "optuna"
+
+    def __init__(self, n_trials: int | None = None, max_demos: int = 3, paraphrases: int = 0,
+                 search_guidance: bool = False, rewordings: int = 4, max_rules: int = 6, max_idle: int = 40):
+        self.n_trials = n_trials
+        self.max_demos = max_demos
+        self.paraphrases = paraphrases
+        self.search_guidance = search_guidance
+        self.rewordings = rewordings
+        self.max_rules = max_rules
+        self.max_idle = max_idle
+        self.values: dict[str, float] = {}  # objective given to TPE per candidate id, for duplicates
+        self.demos: list[tuple[Any, str]] = []
+
+    # ---- search space -----------------------------------------------------------------------------------
+    def parse(self, ctx: Any) -> None:
+        """Cut the seed into literal chunks and rule slots, and list each rule's wordings."""
+        seed, protected = ctx.seed_candidate.prompt, list(ctx.task.spec.protected)
+        self.chunks: list[str] = []
+        self.slots: list[str] = []
+        pos = 0
+        for rule in rules(seed, protected)[: self.max_rules]:
+            at = seed.find(rule, pos)
+            if at < 0:
+                continue
+            self.chunks.append(seed[pos:at])
+            self.slots.append(rule)
+            pos = at + len(rule)
+        self.tail = seed[pos:]
+        marked = [i for i, r in enumerate(self.slots) if any(p in r for p in protected) or re.search(r"\{\w+\}", r)]
+        self.key = marked[0] if marked else 0
+        self.movable = len(sentences(seed)) >= 2
+        self.variants = [self.wordings(ctx, rule, protected) for rule in self.slots]
+
+    def wordings(self, ctx: Any, rule: str, protected: Sequence[str]) -> list[str]:
+        has_slot = bool(re.search(r"\{\w+\}", rule))
+        out = [rule] + [f.format(s=rule, upper=rule if has_slot else rule.upper()) for f in EMPHASIS]
+        for k in range(self.rewordings * 3):  # fixed seeds: the same alternatives in every run
+            if len(out) >= 1 + len(EMPHASIS) + self.rewordings:
+                break
+            alt = reword(rule, random.Random(k), protected)
+            if alt and alt not in out:
+                out.append(alt)
+        for k in range(self.paraphrases):
+            text = ctx.generate([{"role": "user", "content": PARAPHRASE_RULE.format(
+                rule=rule, keep=keep_list(ctx))}], sample=k)
+            alt = " ".join((extract_prompt(text) or "").split())
+            if alt and len(alt) <= 4 * len(rule) + 40:
+                out.append(alt)
+        return list(dict.fromkeys(v for v in out if _keeps(rule, v, protected)))
+
+    def refresh_demos(self, ctx: Any) -> None:
+        """The demo pool is fixed once non-empty, so the categorical choices over it stay the same."""
+        if not self.demos and self.max_demos > 0:
+            self.demos = list(ctx.passing(k=8))
+
+    # ---- one trial ------------------------------------------------------------------------------------------
+    def build(self, trial: Any, ctx: Any) -> tuple[str, dict[str, Any]]:
+        words = [v[trial.suggest_categorical(f"rule{i}", list(range(len(v))))] if len(v) > 1 else v[0]
+                 for i, v in enumerate(self.variants)]
+        position = trial.suggest_categorical("position", list(POSITIONS if self.movable else ("keep", "restate")))
+        if self.slots and position in ("start", "end"):
+            rest = _tidy("".join(c + ("" if i == self.key else w)
+                                 for i, (c, w) in enumerate(zip(self.chunks, words))) + self.tail)
+            key = words[self.key]
+            text = f"{key}\n\n{rest}" if position == "start" else f"{rest}\n\n{key}"
+        else:
+            text = "".join(c + w for c, w in zip(self.chunks, words)) + self.tail
+        if self.slots and position == "restate":
+            form = RESTATE[trial.suggest_categorical("restate_form", list(range(len(RESTATE))))]
+            text = text.rstrip() + "\n\n" + form.format(s=self.slots[self.key])
+        if trial.suggest_categorical("as_list", [False, True]):
+            text = as_list(text, random.Random(0), protected=ctx.task.spec.protected) or text
+        if self.demos:
+            n = trial.suggest_int("n_demos", 0, min(self.max_demos, len(self.demos)))
+            picks = [trial.suggest_categorical(f"demo{j}", list(range(len(self.demos)))) for j in range(n)]
+            picks = list(dict.fromkeys(picks))
+            if picks:
+                text = text.rstrip() + "\n\n" + demo_block([self.demos[j] for j in picks])
+        meta: dict[str, Any] = {}
+        if self.search_guidance and ctx.task.model.is_local:
+            meta["guidance"] = trial.suggest_float("guidance", 1.0, 2.0)
+        return text, meta
+
+    def objective(self, ctx: Any, verdict: Any, parent_id: str) -> float:
+        """What TPE maximises: val when the candidate reached val, else a penalty under its parent."""
+        if verdict.val is not None:
+            return verdict.val
+        if verdict.status == "duplicate" and verdict.id in self.values:
+            return self.values[verdict.id]
+        if verdict.status == "rejected":
+            return 0.0
+        return max(0.0, ctx.val_eval(parent_id).score - 0.05)
+
+    def run(self, ctx: Any) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=ctx.seed))
+        self.parse(ctx)
+        study.enqueue_trial({f"rule{i}": 0 for i, v in enumerate(self.variants) if len(v) > 1}
+                            | {"position": "keep", "as_list": False, "n_demos": 0})
+        trials, idle = 0, 0
+        while (self.n_trials is None or trials < self.n_trials) and idle < self.max_idle:
+            trials += 1
+            if idle == 0:  # new candidates may have passed train examples: material for demos
+                self.refresh_demos(ctx)
+            trial = study.ask()
+            prompt, extra = self.build(trial, ctx)
+            parent_id = ctx.best_id or ctx.seed_candidate.id
+            try:
+                verdict = ctx.propose(prompt, (parent_id,), "optuna", {"params": dict(trial.params), **extra})
+            except BaseException:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            value = self.objective(ctx, verdict, parent_id)
+            self.values.setdefault(verdict.id, value)
+            study.tell(trial, value)
+            idle = idle + 1 if verdict.status == "duplicate" else 0
