@@ -253,10 +253,28 @@ def reflect(prompt: str, rng: random.Random, ctx: Any = None, parent_id: str | N
         prompt=prompt, failures=format_failures(failures), keep=keep_list(ctx))}], sample=rng.randrange(1000)))
 
 
+LITERAL_RE = re.compile(r"\b(?:word|words|phrase|with|say|says|saying|token|string)\s+([A-Z][\w'-]*[!.]?|\S+[!?])")
+
+
+def quote_literal(prompt: str, rng: random.Random, protected: Sequence[str] = (), **_: Any) -> str | None:
+    """Quote the literal text a rule asks for (Start with the word "Ahoy"): small models copy quoted text."""
+    found = [p for p in protected if re.search(rf"(?<![\"'*]){re.escape(p)}(?![\"'*])", prompt)]
+    found += [m.group(1).rstrip(".") for m in LITERAL_RE.finditer(prompt)]
+    found = [f for f in dict.fromkeys(found) if f and "{" not in f]
+    if not found:
+        return None
+    lit = rng.choice(found)
+    m = re.search(rf"(?<![\"'*\w]){re.escape(lit)}(?![\"'*\w])", prompt)
+    if not m:
+        return None
+    left, right = rng.choice((('"', '"'), ("'", "'"), ("*", "*"), ("\u201c", "\u201d")))
+    return prompt[:m.start()] + left + lit + right + prompt[m.end():]
+
+
 MUTATIONS: dict[str, Callable[..., str | None]] = {
     "emphasize": emphasize, "restate": restate, "move_rule": move_rule, "drop_sentence": drop_sentence,
     "reorder": reorder, "as_list": as_list, "add_example": add_example, "opening_template": opening_template,
-    "reword": reword,
+    "reword": reword, "quote_literal": quote_literal,
     "paraphrase": paraphrase, "reflect": reflect,
 }
 LLM_OPERATORS = ("paraphrase", "reflect")
