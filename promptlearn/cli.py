@@ -157,6 +157,7 @@ def optimize_cmd(
         print(json.dumps(result.to_json(), default=str))
         return
     _print_result(result)
+    _console().print(f"report: {_write_report_quietly(result.run_dir)}")
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -246,6 +247,64 @@ def checks_cmd() -> None:
 
     for name in check_types():
         print(name)
+
+
+@app.command("report")
+def report_cmd(
+    run: str = typer.Argument(..., help="run id (under --root) or run directory"),
+    out: Optional[Path] = typer.Option(None, "--out", help="where to write the HTML (default <run>/report.html)"),
+    open_: bool = typer.Option(False, "--open", help="open the report in a web browser"),
+    root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
+) -> None:
+    """Write a run's self-contained HTML report: progress plots, lineage with diffs, checks, examples, ledger."""
+    from promptlearn.report import write_report
+    from promptlearn.store import resolve_run
+
+    path = write_report(resolve_run(run, root), out)
+    print(path)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
+@app.command("runs")
+def runs_cmd(root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs")) -> None:
+    """List the runs under --root: task, optimizer, status, seed and best scores, calls, date."""
+    from promptlearn.report import runs_overview
+    from promptlearn.views import runs_table
+
+    summaries = runs_overview(root)
+    if not summaries:
+        _console(stderr=True).print(f"no runs in {root}", markup=False, highlight=False)
+        return
+    _console().print(runs_table(summaries, title=f"runs in {root}"))
+
+
+@app.command("show")
+def show_cmd(
+    run: str = typer.Argument(..., help="run id (under --root) or run directory"),
+    root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
+) -> None:
+    """Show the path from the seed to the best prompt (operator, val, gain, diff) and the checks, seed vs best."""
+    from promptlearn.report import run_summary
+    from promptlearn.store import resolve_run
+    from promptlearn.views import checks_table, lineage_tree
+
+    summary = run_summary(resolve_run(run, root))
+    console = _console()
+    console.print(lineage_tree(summary, plain=console.no_color or not console.is_terminal))
+    console.print(checks_table(summary))
+
+
+def _write_report_quietly(run_dir: Path) -> str:
+    """The report of a finished run; a failure to write it is reported, never fatal to the run."""
+    try:
+        from promptlearn.report import write_report
+
+        return str(write_report(run_dir))
+    except Exception as e:  # noqa: BLE001
+        return f"not written ({e})"
 
 
 def main() -> None:
