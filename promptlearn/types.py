@@ -85,6 +85,11 @@ class TurnResult:
     completion_tokens: int = 0
 
     @property
+    def scored(self) -> bool:
+        """False when every check on this turn was a judge failure: the turn then counts toward no score."""
+        return bool(self.error) or not self.checks or any(not r.judge_error for r in self.checks.values())
+
+    @property
     def score(self) -> float:
         scored = [r.score for r in self.checks.values() if not r.judge_error]
         if self.error:
@@ -101,9 +106,10 @@ class ExampleResult:
 
     @property
     def score(self) -> float:
-        if not self.turns:
+        turns = [t for t in self.turns if t.scored]
+        if not turns:
             return 0.0
-        return sum(t.score for t in self.turns) / len(self.turns)
+        return sum(t.score for t in turns) / len(turns)
 
     @property
     def feedback(self) -> str:
