@@ -18,7 +18,7 @@ class TaskError(PromptlearnError):
         text = f"{where}: {message}" if where else message
         if fix:
             text += f" (fix: {fix})"
-        super().__init__(text.replace("\n", " "))
+        super().__init__(" ".join(text.splitlines()))  # one line whatever the input held (\n, \r, \u2028...)
 
 
 class BudgetExceeded(PromptlearnError):

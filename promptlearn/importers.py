@@ -19,13 +19,17 @@ ACCESS_GRANTED = r"^\W*access granted\b"
 def read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
     """(line number, parsed row) pairs; a bad line raises ValueError naming its line."""
     from promptlearn.errors import TaskError
+    from promptlearn.task import read_text
 
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, file=str(path), what="the dataset")
     if fmt == "sysbench" or path.suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise TaskError(f"line {e.lineno}: not valid JSON: {e.msg}", file=str(path),
+                            fix="a .json dataset must be one JSON array") from None
+        except (ValueError, RecursionError) as e:
+            raise TaskError(f"not valid JSON: {_json_problem(e)}", file=str(path),
                             fix="a .json dataset must be one JSON array") from None
         if not isinstance(data, list):
             raise TaskError("a .json dataset must be a JSON array of rows", file=str(path), fix="wrap rows in [ ]")
@@ -36,10 +40,18 @@ def read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
             continue
         try:
             rows.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise TaskError(f"line {lineno}: not valid JSON: {e.msg}", file=str(path),
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, too-long integers, too deep nesting
+            raise TaskError(f"line {lineno}: not valid JSON: {_json_problem(e)}", file=str(path),
                             fix="one JSON object per line") from None
     return rows
+
+
+def _json_problem(e: Exception) -> str:
+    if isinstance(e, json.JSONDecodeError):
+        return e.msg
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return str(e)[:120]
 
 
 def to_example(row: Any, fmt: str, *, default_id: str) -> Example:

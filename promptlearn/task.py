@@ -185,17 +185,20 @@ def load_task(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -
     import yaml
 
     path = Path(path)
-    if not path.exists():
+    if not _exists(path):
         raise TaskError("file not found", file=str(path), fix="check the path to the task file")
+    text = read_text(path, file=str(path), what="the task file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(text, Loader=_safe_loader())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f"line {mark.line + 1}" if mark else None
         raise TaskError(f"not valid YAML: {getattr(e, 'problem', e)}", file=str(path), field=line,
                         fix="fix the YAML syntax (indentation, quotes, colons)") from None
-    except UnicodeDecodeError:
-        raise TaskError("not UTF-8 text", file=str(path), fix="save the task file as UTF-8") from None
+    except RecursionError:
+        raise TaskError("not valid YAML: nested too deeply", file=str(path), fix="flatten the task file") from None
+    except ValueError as e:  # e.g. a number with more digits than Python converts
+        raise TaskError(f"not valid YAML: {str(e)[:120]}", file=str(path), fix="fix the value") from None
     if not isinstance(raw, dict):
         raise TaskError("the task file must be a YAML mapping", file=str(path),
                         fix="start with 'name:', 'model:', 'prompt:', 'data:'")
@@ -210,19 +213,62 @@ def task_from_dict(raw: Mapping[str, Any], *, base_dir: Path | str = ".", source
     raw = dict(raw)
     if isinstance(raw.get("prompt"), Mapping) and "file" in raw["prompt"]:
         prompt_path = base_dir / str(raw["prompt"]["file"])
-        if not prompt_path.exists():
+        if not _exists(prompt_path):
             raise TaskError(f"prompt file '{prompt_path}' not found", file=source, field="prompt.file",
                             fix="give a path relative to the task file")
-        raw["prompt"] = prompt_path.read_text(encoding="utf-8")
+        raw["prompt"] = read_text(prompt_path, file=source, field="prompt.file", what=f"prompt file '{prompt_path}'")
     try:
         spec = TaskSpec.model_validate(raw)
     except ValidationError as e:
         raise _one_line(e, source) from None
+    except RecursionError:
+        raise TaskError("nested too deeply", file=source, fix="flatten the task file") from None
     _validate_checks(spec.checks, source, "checks")
     for i, ds in enumerate(spec.data):
         _validate_checks(ds.checks, source, f"data[{i}].checks")
     examples = _load_examples(spec, base_dir, source)
     return Task(spec, _split(spec, examples), path=Path(source) if source != "<task>" else None)
+
+
+def _safe_loader() -> Any:
+    """yaml.SafeLoader, except that a number too long for Python is a YAML error with its line, not a ValueError."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_int(loader: Any, node: Any) -> int:
+        try:
+            return yaml.SafeLoader.construct_yaml_int(loader, node)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(None, None, f"the number {node.value[:12]}... has too many "
+                                                                 "digits", node.start_mark) from None
+
+    Loader.add_constructor("tag:yaml.org,2002:int", construct_int)
+    return Loader
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists, but a name the OS refuses (too long, NUL byte) is simply not there."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def read_text(path: Path, *, file: str, field: str | None = None, what: str = "the file") -> str:
+    """A file's UTF-8 text, or a TaskError naming the file (and, for bad bytes, the line)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise TaskError(f"cannot read {what}: {e.strerror or e}", file=file, field=field,
+                        fix="give the path of a readable file") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise TaskError(f"line {line}: {what} is not UTF-8 text (byte {data[e.start]:#04x})", file=file,
+                        field=field, fix="save it as UTF-8") from None
 
 
 def _validate_checks(checks: list[dict[str, Any]], source: str, field: str) -> None:
@@ -231,8 +277,9 @@ def _validate_checks(checks: list[dict[str, Any]], source: str, field: str) -> N
     for i, spec in enumerate(checks):
         try:
             build_check(spec)
-        except CheckSpecError as e:
-            raise TaskError(str(e), file=source, field=f"{field}[{i}]",
+        except Exception as e:  # noqa: BLE001 - a check factory may raise anything for bad parameters
+            msg = str(e) if isinstance(e, CheckSpecError) else f"{type(e).__name__}: {e}"
+            raise TaskError(msg, file=source, field=f"{field}[{i}]",
                             fix="see `promptlearn checks` for types and their parameters") from None
 
 
@@ -303,8 +350,9 @@ def _load_examples(spec: TaskSpec, base_dir: Path, source: str) -> list[tuple[Da
             where = f"{source} {field}.examples"
         else:
             fpath = base_dir / ds.file
-            if not fpath.exists():
-                raise TaskError(f"data file '{fpath}' not found", file=source, field=f"{field}.file",
+            if not _exists(fpath) or fpath.is_dir():
+                what = "is a directory" if _exists(fpath) else "not found"
+                raise TaskError(f"data file '{fpath}' {what}", file=source, field=f"{field}.file",
                                 fix="give a path relative to the task file")
             rows = importers.read_rows(fpath, ds.format)
             where = str(fpath)
@@ -312,8 +360,9 @@ def _load_examples(spec: TaskSpec, base_dir: Path, source: str) -> list[tuple[Da
         for lineno, row in rows:
             try:
                 ex = importers.to_example(row, ds.format, default_id=f"{Path(ds.file or 'inline').stem}-{lineno}")
-            except (ValueError, TypeError, KeyError) as e:
-                raise TaskError(f"line {lineno}: {e}", file=where,
+            except Exception as e:  # noqa: BLE001 - any row that does not convert is a data error
+                msg = {KeyError: f"missing field {e}", IndexError: f"too few items ({e})"}.get(type(e), str(e))
+                raise TaskError(f"line {lineno}: {msg}", file=where,
                                 fix="each row needs 'messages' (or 'user') and optional 'checks'") from None
             ex = Example(ex.id, ex.turns, tuple(ds.checks) + ex.checks, {**ds.meta, **ex.meta})
             if ex.id in seen:
