@@ -20,6 +20,15 @@ _EXPORTS = {
     "load_task": "promptlearn.task",
     "task_from_dict": "promptlearn.task",
     "Task": "promptlearn.task",
+    "make_task": "promptlearn.task",
+    "optimize": "promptlearn.run",
+    "Result": "promptlearn.run",
+    "PromptScores": "promptlearn.run",
+    "export_prompt": "promptlearn.export",
+    "read_prompt": "promptlearn.export",
+    "check_prompt": "promptlearn.gate",
+    "CheckReport": "promptlearn.gate",
+    "export_run": "promptlearn.gate",
     "ModelConfig": "promptlearn.task",
     "Message": "promptlearn.types",
     "Turn": "promptlearn.types",
@@ -32,6 +41,7 @@ _EXPORTS = {
     "BudgetExceeded": "promptlearn.errors",
     "ModelError": "promptlearn.errors",
     "RunError": "promptlearn.errors",
+    "ConfigError": "promptlearn.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -249,6 +249,84 @@ def checks_cmd() -> None:
         print(name)
 
 
+@app.command("export")
+def export_cmd(
+    run: str = typer.Argument(..., help="run id (under --root) or run directory"),
+    to: Path = typer.Option(..., "--to", help="the app's config file (created when missing)"),
+    key: str = typer.Option(..., "--key", help="dotted path of the prompt in it, e.g. assistant.system_prompt"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="yaml, json, toml, env, py or md (default: from --to)"),
+    no_provenance: bool = typer.Option(False, "--no-provenance", help="write only the prompt (no run id/scores)"),
+    root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
+) -> None:
+    """Write a run's best prompt into the app's config file, with provenance (run id, val, test, sha256)."""
+    from promptlearn.gate import export_run
+
+    info = export_run(run, to, key, fmt=fmt, with_provenance=not no_provenance, root=root)
+
+    def fmt_score(x: Optional[float]) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    print(f"exported best prompt {info.candidate_id} of run {info.run_id} (val {fmt_score(info.val)}, test "
+          f"{fmt_score(info.test)}) to {info.path}:{info.key} ({info.format})")
+    if info.test is None:
+        _console(stderr=True).print("[yellow]this prompt has no test score: the run stopped before scoring "
+                                    "it on test[/yellow]")
+
+
+@app.command("check")
+def check_cmd(
+    task: Path = typer.Argument(..., help="task YAML file"),
+    prompt_from: str = typer.Option(..., "--prompt-from", help="FILE:dotted.key of the prompt in the app's config"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="config format (default: from the file name)"),
+    split: str = typer.Option("test", "--split", help="train, val, test or all"),
+    min_score: Optional[float] = typer.Option(None, "--min-score", help="fail when the score is below this"),
+    max_broken: Optional[int] = typer.Option(None, "--max-broken",
+                                             help="fail when more examples than this pass with the seed prompt "
+                                                  "and fail with this one"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
+) -> None:
+    """Gate a build: re-evaluate the prompt the app will load; exit 1 when it scores too low or breaks examples."""
+    from promptlearn.gate import check_prompt, read_prompt_ref
+
+    path, key, text = read_prompt_ref(prompt_from, fmt=fmt)
+    report = check_prompt(task, text, split, min_score, max_broken, cache_path=cache, use_cache=not no_cache)
+    if as_json:
+        print(json.dumps({"config": str(path), "key": key, **report.to_json()}, default=str))
+    else:
+        _print_check(report, f"{path}:{key}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _print_check(report: Any, source: str) -> None:
+    from rich.table import Table
+
+    out = _console()
+    table = Table(title=f"{report.task} · {report.split} · {report.n_examples} conversations · {source} "
+                        f"(sha256 {report.prompt_sha256[:12]})")
+    for col in ("", "prompt", "seed"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row("[bold]score[/bold]", f"[bold]{report.score:.4f}[/bold]", f"{report.seed_score:.4f}")
+    for check in sorted(set(report.checks) | set(report.seed_checks)):
+        mine, seed = report.checks.get(check), report.seed_checks.get(check)
+        table.add_row(f"  {check}", "-" if mine is None else f"{mine:.3f}", "-" if seed is None else f"{seed:.3f}")
+    table.add_row("fixed / broken vs seed", f"{report.fixed} / {report.broken}", "")
+    table.add_row("calls (cached)", f"{report.usage.calls} ({report.usage.cached_calls})", "")
+    out.print(table)
+    for f in report.failures[:10]:
+        tag = " [red](broken)[/red]" if f["broken"] else ""
+        out.print(f"  fails {f['id']}{tag}: {f['feedback'] or 'score ' + format(f['score'], '.2f')}", highlight=False)
+    if len(report.failures) > 10:
+        out.print(f"  ... and {len(report.failures) - 10} more failing examples")
+    if report.passed:
+        out.print("[green]PASS[/green]")
+    else:
+        for reason in report.reasons:
+            out.print(f"[red]FAIL: {reason}[/red]", highlight=False)
+
+
 @app.command("report")
 def report_cmd(
     run: str = typer.Argument(..., help="run id (under --root) or run directory"),

@@ -1,12 +1,14 @@
 """The evaluation engine: run a system prompt over conversations, score every generated turn.
 
 Multi-turn conversations are generated turn by turn with the model's own earlier replies as history (as SysBench
-does). Examples of one candidate run back to back, so a local model reuses the KV cache of the shared prefix.
+does). Examples of one candidate run back to back in a canonical order (see Evaluator.schedule), so a local model
+reuses the KV cache of the shared prefix and the order of the input never matters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import threading
 from dataclasses import dataclass, field
@@ -75,6 +77,11 @@ def _family(name: str) -> str:
     return name.split("#", 1)[0]
 
 
+# Set for a conversation that holds the lane of a concurrency-1 target: called once its last reply is generated,
+# so the next conversation starts while that reply is still being scored.
+_generated: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("_generated", default=None)
+
+
 class Evaluator:
     """Runs prompts over examples through one target LM (and a judge LM for checklist checks)."""
 
@@ -130,21 +137,33 @@ class Evaluator:
         before = self.ledger.snapshot()
         results: dict[str, ExampleResult] = {}
         stop: BudgetExceeded | None = None
+        # A concurrency-1 target (the embedded model) runs one conversation at a time, so all turns of a
+        # conversation follow each other and each request extends the KV cache the previous one left.
+        lane = asyncio.Lock() if self.lm.config.max_concurrency == 1 else None
 
         async def one(ex: Example) -> None:
             nonlocal stop
-            if stop is not None:
-                return
+            release = None
+            if lane is not None:
+                await lane.acquire()
+                release = _once(lane.release)
+                _generated.set(release)
             try:
-                res = await self.memo_example(prompt, ex, tag=tag)
-            except BudgetExceeded as e:
-                stop = stop or e
-                return
-            results[ex.id] = res
-            if on_example:
-                on_example(ex.id, res)
+                if stop is not None:
+                    return
+                try:
+                    res = await self.memo_example(prompt, ex, tag=tag)
+                except BudgetExceeded as e:
+                    stop = stop or e
+                    return
+                results[ex.id] = res
+                if on_example:
+                    on_example(ex.id, res)
+            finally:
+                if release is not None:
+                    release()
 
-        tasks = [asyncio.ensure_future(one(ex)) for ex in examples]
+        tasks = [asyncio.ensure_future(one(ex)) for ex in self.schedule(prompt, examples)]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -155,6 +174,15 @@ class Evaluator:
         ordered = {ex.id: results[ex.id] for ex in examples if ex.id in results}
         return Evaluation(prompt, split, ordered, self.ledger.snapshot() - before, complete=stop is None,
                           stop_reason=str(stop) if stop else None)
+
+    def schedule(self, prompt: str, examples: Sequence[Example]) -> list[Example]:
+        """The order examples run in: by rendered system prompt, then user turns, then id. Requests that share a
+        prefix run back to back (a local model reuses its KV cache, API prefix caches stay warm), and the order
+        never depends on the input order. Results are keyed by example id, so the order cannot change a score."""
+        def key(ex: Example) -> tuple[str, tuple[str, ...], str]:
+            return render_prompt(prompt, ex.meta.get("vars", {})), tuple(t.user for t in ex.turns), ex.id
+
+        return sorted(examples, key=key)
 
     async def memo_example(self, prompt: str, example: Example, *, tag: str | None = None) -> ExampleResult:
         """run_example, but through the run store: a stored result is replayed with its original cost."""
@@ -185,12 +213,15 @@ class Evaluator:
         system = render_prompt(prompt, example.meta.get("vars", {}))
         history: list[Message] = [Message("system", system)] if system else []
         turns: list[TurnResult] = []
+        last = max((i for i, t in enumerate(example.turns, 1) if t.given is None), default=0)
         for i, turn in enumerate(example.turns, 1):
             history.append(Message("user", turn.user))
             if turn.given is not None:
                 history.append(Message("assistant", turn.given))
                 continue
             completion = await self.lm.complete([m.to_dict() for m in history], tag=tag)
+            if i == last and (generated := _generated.get()) is not None:
+                generated()
             reply = completion.text
             ctx = CheckContext(system, tuple(history[:-1]), turn.user, i, example.meta, turn.meta)
             checks = await self._score(reply, ctx, list(example.checks) + list(turn.checks) + self.task.checks)
@@ -215,6 +246,18 @@ class Evaluator:
             except Exception as e:  # noqa: BLE001 - a broken check scores 0 with the error as feedback
                 out[name] = CheckResult(0.0, f"check raised {type(e).__name__}: {e}")
         return out
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            fn()
+
+    return call
 
 
 def _task_cache_path(task: Task) -> Path:

@@ -39,3 +39,7 @@ class ModelError(PromptlearnError):
 
 class RunError(PromptlearnError):
     """A run directory is missing, locked or from an incompatible version."""
+
+
+class ConfigError(PromptlearnError, ValueError):
+    """An app config file cannot give or take the prompt: bad path, key, format or content."""

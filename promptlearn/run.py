@@ -25,28 +25,28 @@ LOOP_OPTIONS = {f.name for f in dataclasses.fields(Options)} - {"extra"}
 class PromptScores:
     """A prompt with its val and test scores (test is None when it was not measured)."""
 
-    id: str
-    prompt: str
-    val: float
-    test: float | None
-    val_checks: Mapping[str, float]
-    test_checks: Mapping[str, float] | None = None
-    test_side_effects: Mapping[str, Any] | None = None
+    id: str  #: content hash of the prompt (`types.prompt_id`), its id in the run store
+    prompt: str  #: the system prompt text, exactly as scored
+    val: float  #: mean example score on the val split (what selection saw)
+    test: float | None  #: mean example score on the held-out test split, scored once at the end
+    val_checks: Mapping[str, float]  #: pass rate of each check on val
+    test_checks: Mapping[str, float] | None = None  #: pass rate of each check on test
+    test_side_effects: Mapping[str, Any] | None = None  #: fixed/broken/verbosity... vs the seed on test
 
 
 @dataclass(frozen=True)
 class Result:
     """The outcome of a run: seed and best with val and test scores, the lineage and the ledger."""
 
-    run_id: str
-    run_dir: Path
-    seed: PromptScores
-    best: PromptScores
-    front: tuple[PromptScores, ...]
-    lineage: Mapping[str, Any]
-    ledger: Usage
-    stop_reason: str | None
-    candidates: int
+    run_id: str  #: the run directory's name; `promptlearn export RUN` takes it
+    run_dir: Path  #: where the run store, run.yaml, best_prompt.txt and lineage.json live
+    seed: PromptScores  #: the task's own prompt
+    best: PromptScores  #: the accepted prompt with the best val score (the seed when nothing beat it)
+    front: tuple[PromptScores, ...]  #: other Pareto-front candidates that were scored on test
+    lineage: Mapping[str, Any]  #: every candidate with its parents, operator, status and scores
+    ledger: Usage  #: calls, cached calls, tokens, USD and seconds the run spent
+    stop_reason: str | None  #: why the search ended (optimizer finished, budget stop, patience, ...)
+    candidates: int  #: how many distinct prompts were recorded
 
     @property
     def overfit_gap(self) -> float | None:
@@ -54,13 +54,15 @@ class Result:
         return None if self.best.test is None else self.best.val - self.best.test
 
     def export(self, path: str | Path, key: str, *, fmt: str | None = None, provenance: bool = True) -> None:
-        """Write the best prompt into an app config file, keeping everything else in it."""
-        from promptlearn.export import export_prompt, prompt_sha256
+        """Write the best prompt into an app config file, keeping everything else in it.
 
-        prov = {"run_id": self.run_id, "val": round(self.best.val, 4),
-                "test": None if self.best.test is None else round(self.best.test, 4),
-                "sha256": prompt_sha256(self.best.prompt)} if provenance else None
-        export_prompt(path, key, self.best.prompt, fmt=fmt, provenance=prov)
+        Provenance (run id, val, test, sha256) goes next to the prompt; raises ConfigError when the file or key
+        cannot take it. Same output as `promptlearn export RUN`.
+        """
+        from promptlearn.gate import provenance as prov_of, write_prompt
+
+        prov = prov_of(self.run_id, self.best.val, self.best.test, self.best.prompt) if provenance else None
+        write_prompt(path, key, self.best.prompt, fmt=fmt, provenance=prov)
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "run_dir": str(self.run_dir),

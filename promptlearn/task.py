@@ -7,12 +7,12 @@ import json
 import random
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from promptlearn.errors import TaskError
-from promptlearn.types import Example, Turn
+from promptlearn.types import Example, Message, Turn
 
 PLACEHOLDER_RE = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 
@@ -160,6 +160,12 @@ class Task:
     budget = property(lambda self: self.spec.budget)
     checks = property(lambda self: self.spec.checks)
 
+    @classmethod
+    def build(cls, name: str, prompt: str, conversations: Iterable[Any], checks: Iterable[Any] = (),
+              model: str | ModelConfig | Mapping[str, Any] = "local/smollm2", **spec: Any) -> "Task":
+        """Build a task in code; same as `make_task`."""
+        return make_task(name, prompt, conversations, checks, model, **spec)
+
     def examples(self, split: str = "val") -> list[Example]:
         if split == "all":
             return self.splits["train"] + self.splits["val"] + self.splits["test"]
@@ -228,6 +234,88 @@ def task_from_dict(raw: Mapping[str, Any], *, base_dir: Path | str = ".", source
         _validate_checks(ds.checks, source, f"data[{i}].checks")
     examples = _load_examples(spec, base_dir, source)
     return Task(spec, _split(spec, examples), path=Path(source) if source != "<task>" else None)
+
+
+def make_task(name: str, prompt: str, conversations: Iterable[Any], checks: Iterable[Any] = (),
+              model: str | ModelConfig | Mapping[str, Any] = "local/smollm2", *, base_dir: Path | str = ".",
+              **spec: Any) -> Task:
+    """Build a Task in code instead of a task file.
+
+    `conversations`: each one a string (one user turn), a list of strings (user turns), a list of `Message`s or
+    `{role, content}` dicts (assistant messages are given history), or a row dict as in a JSONL dataset
+    (`{"id": ..., "user": ..., "checks": [...]}`). `checks`: spec dicts as in a task file, or plain callables
+    `fn(reply, ctx) -> bool | float | (score, feedback)` (also `fn(reply)`). `model` (and `proposer` / `judge`
+    in `spec`): a litellm model string, a ModelConfig or a mapping. `spec` takes any other task-file field
+    (`splits`, `budget`, `objective`, `protected`, `optimizer`, `data`, ...). Raises TaskError.
+    """
+    rows = [_conversation_row(c, i) for i, c in enumerate(conversations)]
+    extra_data = [_as_plain(d) for d in spec.pop("data", None) or []]
+    if not rows and not extra_data:
+        raise TaskError("no conversations", field="conversations",
+                        fix="pass at least one conversation, e.g. ['How do I reset my password?']")
+    raw: dict[str, Any] = {"name": name, "prompt": prompt, "model": _as_plain(model),
+                           "data": ([{"examples": rows}] if rows else []) + extra_data,
+                           "checks": [_check_spec(c, f"checks[{i}]") for i, c in enumerate(checks)]}
+    for key, value in spec.items():
+        raw[key] = _as_plain(value)
+    return task_from_dict(raw, base_dir=base_dir)
+
+
+def _as_plain(value: Any) -> Any:
+    """ModelConfig and other spec models -> the dicts a task file would hold."""
+    return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+
+
+def _check_spec(check: Any, where: str) -> dict[str, Any]:
+    """A check spec mapping as is; a callable (or a Check object's `score`) registered in this process."""
+    from promptlearn.checks.assertions import register_callable
+
+    if isinstance(check, Mapping):
+        return dict(check)
+    if callable(check):
+        return register_callable(check)
+    score: Callable[..., Any] | None = getattr(check, "score", None)
+    if callable(score) and not getattr(check, "needs_model", False):
+        return register_callable(score, getattr(check, "name", None))
+    raise TaskError(f"a check must be a spec mapping or a callable fn(reply, ctx), got {type(check).__name__}",
+                    field=where, fix="pass e.g. {'type': 'starts_with', 'value': 'Ahoy'} or a function")
+
+
+def _message(m: Any, where: str) -> dict[str, Any]:
+    if isinstance(m, Message):
+        return m.to_dict()
+    if isinstance(m, str):
+        return {"role": "user", "content": m}
+    if isinstance(m, Mapping):
+        out = dict(m)
+        if "checks" in out:
+            out["checks"] = [_check_spec(c, f"{where}.checks[{j}]") for j, c in enumerate(out["checks"])]
+        return out
+    raise TaskError(f"a message must be a string, a Message or a {{role, content}} dict, got {type(m).__name__}",
+                    field=where, fix="write conversations as strings, lists of strings or lists of Message")
+
+
+def _conversation_row(conv: Any, i: int) -> dict[str, Any]:
+    """One conversation given in code -> one dataset row (the JSONL shape)."""
+    where = f"conversations[{i}]"
+    if isinstance(conv, str):
+        return {"user": conv}
+    if isinstance(conv, Message):
+        return {"messages": [conv.to_dict()]}
+    if isinstance(conv, Mapping):
+        row = dict(conv)
+        if "checks" in row:
+            row["checks"] = [_check_spec(c, f"{where}.checks[{j}]") for j, c in enumerate(row["checks"])]
+        if isinstance(row.get("messages"), (list, tuple)):
+            row["messages"] = [_message(m, f"{where}.messages[{j}]") for j, m in enumerate(row["messages"])]
+        return row
+    if isinstance(conv, Sequence) and conv:
+        if all(isinstance(m, str) for m in conv):
+            return {"user": list(conv)}
+        return {"messages": [_message(m, f"{where}[{j}]") for j, m in enumerate(conv)]}
+    raise TaskError(f"a conversation must be a string, a non-empty list of strings or messages, or a row dict; "
+                    f"got {type(conv).__name__}", field=where,
+                    fix="e.g. 'Hi', ['Hi', 'And then?'] or [Message('user', 'Hi')]")
 
 
 def _safe_loader() -> Any:

@@ -472,3 +472,42 @@ def python(kind: str, function: Any = None, base_dir: Any = None) -> FunctionChe
     if not isinstance(function, str):
         raise CheckSpecError(f"{kind} needs 'function' as 'module:function' or 'path/to/file.py:function'")
     return FunctionCheck(load_function(function, base_dir), label=f"check function '{function}'")
+
+
+# ---------------------------------------------------------------- in-process callables (the Python API)
+
+_CALLABLES: dict[str, Callable[..., Any]] = {}
+
+
+def register_callable(fn: Callable[..., Any], name: str | None = None) -> dict[str, Any]:
+    """Register a plain callable as a check of this process; returns the spec that refers to it.
+
+    The spec, `{type: python_callable, ref: <id>, name: <name>}`, is plain data like every other check spec, so
+    tasks, fingerprints and run stores stay serializable. The ref is `module:qualname@<code hash>`, with `#2`,
+    `#3`, ... for distinct callables that would share it (closures over different values), so the same code
+    registered in the same order gets the same ref in every process.
+    """
+    if not callable(fn):
+        raise CheckSpecError(f"a check must be a spec mapping or a callable, got {type(fn).__name__}")
+    base = f"{getattr(fn, '__module__', None) or '?'}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        consts = tuple(c for c in code.co_consts if isinstance(c, (str, bytes, int, float, bool, type(None))))
+        base += "@" + hashlib.sha1(repr((code.co_code, code.co_names, consts)).encode()).hexdigest()[:8]
+    ref, n = base, 2
+    while ref in _CALLABLES and _CALLABLES[ref] != fn:  # bound methods are equal, not identical
+        ref, n = f"{base}#{n}", n + 1
+    _CALLABLES[ref] = fn
+    label = name or getattr(fn, "__name__", None) or type(fn).__name__
+    return {"type": "python_callable", "ref": ref, "name": "check" if label == "<lambda>" else label}
+
+
+@_factory("python_callable")
+def python_callable(kind: str, ref: Any = None) -> FunctionCheck:
+    """A callable registered in this process with `register_callable` (what `make_task` does for callables)."""
+    fn = _CALLABLES.get(str(ref)) if ref is not None else None
+    if fn is None:
+        raise CheckSpecError(f"{kind}: no callable {ref!r} is registered in this process; pass the function to "
+                             "make_task (or register_callable) in the process that evaluates, or use "
+                             "type: python with function: 'module:function' in a task file")
+    return FunctionCheck(fn, label=f"check function '{getattr(fn, '__name__', ref)}'")

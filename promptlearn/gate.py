@@ -1,0 +1,221 @@
+"""Inside the app's build: export a run's best prompt into the app's config, and gate a build on it.
+
+`export_run` writes a run's best prompt (with provenance: run id, val, test, sha256) into a config file.
+`check_prompt` re-evaluates a prompt, as the app will load it, on a split of the task in this process, compares
+it with the task's seed prompt on the same examples and says whether it passes a minimum score and a limit on
+examples broken. Same model, greedy decoding and the same rendered messages give the same score the run
+recorded for that split.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from promptlearn.errors import ConfigError, RunError
+from promptlearn.types import Usage
+
+PASS = 1.0 - 1e-9
+
+
+def provenance(run_id: str, val: float | None, test: float | None, prompt: str) -> dict[str, Any]:
+    """What an export writes next to the prompt: where it came from and how it scored."""
+    from promptlearn.export import prompt_sha256
+
+    return {"run_id": run_id, "val": None if val is None else round(val, 4),
+            "test": None if test is None else round(test, 4), "sha256": prompt_sha256(prompt)}
+
+
+# ---- export --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What `export_run` wrote: the run's best prompt, its recorded scores, and where it went."""
+
+    run_id: str
+    candidate_id: str
+    prompt: str
+    val: float | None
+    test: float | None
+    path: Path
+    key: str
+    format: str
+    provenance: Mapping[str, Any] | None
+
+
+def best_of_run(run: str | Path, root: str | Path = "runs") -> tuple[str, str, str, float | None, float | None]:
+    """(run id, best candidate id, prompt, val score, test score) from a run store."""
+    from promptlearn.store import RunStore, resolve_run
+
+    rdir = resolve_run(run, root)
+    store = RunStore(rdir, create=False)
+    try:
+        best = store.get_meta("best")
+        cand = store.candidate(best) if best else None
+        if cand is None:
+            raise RunError(f"run {store.run_id} has no best prompt yet (it never scored the seed); "
+                           "run it again or --resume it")
+        scores = store.scores().get(best, {})
+        val, test = scores.get("val", {}).get("score"), scores.get("test", {}).get("score")
+        return store.run_id, best, cand["prompt"], val, test
+    finally:
+        store.close()
+
+
+def export_run(run: str | Path, to: str | Path, key: str, *, fmt: str | None = None, with_provenance: bool = True,
+               root: str | Path = "runs") -> ExportInfo:
+    """Write the best prompt of `run` under the dotted `key` of the config file `to`, keeping the rest of it."""
+    run_id, cid, prompt, val, test = best_of_run(run, root)
+    prov = provenance(run_id, val, test, prompt) if with_provenance else None
+    f = write_prompt(to, key, prompt, fmt=fmt, provenance=prov)
+    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov)
+
+
+def write_prompt(path: str | Path, key: str, prompt: str, *, fmt: str | None = None,
+                 provenance: Mapping[str, Any] | None = None) -> str:
+    """export.export_prompt, with every failure a one-line ConfigError; returns the format used."""
+    from promptlearn.export import detect_format, export_prompt
+
+    try:
+        f = detect_format(path, fmt)
+        export_prompt(path, key, prompt, fmt=f, provenance=provenance)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"cannot write the prompt to {path} key {key!r}: {_one_line(e)}") from None
+    return f
+
+
+# ---- reading the prompt the app will load ----------------------------------------------------------------------
+
+
+def parse_prompt_ref(ref: str) -> tuple[Path, str]:
+    """`FILE:dotted.path` -> (file, key). The last colon splits them, so `C:\\app\\cfg.yaml:a.b` works."""
+    path, sep, key = str(ref).rpartition(":")
+    if not sep or not path or not key or os.sep in key or "/" in key:
+        raise ConfigError(f"--prompt-from must look like FILE:dotted.key (e.g. app/config.yaml:assistant."
+                          f"system_prompt), got {ref!r}")
+    return Path(path), key
+
+
+def read_prompt_ref(ref: str, *, fmt: str | None = None) -> tuple[Path, str, str]:
+    """(file, key, prompt) for `FILE:dotted.path`, the prompt read exactly as the app loads it."""
+    from promptlearn.export import read_prompt
+
+    path, key = parse_prompt_ref(ref)
+    if not path.exists():
+        raise ConfigError(f"config file {path} not found (from --prompt-from {ref!r})")
+    try:
+        return path, key, read_prompt(path, key, fmt=fmt)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ConfigError(f"cannot read key {key!r} from {path}: {_one_line(e)}") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+# ---- the gate --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """A prompt re-evaluated on one split, compared with the task's seed prompt, and the gate's verdict.
+
+    `score` is the mean example score (what `optimize` records per split); `checks` the pass rate of each check;
+    `fixed` / `broken` count examples the seed failed and this prompt passes, and the reverse; `reasons` says
+    why the gate fails (empty when it passes); `failures` lists failing examples with the checks' feedback.
+    """
+
+    task: str
+    split: str
+    prompt: str
+    prompt_sha256: str
+    score: float
+    checks: Mapping[str, float]
+    seed_score: float
+    seed_checks: Mapping[str, float]
+    n_examples: int
+    fixed: int
+    broken: int
+    fixed_ids: tuple[str, ...]
+    broken_ids: tuple[str, ...]
+    min_score: float | None
+    max_broken: int | None
+    complete: bool
+    reasons: tuple[str, ...]
+    failures: tuple[Mapping[str, Any], ...]
+    usage: Usage = field(default_factory=Usage)
+    side_effects: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when the gate passes: complete, score >= min_score, broken <= max_broken."""
+        return not self.reasons
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "split": self.split, "passed": self.passed, "score": self.score,
+                "seed_score": self.seed_score, "checks": dict(self.checks), "seed_checks": dict(self.seed_checks),
+                "n_examples": self.n_examples, "fixed": self.fixed, "broken": self.broken,
+                "fixed_ids": list(self.fixed_ids), "broken_ids": list(self.broken_ids),
+                "min_score": self.min_score, "max_broken": self.max_broken, "complete": self.complete,
+                "reasons": list(self.reasons), "failures": [dict(f) for f in self.failures],
+                "prompt_sha256": self.prompt_sha256, "calls": self.usage.calls,
+                "cached_calls": self.usage.cached_calls, "tokens": self.usage.tokens, "usd": self.usage.usd,
+                "side_effects": {k: v for k, v in self.side_effects.items() if not k.endswith("_ids")}}
+
+
+def _sha(prompt: str) -> str:
+    from promptlearn.export import prompt_sha256
+
+    return prompt_sha256(prompt)
+
+
+def check_prompt(task: Any, prompt: str | None = None, split: str = "test", min_score: float | None = None,
+                 max_broken: int | None = None, *, cache_path: str | Path | None = None,
+                 use_cache: bool = True) -> CheckReport:
+    """Evaluate `prompt` (default: the seed) and the task's seed prompt on `split`; gate on score and breakage.
+
+    `task` is a Task or a task file path. Both evaluations share one Evaluator (cache, ledger, budget) in this
+    process. The gate fails when the evaluation is incomplete (a budget stop), when the score is below
+    `min_score`, or when more than `max_broken` examples the seed passed now fail.
+    """
+    from promptlearn.engine import Evaluator
+    from promptlearn.metrics import side_effects
+    from promptlearn.task import Task, load_task
+
+    t = task if isinstance(task, Task) else load_task(task)
+    text = t.prompt if prompt is None else prompt
+    if not isinstance(text, str):
+        raise ConfigError(f"the prompt must be a string, got {type(text).__name__}")
+    if max_broken is not None and max_broken < 0:
+        raise ConfigError(f"max_broken must be >= 0, got {max_broken}")
+    examples = t.examples(split)
+    ev = Evaluator(t, cache_path=cache_path, use_cache=use_cache)
+    try:
+        mine = ev.evaluate(text, examples, split=split, tag="check")
+        seed = mine if text == t.prompt else ev.evaluate(t.prompt, examples, split=split, tag="seed")
+        usage = ev.ledger.snapshot()
+    finally:
+        ev.close()
+    effects = side_effects(mine, seed, examples)
+    reasons: list[str] = []
+    if not mine.complete or not seed.complete:
+        reasons.append(f"evaluation incomplete ({mine.stop_reason or seed.stop_reason}): scored "
+                       f"{len(mine.results)} of {len(examples)} examples")
+    if min_score is not None and mine.score < min_score:
+        reasons.append(f"score {mine.score:.4f} is below the minimum {min_score:g}")
+    broken_ids = tuple(effects.get("broken_ids", ()))
+    if max_broken is not None and len(broken_ids) > max_broken:
+        reasons.append(f"breaks {len(broken_ids)} {split} example(s) the seed prompt passed "
+                       f"(allowed {max_broken}): {', '.join(broken_ids)}")
+    failures = tuple({"id": ex_id, "score": res.score, "broken": ex_id in broken_ids, "feedback": res.feedback,
+                      "reply": res.turns[-1].reply if res.turns else ""}
+                     for ex_id, res in mine.results.items() if res.score < PASS)
+    return CheckReport(t.name, split, text, _sha(text), mine.score, mine.check_rates(), seed.score,
+                       seed.check_rates(), len(mine.results), int(effects.get("fixed", 0)), len(broken_ids),
+                       tuple(effects.get("fixed_ids", ())), broken_ids, min_score, max_broken,
+                       mine.complete and seed.complete, tuple(reasons), failures, usage, effects)
