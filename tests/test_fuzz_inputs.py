@@ -1,0 +1,419 @@
+"""Bad-input fuzzing: malformed task files and datasets must each give one TaskError line, never a traceback.
+
+Hypothesis generates random YAML structures, wrong types in every field of a valid task, missing fields, garbage
+and non-UTF-8 bytes, huge numbers, negative budgets, bad check specs, and large JSONL datasets with bad rows at
+random positions. Everything goes through `load_task` in-process (fast, many examples); a few inputs also go
+through `promptlearn eval` in a subprocess, which must exit 2 with one `promptlearn: error:` line on stderr.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from promptlearn.errors import PromptlearnError, TaskError
+from promptlearn.task import load_task
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTLEARN = REPO / ".venv" / "bin" / "promptlearn"
+
+# derandomize: the same examples on every run (CI stays deterministic); raise max_examples locally to dig deeper
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                       HealthCheck.data_too_large])
+
+GOOD_ROW = {"user": "hello there"}
+
+
+def valid_task() -> dict[str, Any]:
+    """A task using every top-level field, so that each one can be broken."""
+    return {
+        "name": "fuzz",
+        "description": "a task to break",
+        "model": {"name": "fake/target", "temperature": 0.0, "max_tokens": 16, "seed": 0, "timeout": 5,
+                  "retries": 1, "concurrency": 2, "guidance": 1.0, "params": {"top_p": 1.0}},
+        "proposer": "fake/proposer",
+        "judge": {"name": "fake/judge"},
+        "prompt": "Be brief. Answer about {topic}.",
+        "protected": ["Be brief."],
+        "placeholders": ["topic"],
+        "data": [{"file": "rows.jsonl", "format": "jsonl", "limit": 100, "offset": 0,
+                  "checks": [{"type": "contains", "value": "a"}], "meta": {"vars": {"topic": "ships"}}},
+                 {"examples": [{"id": "inline-1", "user": "hi"}], "split": "test"}],
+        "splits": {"train": 0.4, "val": 0.3, "test": 0.3, "seed": 0},
+        "checks": [{"type": "starts_with", "value": "Ahoy", "name": "ahoy"}, {"type": "max_words", "value": 50}],
+        "objective": {"primary": "score", "constraints": {"broken": "<= 2"}, "weights": {"score": 1.0}},
+        "budget": {"max_calls": 100, "max_usd": 1.0, "max_tokens": 10000, "max_seconds": 60},
+        "optimizer": {"name": "evolve", "crossover_rate": 0.2},
+        "cache": "cache.sqlite",
+    }
+
+
+def leaf_paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every path into the task (mappings and lists), so a mutation can hit any field at any depth."""
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += leaf_paths(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += leaf_paths(v, prefix + (i,))
+    return out
+
+
+PATHS = leaf_paths(valid_task())
+
+# Numbers that break naive parsers: beyond int64, beyond float, beyond Python's int<->str digit limit.
+BIG_NUMBERS = ["9" * 5000, "-" + "9" * 5000, "1e999", "-1e999", "18446744073709551617", "-1", "-0.0001",
+               "0x7fffffffffffffff", ".nan", ".inf", "-.inf", "1_000_000_000_000_000_000_000"]
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2 ** 70), max_value=2 ** 70),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.sampled_from(["", " ", "fake/x", "jsonl", "sysbench", "train", "<= 2", "starts_with", "rows.jsonl", ".",
+                     "..", "/", "\x00", "a\nb", "\r", "{topic}", "max_calls", "-1", "1e999", "NaN"]),
+    st.sampled_from([f"ZZNUM{i}" for i in range(len(BIG_NUMBERS))]),  # replaced by a raw number token
+)
+keys = st.one_of(st.text(max_size=10), st.sampled_from(["name", "type", "file", "user", "messages", "role",
+                                                        "content", "checks", "value", "model", "data"]))
+values = st.recursive(scalars, lambda ch: st.lists(ch, max_size=4) | st.dictionaries(keys, ch, max_size=4),
+                      max_leaves=10)
+
+
+def to_yaml(doc: Any) -> str:
+    text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    return re.sub(r"ZZNUM(\d+)", lambda m: BIG_NUMBERS[int(m.group(1))], text)
+
+
+def fresh_dir(tmp_path: Path) -> Path:
+    return Path(tempfile.mkdtemp(dir=tmp_path))
+
+
+def write_task(d: Path, doc: Any = None, *, raw: bytes | None = None, rows: list[str] | None = None) -> Path:
+    (d / "rows.jsonl").write_text("\n".join(rows if rows is not None else [json.dumps(GOOD_ROW)] * 5) + "\n")
+    path = d / "task.yaml"
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        path.write_text(to_yaml(doc), encoding="utf-8")
+    return path
+
+
+def load_or_error(path: Path, *, names: tuple[str, ...] = ()) -> TaskError | None:
+    """load_task must succeed or raise one TaskError line naming the file (task or data) and carrying a fix."""
+    try:
+        load_task(path)
+    except TaskError as e:
+        msg = str(e)
+        assert len(msg.splitlines()) == 1 and "\n" not in msg and "\r" not in msg, f"not one line: {msg!r}"
+        assert "Traceback" not in msg
+        assert "(fix: " in msg, f"no fix in: {msg}"
+        files = (str(path), str(path.parent / "rows.jsonl"))
+        assert any(f in msg for f in files), f"names no file: {msg}"
+        for n in names:
+            assert n in msg, f"{n!r} not named in: {msg}"
+        return e
+    except Exception as e:  # noqa: BLE001 - exactly what this test is hunting for
+        pytest.fail(f"load_task raised {type(e).__name__} instead of TaskError: {str(e)[:300]}")
+    return None
+
+
+def test_valid_task_loads(tmp_path):
+    task = load_task(write_task(tmp_path, valid_task()))
+    assert len(task.examples("all")) == 6
+
+
+# ---- task files ---------------------------------------------------------------------------------------------
+
+
+def _set(doc: Any, path: tuple, value: Any) -> None:
+    for p in path[:-1]:
+        doc = doc[p]
+    doc[path[-1]] = value
+
+
+def _delete(doc: Any, path: tuple) -> None:
+    for p in path[:-1]:
+        doc = doc[p]
+    del doc[path[-1]]
+
+
+@FUZZ
+@given(path=st.sampled_from(PATHS), value=values, how=st.sampled_from(["replace", "delete", "extra"]))
+@example(path=("budget", "max_calls"), value=-5, how="replace")
+@example(path=("budget", "max_usd"), value=-0.5, how="replace")
+@example(path=("budget", "max_calls"), value="ZZNUM0", how="replace")
+@example(path=("model", "max_tokens"), value="ZZNUM0", how="replace")
+@example(path=("splits", "train"), value="ZZNUM9", how="replace")
+@example(path=("data", 0, "file"), value=".", how="replace")
+@example(path=("data", 0, "file"), value="x" * 5000, how="replace")
+@example(path=("prompt",), value={"file": "."}, how="replace")
+@example(path=("prompt",), value={"file": "rows.jsonl" * 600}, how="replace")
+@example(path=("checks", 0), value={"type": "regex", "pattern": "("}, how="replace")
+@example(path=("checks", 0), value={"type": "max_words", "value": "many"}, how="replace")
+@example(path=("checks", 0, "type"), value="starts_wth", how="replace")
+@example(path=("data", 0, "checks", 0), value={"type": "python", "function": "no.such:module"}, how="replace")
+@example(path=("data", 0, "format"), value="sysbench", how="replace")
+@example(path=("data", 0, "format"), value="sys_ifeval", how="replace")
+@example(path=("data", 0, "format"), value="tensortrust_hijacking", how="replace")
+@example(path=("data", 1, "examples", 0), value={"messages": ["hi"]}, how="replace")
+@example(path=("model",), value="\r", how="extra")
+def test_mutated_task_field(tmp_path, path, value, how):
+    """Any field replaced by any YAML value, deleted, or given an unknown sibling: load or one TaskError."""
+    doc = valid_task()
+    if how == "replace":
+        _set(doc, path, value)
+    elif how == "delete":
+        _delete(doc, path)
+    else:
+        parent = doc
+        for p in path[:-1]:
+            parent = parent[p]
+        if not isinstance(parent, dict):
+            return
+        parent[f"unknown_{path[-1]}" if not isinstance(value, str) or value in parent else value] = value
+    d = fresh_dir(tmp_path)
+    err = load_or_error(write_task(d, doc))
+    if err is not None and not str(path[0]).startswith("data") and not (how == "extra" and len(path) == 1):
+        assert str(path[0]) in str(err) or "line " in str(err), f"{path[0]} not named in: {err}"
+
+
+@FUZZ
+@given(doc=values)
+@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"messages": [{"role": "robot", "content": "x"}]}]}]})
+@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"messages": [{"role": "user"}]}]}]})
+@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"file": "rows.jsonl", "format": "sysbench"}]})
+@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"messages": []}], "format": "sys_ifeval"}]})
+@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"messages": [{}], "prompt_infos": []}], "format": "sysbench"}]})
+@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"user": "a"}]}], "splits": {"train": ".nan"}})
+@example(doc={"a": "ZZNUM0"})
+def test_random_yaml_structure(tmp_path, doc):
+    """A whole task file that is some random YAML value: load or one TaskError."""
+    load_or_error(write_task(fresh_dir(tmp_path), doc))
+
+
+@FUZZ
+@given(raw=st.binary(max_size=400))
+@example(raw=b"\xff\xfe\x00n\x00a\x00m\x00e")
+@example(raw=b"name: t\nmodel: fake/x\nprompt: caf\xe9\n")
+@example(raw=b"a: " + b"[" * 20000 + b"]" * 20000)
+@example(raw=b"a: " + b"{x: " * 5000 + b"}" * 5000)
+@example(raw=b"&a [*a, *a]")
+@example(raw=b"a: !!python/object:os.system 'true'")
+@example(raw=b"a: 9" + b"9" * 5000)
+@example(raw=b"\x00")
+@example(raw=b"\t- x")
+def test_garbage_task_bytes(tmp_path, raw):
+    """Random bytes (and non-UTF-8, NUL, deep nesting, python tags, huge numbers) as the task file."""
+    err = load_or_error(write_task(fresh_dir(tmp_path), raw=raw))
+    assert err is not None or yaml.safe_load(raw.decode("utf-8")) is not None
+
+
+@FUZZ
+@given(pos=st.integers(min_value=0, max_value=10_000), bad=st.sampled_from([b"\xff", b"\xc3\x28", b"\xe2\x82",
+                                                                             b"\x80", b"\xed\xa0\x80"]))
+def test_non_utf8_task_file(tmp_path, pos, bad):
+    text = to_yaml(valid_task()).encode("utf-8")
+    pos %= len(text) + 1
+    err = load_or_error(write_task(fresh_dir(tmp_path), raw=text[:pos] + bad + text[pos:]))
+    assert err is not None and "UTF-8" in str(err)
+
+
+def test_task_path_is_a_directory(tmp_path):
+    load_or_error(tmp_path)  # the message names the path given
+
+
+# ---- datasets -----------------------------------------------------------------------------------------------
+
+# A bad row -> (JSONL line, substring the message must contain besides the file and line)
+BAD_ROWS: dict[str, tuple[str, str]] = {
+    "truncated_json": ('{"user": "hi", "checks": [', "not valid JSON"),
+    "not_json": ("this is not json", "not valid JSON"),
+    "python_dict": ("{'user': 'hi'}", "not valid JSON"),
+    "trailing_comma": ('{"user": "hi",}', "not valid JSON"),
+    "huge_int": ('{"user": "hi", "id": ' + "9" * 5000 + "}", ""),
+    "deep_nesting": ('{"user": "hi", "meta": ' + "[" * 50000 + "]" * 50000 + "}", ""),
+    "number_row": ("42", "JSON object"),
+    "string_row": ('"hello"', "JSON object"),
+    "list_row": ('[{"user": "hi"}]', "JSON object"),
+    "null_row": ("null", "JSON object"),
+    "no_user": ('{"id": "x", "question": "hi"}', "'messages' or 'user'"),
+    "user_number": ('{"user": 5}', "user"),
+    "user_list_of_numbers": ('{"user": [1, 2]}', "user"),
+    "messages_string": ('{"messages": "hi"}', "messages"),
+    "message_not_object": ('{"messages": ["hi"]}', ""),
+    "wrong_role": ('{"messages": [{"role": "robot", "content": "beep"}]}', "role"),
+    "missing_role": ('{"messages": [{"content": "beep"}]}', "role"),
+    "missing_content": ('{"messages": [{"role": "user"}]}', "content"),
+    "content_number": ('{"messages": [{"role": "user", "content": 3}]}', "content"),
+    "assistant_first": ('{"messages": [{"role": "assistant", "content": "hi"}]}', "assistant"),
+    "nothing_to_generate": ('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}',
+                            "nothing to generate"),
+    "empty_messages": ('{"messages": []}', "user message"),
+    "checks_string": ('{"user": "hi", "checks": "starts_with"}', "checks"),
+    "check_not_object": ('{"user": "hi", "checks": [5]}', "check"),
+    "check_unknown_type": ('{"user": "hi", "checks": [{"type": "strats_with"}]}', "starts_with"),
+    "check_bad_regex": ('{"user": "hi", "checks": [{"type": "regex", "pattern": "(["}]}', "check"),
+    "check_bad_param": ('{"user": "hi", "checks": [{"type": "starts_with", "valu": "x"}]}', "check"),
+    "turn_checks_number": ('{"messages": [{"role": "user", "content": "a", "checks": 7}]}', ""),
+    "meta_string": ('{"user": "hi", "meta": "abc"}', ""),
+    "vars_list": ('{"user": "hi", "vars": [1]}', ""),
+    "meta_vars_string": ('{"user": "hi", "meta": {"vars": "x"}}', ""),
+    "duplicate_id": ('{"id": "row-3", "user": "again"}', "duplicate example id"),
+}
+
+
+def dataset(n: int, bad_at: list[int], bad: list[str]) -> list[str]:
+    """n good rows with ids row-<line>; the given (1-based) lines replaced by bad ones; some blank lines."""
+    lines = [json.dumps({"id": f"row-{i}", "user": f"question {i}", "checks": [{"type": "contains", "value": "a"}]})
+             for i in range(1, n + 1)]
+    for pos, text in zip(bad_at, bad):
+        lines[pos - 1] = text
+    return lines
+
+
+DATA_TASK = {"name": "data", "model": "fake/x", "prompt": "p", "data": [{"file": "rows.jsonl"}]}
+
+
+@FUZZ
+@given(n=st.integers(min_value=5, max_value=3000), data=st.data())
+def test_bad_row_in_large_dataset_names_its_line(tmp_path, n, data):
+    kinds = data.draw(st.lists(st.sampled_from(sorted(BAD_ROWS)), min_size=1, max_size=3))
+    positions = sorted(data.draw(st.lists(st.integers(min_value=4, max_value=n), min_size=len(kinds),
+                                          max_size=len(kinds), unique=True)))
+    lines = dataset(n, positions, [BAD_ROWS[k][0] for k in kinds])
+    d = fresh_dir(tmp_path)
+    err = load_or_error(write_task(d, DATA_TASK, rows=lines))
+    assert err is not None, f"rows {kinds} at lines {positions} were accepted"
+    assert str(d / "rows.jsonl") in str(err)
+    # Unparsable lines are found before rows that parse but are wrong, so it is one bad line, not always the first.
+    line = int(re.search(r"rows\.jsonl: line (\d+):", str(err)).group(1))
+    assert line in positions, f"{kinds} at {positions}, but the error names line {line}: {err}"
+    kind = kinds[positions.index(line)]
+    assert BAD_ROWS[kind][1] in str(err), f"{kind}: {err}"
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_ROWS))
+def test_each_bad_row_kind(tmp_path, kind):
+    lines = dataset(50, [17], [BAD_ROWS[kind][0]])
+    err = load_or_error(write_task(tmp_path, DATA_TASK, rows=lines))
+    assert err is not None and "line 17:" in str(err) and BAD_ROWS[kind][1] in str(err), err
+
+
+@FUZZ
+@given(n=st.integers(min_value=2, max_value=2000), data=st.data())
+def test_non_utf8_dataset_names_its_line(tmp_path, n, data):
+    line = data.draw(st.integers(min_value=1, max_value=n))
+    bad = data.draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\x80abc", b"\xe9"]))
+    rows = [json.dumps({"id": f"r{i}", "user": f"q {i}"}).encode() for i in range(1, n + 1)]
+    rows[line - 1] = rows[line - 1][:10] + bad + rows[line - 1][10:]
+    d = fresh_dir(tmp_path)
+    path = write_task(d, DATA_TASK)
+    (d / "rows.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+    err = load_or_error(path)
+    assert err is not None and f"line {line}" in str(err) and "UTF-8" in str(err), err
+
+
+@pytest.mark.parametrize("fmt", ["sys_ifeval", "tensortrust_hijacking", "tensortrust_helpful", "sysbench"])
+@pytest.mark.parametrize("row", [{}, {"messages": []}, {"messages": [{"role": "system"}]}, {"messages": "x"},
+                                 {"messages": [{"content": "s"}, {"content": "u"}], "instruction_id_list": 5,
+                                  "kwargs": [None]},
+                                 {"messages": [{"role": "user", "content": "u"}], "prompt_infos": [],
+                                  "system_prompt": "s"}])
+def test_importer_formats_with_wrong_rows(tmp_path, fmt, row):
+    doc = {**DATA_TASK, "data": [{"file": "rows.json" if fmt == "sysbench" else "rows.jsonl", "format": fmt}]}
+    path = write_task(tmp_path, doc, rows=[json.dumps(row)])
+    (tmp_path / "rows.json").write_text(json.dumps([row]))
+    try:
+        load_task(path)
+    except TaskError as e:
+        assert len(str(e).splitlines()) == 1 and "line " in str(e) and "(fix: " in str(e), e
+    except Exception as e:  # noqa: BLE001
+        pytest.fail(f"{fmt} row {row}: {type(e).__name__}: {e}")
+
+
+@pytest.mark.parametrize("what", ["directory", "fifo_like_dir_in_prompt"])
+def test_paths_that_are_directories(tmp_path, what):
+    doc = valid_task()
+    if what == "directory":
+        (tmp_path / "sub").mkdir()
+        doc["data"][0]["file"] = "sub"
+    else:
+        doc["prompt"] = {"file": "."}
+    err = load_or_error(write_task(tmp_path, doc))
+    assert err is not None and ("data[0].file" in str(err) or "prompt.file" in str(err)), err
+
+
+# ---- the CLI ------------------------------------------------------------------------------------------------
+
+
+def cli_eval(task: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(PROMPTLEARN), "eval", str(task), "--json"], capture_output=True, text=True,
+                          timeout=120, cwd=task.parent)
+
+
+CLI_CASES: dict[str, Any] = {
+    "garbage_bytes": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xff",
+    "non_utf8": b"name: t\nmodel: fake/x\nprompt: caf\xe9\ndata: [{file: rows.jsonl}]\n",
+    "deep_yaml": b"a: " + b"[" * 20000 + b"]" * 20000,
+    "negative_budget": {**DATA_TASK, "budget": {"max_calls": -1}},
+    "huge_number": {**DATA_TASK, "budget": {"max_calls": "ZZNUM0"}},
+    "wrong_type": {**DATA_TASK, "model": {"name": "fake/x", "temperature": [1]}},
+    "missing_field": {k: v for k, v in DATA_TASK.items() if k != "prompt"},
+    "bad_check": {**DATA_TASK, "checks": [{"type": "regex", "pattern": "(["}]},
+    "data_is_dir": {**DATA_TASK, "data": [{"file": "."}]},
+    "bad_row_3000": ("rows", dataset(3000, [2718], ['{"messages": [{"role": "robot", "content": "x"}]}'])),
+    "message_not_object": ("rows", dataset(100, [42], ['{"messages": ["hi"]}'])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_cli_eval_malformed_exits_2_with_one_line(tmp_path, case):
+    spec = CLI_CASES[case]
+    if isinstance(spec, bytes):
+        path = write_task(tmp_path, raw=spec)
+    elif isinstance(spec, tuple):
+        path = write_task(tmp_path, DATA_TASK, rows=spec[1])
+    else:
+        path = write_task(tmp_path, spec)
+    with pytest.raises(PromptlearnError) as info:  # the same message in-process
+        load_task(path)
+    proc = cli_eval(path)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("promptlearn: error:"), proc.stderr
+    assert lines[0] == f"promptlearn: error: {info.value}"
+    if case.startswith(("bad_row", "message_not")):
+        assert f"line {2718 if case == 'bad_row_3000' else 42}:" in lines[0]
+
+
+@settings(max_examples=4, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(path=st.sampled_from(PATHS), value=st.sampled_from([[[1]], {"x": [None]}, "ZZNUM0", -7, "\r"]))
+def test_cli_eval_on_fuzzed_tasks(tmp_path, path, value):
+    """A few fuzzed tasks through the CLI: whenever load_task refuses one, the CLI says the same in one line."""
+    doc = valid_task()
+    _set(doc, path, value)
+    d = fresh_dir(tmp_path)
+    task = write_task(d, doc)
+    try:
+        load_task(task)
+        return  # still valid: nothing to check here (the CLI would call the model)
+    except TaskError as e:
+        expected = f"promptlearn: error: {e}"
+    proc = cli_eval(task)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [expected]
