@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +41,8 @@ class Evaluation:
 
     @property
     def score(self) -> float:
-        r = list(self.results.values())
-        return sum(e.score for e in r) / len(r) if r else 0.0
+        r = list(self.results.values())  # fsum: exactly rounded, so the example order cannot change a score
+        return math.fsum(e.score for e in r) / len(r) if r else 0.0
 
     @property
     def loose_score(self) -> float:
@@ -53,7 +54,7 @@ class Evaluation:
                 s = [(r.loose if r.loose is not None else r.score) for r in t.checks.values() if not r.judge_error]
                 turn_scores.append(0.0 if t.error else (sum(s) / len(s) if s else 1.0))
             vals.append(sum(turn_scores) / len(turn_scores) if turn_scores else 0.0)
-        return sum(vals) / len(vals) if vals else 0.0
+        return math.fsum(vals) / len(vals) if vals else 0.0
 
     def per_example(self) -> dict[str, float]:
         return {k: v.score for k, v in self.results.items()}
@@ -66,7 +67,7 @@ class Evaluation:
                 for name, r in t.checks.items():
                     if not r.judge_error:
                         acc.setdefault(_family(name), []).append(r.score)
-        return {k: sum(v) / len(v) for k, v in sorted(acc.items())}
+        return {k: math.fsum(v) / len(v) for k, v in sorted(acc.items())}
 
     def judge_errors(self) -> int:
         return sum(r.judge_error for e in self.results.values() for t in e.turns for r in t.checks.values())
