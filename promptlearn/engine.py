@@ -28,12 +28,12 @@ from promptlearn.types import CheckResult, Example, ExampleResult, Message, Turn
 class Evaluation:
     """Scores of one prompt on a set of examples. `complete` is False when a budget stop cut it short."""
 
-    prompt: str
-    split: str
-    results: Mapping[str, ExampleResult]
-    usage: Usage = field(default_factory=Usage)
-    complete: bool = True
-    stop_reason: str | None = None
+    prompt: str  #: the system prompt template that was scored (placeholders unfilled)
+    split: str  #: train, val, test, all or custom
+    results: Mapping[str, ExampleResult]  #: example id -> replies and check results, in example order
+    usage: Usage = field(default_factory=Usage)  #: what this evaluation spent (cached calls cost nothing)
+    complete: bool = True  #: False when a budget stop left examples unscored
+    stop_reason: str | None = None  #: the budget stop message when incomplete
 
     @property
     def candidate_id(self) -> str:
