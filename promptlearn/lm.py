@@ -197,7 +197,8 @@ class LM:
         start = time.perf_counter()
         for attempt in range(c.retries + 1):
             try:
-                resp = await lt.acompletion(model=c.name, messages=msgs, timeout=c.timeout, max_retries=0, **kwargs)
+                resp = await lt.acompletion(model=c.name, messages=cacheable(c.name, msgs), timeout=c.timeout,
+                                            max_retries=0, **kwargs)
                 text = _reply_text(resp)
                 return Completion(text, *_usage(resp), usd=_cost(lt, resp, c.name), retries=attempt,
                                   seconds=time.perf_counter() - start)
@@ -220,6 +221,31 @@ class LM:
         if c.api_base and not c.is_local:
             return {"api_key": os.environ.get("OPENAI_API_KEY", "no-key")}
         return {}
+
+
+def cacheable(model: str, msgs: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Messages as sent: the system prompt marked as a cache breakpoint where the provider needs one.
+
+    Anthropic models (direct, Bedrock, Vertex) cache a prefix only up to a block with `cache_control`, so the
+    system message goes as one text block marked ephemeral: every example of a candidate then reads the system
+    prompt from the cache (litellm prices cache reads and writes from its cost map). OpenAI, vLLM, Ollama and
+    llama.cpp cache prefixes on their own: their messages go unchanged, system prompt first and byte-identical.
+    The cache key is computed from the plain messages, so marking never changes a key.
+    """
+    if not _marks_cache(model):
+        return msgs
+    return [{"role": "system", "content": [{"type": "text", "text": m["content"],
+                                            "cache_control": {"type": "ephemeral"}}]}
+            if m["role"] == "system" and m["content"] else m for m in msgs]
+
+
+def _marks_cache(model: str) -> bool:
+    provider, _, rest = model.lower().partition("/")
+    if not rest:
+        return provider.startswith("claude")
+    if provider == "anthropic":
+        return True
+    return provider in ("bedrock", "vertex_ai") and "claude" in rest
 
 
 def _reply_text(resp: Any) -> str:

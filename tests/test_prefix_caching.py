@@ -159,3 +159,165 @@ def _common(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+# ---- APIs: the system prompt marked cacheable where the provider needs it; cached tokens at their price ----
+
+
+class UsageServer(LoopbackServer):
+    """A loopback server for /v1/chat/completions (OpenAI shape) and /v1/messages (Anthropic shape) that
+    reports cached input tokens the way each provider does, and records every request body."""
+
+    def __init__(self, prompt_tokens: int = 1000, cached: int = 800, created: int = 0, completion: int = 10):
+        super().__init__()
+        self.usage = (prompt_tokens, cached, created, completion)
+
+    async def _serve(self) -> None:
+        import asyncio
+
+        from aiohttp import web
+
+        self._closing = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._openai)
+        app.router.add_post("/v1/messages", self._anthropic)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def _openai(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        self._record(body, request, None)
+        prompt, cached, _, completion = self.usage
+        return web.json_response({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Ahoy there"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                      "prompt_tokens_details": {"cached_tokens": cached}}})
+
+    async def _anthropic(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        self._record(body, request, None)
+        prompt, cached, created, completion = self.usage
+        return web.json_response({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": body["model"],
+            "content": [{"type": "text", "text": "Ahoy there"}], "stop_reason": "end_turn", "stop_sequence": None,
+            # Anthropic counts uncached input apart from cache reads and cache writes
+            "usage": {"input_tokens": prompt - cached - created, "output_tokens": completion,
+                      "cache_read_input_tokens": cached, "cache_creation_input_tokens": created}})
+
+
+def price(model: str, *, uncached: int = 0, read: int = 0, write: int = 0, out: int = 0) -> float:
+    """USD from litellm's bundled cost map, the way the provider bills."""
+    from promptlearn.lm import litellm
+
+    e = litellm().model_cost[model]
+    return (uncached * e["input_cost_per_token"] + read * e["cache_read_input_token_cost"]
+            + write * e.get("cache_creation_input_token_cost", 0.0) + out * e["output_cost_per_token"])
+
+
+OPENAI_MODEL, ANTHROPIC_MODEL = "gpt-4o-mini", "claude-haiku-4-5"
+
+
+def test_cost_map_has_the_models_and_cache_prices():
+    from promptlearn.lm import litellm
+
+    for m in (OPENAI_MODEL, ANTHROPIC_MODEL):
+        e = litellm().model_cost[m]
+        assert 0 < e["cache_read_input_token_cost"] < e["input_cost_per_token"]
+    assert litellm().model_cost[ANTHROPIC_MODEL]["cache_creation_input_token_cost"] > \
+        litellm().model_cost[ANTHROPIC_MODEL]["input_cost_per_token"]
+
+
+@pytest.mark.parametrize("model", ["anthropic/claude-haiku-4-5", "claude-haiku-4-5",
+                                   "bedrock/anthropic.claude-haiku-4-5-20251001-v1:0",
+                                   "bedrock/converse/us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+                                   "vertex_ai/claude-sonnet-4-5@20250929"])
+def test_anthropic_models_get_a_cacheable_system_block(model):
+    from promptlearn.lm import cacheable
+
+    msgs = [{"role": "system", "content": "Be a pirate."}, {"role": "user", "content": "hi"}]
+    assert cacheable(model, msgs) == [
+        {"role": "system", "content": [{"type": "text", "text": "Be a pirate.", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "user", "content": "hi"}]
+    assert msgs[0] == {"role": "system", "content": "Be a pirate."}  # the caller's messages are not touched
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "gpt-4o-mini", "ollama/llama3", "hosted_vllm/qwen",
+                                   "local/smollm2", "fake/x", "bedrock/amazon.nova-lite-v1:0", "gemini/gemini-2.0"])
+def test_other_providers_cache_prefixes_themselves_and_get_plain_messages(model):
+    from promptlearn.lm import cacheable
+
+    msgs = [{"role": "system", "content": "Be a pirate."}, {"role": "user", "content": "hi"}]
+    assert cacheable(model, msgs) is msgs
+
+
+def test_openai_requests_keep_the_system_prompt_first_and_byte_identical(evaluator_factory):
+    with UsageServer() as srv:
+        task = make_task({"name": "openai/gpt-4o-mini", "api_base": srv.base_url}, n=4,
+                         prompt="You are a pirate. Start every reply with Ahoy.")
+        ev = evaluator_factory(task, use_cache=False)
+        res = ev.evaluate(task.prompt, task.examples("val"))
+        bodies = [r["body"] for r in srv.requests]
+    assert res.complete and len(bodies) >= 4
+    assert all(b["messages"][0] == {"role": "system", "content": task.prompt} for b in bodies)
+    assert not any("cache_control" in str(b) for b in bodies)
+
+
+def test_openai_cached_input_tokens_are_priced_at_the_cache_read_price(evaluator_factory):
+    with UsageServer(prompt_tokens=1000, cached=800, completion=10) as srv:
+        task = make_task({"name": f"openai/{OPENAI_MODEL}", "api_base": srv.base_url}, n=3)
+        ev = evaluator_factory(task, use_cache=False)
+        res = ev.evaluate(task.prompt, task.examples("val"))
+        calls = len(srv.requests)
+    u = ev.ledger.total
+    assert res.complete and u.calls == calls and calls >= 3
+    assert u.prompt_tokens == 1000 * calls and u.cached_prompt_tokens == 800 * calls
+    expected = price(OPENAI_MODEL, uncached=200, read=800, out=10)
+    assert u.usd == pytest.approx(expected * calls, rel=1e-9)
+    assert u.usd < price(OPENAI_MODEL, uncached=1000, out=10) * calls  # less than paying every token in full
+
+
+def test_anthropic_system_block_is_cacheable_and_cache_reads_and_writes_are_priced(evaluator_factory, monkeypatch):
+    monkeypatch.setenv("PL_TEST_ANTHROPIC_KEY", "test-key-not-secret")
+    with UsageServer(prompt_tokens=1000, cached=800, created=0, completion=10) as srv:
+        model = {"name": f"anthropic/{ANTHROPIC_MODEL}", "api_base": srv.base_url.removesuffix("/v1"),
+                 "api_key_env": "PL_TEST_ANTHROPIC_KEY"}
+        task = make_task(model, n=3)
+        ev = evaluator_factory(task, use_cache=False)
+        res = ev.evaluate(task.prompt, task.examples("val"))
+        bodies = [r["body"] for r in srv.requests]
+        srv.usage = (1000, 700, 100, 10)  # a request that writes part of the prefix to the cache
+        ev2 = evaluator_factory(task, use_cache=False)
+        res2 = ev2.evaluate(task.prompt, task.examples("val")[:1])
+    assert res.complete and res2.complete and len(bodies) >= 3
+    for b, ex in zip(bodies, sorted(task.examples("val"), key=lambda e: e.id)):
+        assert b["system"] == [{"type": "text", "text": b["system"][0]["text"], "cache_control": {"type": "ephemeral"}}]
+        assert b["system"][0]["text"].startswith("You help ") and "{team}" not in b["system"][0]["text"]
+        assert all(m["role"] != "system" for m in b["messages"])
+    u = ev.ledger.total
+    assert u.prompt_tokens == 1000 * len(bodies) and u.cached_prompt_tokens == 800 * len(bodies)
+    assert u.usd == pytest.approx(price(ANTHROPIC_MODEL, uncached=200, read=800, out=10) * len(bodies), rel=1e-9)
+    assert ev2.ledger.total.usd == pytest.approx(price(ANTHROPIC_MODEL, uncached=200, read=700, write=100, out=10),
+                                                 rel=1e-9)
+
+
+def test_cache_key_ignores_cache_marking(evaluator_factory, monkeypatch):
+    """Marking the system prompt for the provider does not change the response cache's key."""
+    monkeypatch.setenv("PL_TEST_ANTHROPIC_KEY", "test-key-not-secret")
+    with UsageServer() as srv:
+        model = {"name": f"anthropic/{ANTHROPIC_MODEL}", "api_base": srv.base_url.removesuffix("/v1"),
+                 "api_key_env": "PL_TEST_ANTHROPIC_KEY"}
+        task = make_task(model, n=2)
+        ev = evaluator_factory(task)
+        ev.evaluate(task.prompt, task.examples("val"))
+        first = len(srv.requests)
+        ev.evaluate(task.prompt, task.examples("val"))
+        assert len(srv.requests) == first  # all from the cache
+    assert ev.ledger.total.cached_calls == first
