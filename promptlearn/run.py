@@ -134,6 +134,9 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
         raise RunError(f"the budget does not cover scoring the seed prompt on val ({stop_reason}); raise it")
     try:
         result = _finish(task, ctx, stop_reason)
+    except ModelError as e:  # a fault that never healed while scoring on test: as resumable as one before
+        _close(store, ctx, "failed")
+        raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
     finally:
         evaluator.close()
     return result
