@@ -87,6 +87,8 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
         rdir = resolve_run(resume, runs_root)
         store = RunStore(rdir, create=False)
         saved = store.get_meta("config")
+        if saved is None:  # stopped (killed) between creating the store and saving the run's config
+            raise RunError(f"run {rdir.name} never got past its creation; delete {rdir} and start it again")
         if saved["fingerprint"] != task.fingerprint():
             raise RunError(f"run {rdir.name} was made with a different task (data, checks or prompt changed); "
                            "start a new run instead of --resume")
