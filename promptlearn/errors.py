@@ -32,9 +32,17 @@ class BudgetExceeded(PromptlearnError):
 
 
 class ModelError(PromptlearnError):
-    """A model call failed after all retries (a fault that never healed)."""
+    """A model call failed after all retries (a fault that never healed), or was refused for good.
+
+    `bad_request`: the provider refused this request itself (bad request, context window exceeded), so the
+    same request will fail again while other requests may succeed.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, *, bad_request: bool = False):
+        self.bad_request = bad_request
+        super().__init__(message)
 
 
 class RunError(PromptlearnError):

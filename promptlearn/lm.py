@@ -203,7 +203,8 @@ class LM:
                 return Completion(text, *_usage(resp), usd=_cost(lt, resp, c.name), retries=attempt,
                                   seconds=time.perf_counter() - start)
             except fatal as e:
-                raise ModelError(f"{c.name}: {_safe_message(e)}") from None
+                raise ModelError(f"{c.name}: {_safe_message(e)}",
+                                 bad_request=isinstance(e, lt.BadRequestError)) from None
             except Exception as e:  # noqa: BLE001 - rate limits, 5xx, timeouts, resets, malformed replies
                 if attempt >= c.retries:
                     raise ModelError(f"{c.name}: failed after {attempt + 1} attempts: {_safe_message(e)}") from None

@@ -194,7 +194,12 @@ class RunContext:
 
     # ---- proposer model ---------------------------------------------------------------------------------
     def generate(self, messages: Sequence[Mapping[str, str]], *, sample: int = 0) -> str | None:
-        """One proposer call (counted in the ledger under 'proposer'); None when the proposer fails."""
+        """One proposer call (counted in the ledger under 'proposer').
+
+        None when the provider refuses this one request (a bad request, e.g. too long for the context window);
+        any other ModelError (a fault that never healed, a bad key) ends the run like a target failure would,
+        so a dead proposer never turns the run into a blind search that still reports success.
+        """
         self.check_stop()
         from promptlearn.cache import request_key
         from promptlearn.lm import usage_sink
@@ -211,7 +216,9 @@ class RunContext:
         token = usage_sink.set(sink)
         try:
             text = self.evaluator.run(self.proposer.complete(messages, sample=sample, tag="proposer")).text
-        except ModelError:
+        except ModelError as e:
+            if not e.bad_request:
+                raise
             return None
         finally:
             usage_sink.reset(token)
