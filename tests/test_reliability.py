@@ -1,0 +1,224 @@
+"""Reliability: provider faults, faults that never heal, kill -9 at random points, two runs sharing one cache.
+
+Every run here optimizes a small task on `openai/loopback` against the loopback server (no real model): the
+server's replies depend on the system prompt's wording (`wording_sensitive_responder`), so the optimizer has
+something to find and two runs can be compared candidate by candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from promptlearn.errors import ModelError, RunError
+from promptlearn.run import optimize
+from promptlearn.store import RunStore
+from promptlearn.task import task_from_dict
+from promptlearn.testing import wording_sensitive_responder
+from promptlearn.testing_server import FAULT_KINDS, FaultPlan, LoopbackServer, _body_key
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTLEARN = REPO / ".venv" / "bin" / "promptlearn"
+BUDGET = 80
+SEED = 3
+
+
+def responder(body: dict) -> str:
+    return wording_sensitive_responder(body["messages"])
+
+
+def task_dict(base_url: str, *, max_calls: int = BUDGET, proposer: str | None = None, **model: Any) -> dict:
+    users = [f"Question number {i}: tell me about topic {i * 7 % 11}" for i in range(15)]
+    spec = {
+        "name": "faults", "prompt": "You are a pirate. Start every reply with the word Ahoy.", "protected": ["Ahoy"],
+        "model": {"name": "openai/loopback", "api_base": base_url, "max_tokens": 16, "timeout": 2, "retries": 8,
+                  **model},
+        "data": [{"examples": [{"id": f"q{i}", "user": u} for i, u in enumerate(users)]}],
+        "checks": [{"type": "starts_with", "value": "Ahoy", "name": "ahoy"}],
+        "splits": {"train": 0.4, "val": 0.3, "test": 0.3, "seed": 0},
+        "budget": {"max_calls": max_calls}, "optimizer": {"name": "evolve"},
+    }
+    if proposer:
+        spec["proposer"] = {**spec["model"], "name": proposer}
+    return spec
+
+
+def make_task(base_url: str, **kw: Any):
+    return task_from_dict(task_dict(base_url, **kw))
+
+
+def lineage(run_dir: Path) -> list[tuple[str, tuple[str, ...], str]]:
+    return [(c["id"], tuple(c["parents"]), c["operator"]) for c in RunStore(run_dir, create=False).candidates()]
+
+
+def scores(run_dir: Path) -> dict[str, dict[str, float]]:
+    return {cid: {split: round(s["score"], 9) for split, s in by.items()}
+            for cid, by in RunStore(run_dir, create=False).scores().items()}
+
+
+def ok_keys(requests: list[dict]) -> list[str]:
+    return [_body_key(r["body"]) for r in requests if r["fault"] is None]
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """The reference: one run on a server without faults."""
+    d = tmp_path_factory.mktemp("clean")
+    with LoopbackServer(responder) as srv:
+        res = optimize(make_task(srv.base_url), seed=SEED, run_dir=d / "run", cache_path=d / "cache.sqlite")
+        reqs = srv.requests
+    return {"result": res, "lineage": lineage(d / "run"), "scores": scores(d / "run"), "requests": reqs,
+            "dir": d / "run"}
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff(monkeypatch):
+    monkeypatch.setenv("PROMPTLEARN_BACKOFF_BASE", "0.001")
+
+
+# ---- 1. provider faults ---------------------------------------------------------------------------------
+
+
+def test_clean_reference_run_improves_and_is_deterministic(clean, tmp_path):
+    res = clean["result"]
+    assert res.best.val > res.seed.val and len(clean["lineage"]) >= 3
+    assert res.ledger.calls <= BUDGET and res.ledger.retries == 0 and res.ledger.calls == len(clean["requests"])
+    assert all(r["fault"] is None for r in clean["requests"])
+
+
+def test_random_faults_of_every_kind_change_nothing_but_retries(clean, tmp_path):
+    """20% of requests fail (every fault kind, timeouts included): same lineage, same scores, retries counted."""
+    plan = FaultPlan.random(rate=0.2, kinds=FAULT_KINDS, seed=1)
+    with LoopbackServer(responder, faults=plan, hang_seconds=5.0, retry_after=0.01) as srv:
+        res = optimize(make_task(srv.base_url), seed=SEED, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+        reqs = srv.requests
+    kinds = {r["fault"] for r in reqs} - {None}
+    assert {"timeout", "reset", "malformed", "429", "500"} <= kinds, kinds  # the seed makes these happen
+    assert lineage(tmp_path / "run") == clean["lineage"]
+    assert scores(tmp_path / "run") == clean["scores"]
+    assert res.best.prompt == clean["result"].best.prompt
+    assert (res.seed.val, res.seed.test, res.best.val, res.best.test) == (
+        clean["result"].seed.val, clean["result"].seed.test, clean["result"].best.val, clean["result"].best.test)
+    faults = sum(r["fault"] is not None for r in reqs)
+    assert res.ledger.calls == clean["result"].ledger.calls  # a retried call is still one call
+    assert res.ledger.retries == faults > 0 and clean["result"].ledger.retries == 0
+    assert sorted(ok_keys(reqs)) == sorted(ok_keys(clean["requests"]))  # exactly the same successful requests
+    by_tag = RunStore(tmp_path / "run", create=False).get_meta("ledger")
+    assert by_tag["retries"] == faults and by_tag["calls"] == res.ledger.calls
+
+
+class GoesDown:
+    """A server that answers `healthy_for` requests (or those `healthy` accepts), then fails with 500 forever."""
+
+    def __init__(self, healthy_for: int | None = None, healthy: Callable[[dict], bool] | None = None):
+        self.left, self.healthy, self.lock = healthy_for, healthy, threading.Lock()
+
+    def __call__(self, body: dict) -> str | None:
+        with self.lock:
+            if self.healthy is not None:
+                return None if self.healthy(body) else "500"
+            self.left -= 1
+            return None if self.left >= 0 else "500"
+
+
+@pytest.mark.parametrize("healthy_for", [0, 7, 40, 72], ids=["at-once", "during-seed", "mid-search",
+                                                             "during-test-scoring"])
+def test_fault_that_never_heals_ends_run_resumably(clean, tmp_path, healthy_for):
+    """The server dies for good: ModelError naming the resume command; resume on a healed server finishes the
+    same run and repeats no request that was answered before."""
+    run = tmp_path / "run"
+    with LoopbackServer(responder, faults=FaultPlan(GoesDown(healthy_for))) as srv:
+        task = make_task(srv.base_url, retries=2)
+        with pytest.raises(ModelError) as info:
+            optimize(task, seed=SEED, run_dir=run, cache_path=tmp_path / "c.sqlite")
+        msg = str(info.value)
+        assert "openai/loopback: failed after 3 attempts" in msg and "500" in msg
+        assert msg.endswith(f"the run is saved, continue it with --resume {run}") and "\n" not in msg
+        store = RunStore(run, create=False)
+        assert store.get_meta("status") == "failed"
+        json.loads((run / "lineage.json").read_text())
+        before = srv.requests
+        answered = set(ok_keys(before))
+        assert len(answered) == healthy_for
+
+        srv.faults = None  # healed
+        res = optimize(task, resume=run, cache_path=tmp_path / "c.sqlite")
+        after = srv.requests[len(before):]
+    assert not answered & {_body_key(r["body"]) for r in after}, "a request answered before was made again"
+    assert lineage(run) == clean["lineage"] and scores(run) == clean["scores"]
+    assert res.best.prompt == clean["result"].best.prompt and res.best.test == clean["result"].best.test
+    assert RunStore(run, create=False).get_meta("status") == "finished"
+    assert res.ledger.calls == clean["result"].ledger.calls
+
+
+def test_proposer_that_never_heals_ends_run_instead_of_searching_blind(tmp_path):
+    """A dead proposer must not silently turn the run into 'optimizer finished' with nothing learned."""
+    is_target = lambda body: body["model"] == "loopback"  # noqa: E731
+    with LoopbackServer(responder, faults=FaultPlan(GoesDown(healthy=is_target))) as srv:
+        task = make_task(srv.base_url, proposer="openai/proposer", retries=1)
+        with pytest.raises(ModelError, match=r"openai/proposer: failed after 2 attempts.*--resume"):
+            optimize(task, "mutate", seed=SEED, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+        assert RunStore(tmp_path / "run", create=False).get_meta("status") == "failed"
+        srv.faults = None
+        res = optimize(task, resume=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    with LoopbackServer(responder) as srv:
+        ref = optimize(make_task(srv.base_url, proposer="openai/proposer", retries=1), "mutate", seed=SEED,
+                       run_dir=tmp_path / "ref", cache_path=tmp_path / "ref.sqlite")
+    assert lineage(tmp_path / "run") == lineage(tmp_path / "ref") and len(lineage(tmp_path / "ref")) >= 2
+    assert res.best.prompt == ref.best.prompt and res.ledger.calls == ref.ledger.calls
+
+
+def test_run_killed_while_being_created_gives_clear_resume_error(tmp_path):
+    """kill -9 between creating the store and saving its config leaves a store without config."""
+    RunStore(tmp_path / "run").close()
+    with LoopbackServer(responder) as srv:
+        with pytest.raises(RunError, match="start it again"):
+            optimize(make_task(srv.base_url), resume=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+
+
+def write_task_file(d: Path, base_url: str, **kw: Any) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "task.yaml"
+    path.write_text(yaml.safe_dump(task_dict(base_url, **kw), sort_keys=False))
+    return path
+
+
+def cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([str(PROMPTLEARN), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env=dict(os.environ, PROMPTLEARN_BACKOFF_BASE="0.001"))
+
+
+@pytest.mark.slow  # two CLI processes, each importing litellm
+def test_cli_fault_that_never_heals_exits_1_then_resume_finishes(clean, tmp_path):
+    run, cache = tmp_path / "run", tmp_path / "c.sqlite"
+    with LoopbackServer(responder, faults=FaultPlan(GoesDown(30))) as srv:
+        task = write_task_file(tmp_path, srv.base_url, retries=2)
+        proc = cli("optimize", str(task), "--seed", str(SEED), "--run-dir", str(run), "--cache", str(cache),
+                   "--json", cwd=tmp_path)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("promptlearn: error: openai/loopback: failed after 3 attempts")
+        assert lines[0].endswith(f"continue it with --resume {run}")
+        before = srv.requests
+        srv.faults = None
+        proc = cli("optimize", str(task), "--resume", str(run), "--cache", str(cache), "--json", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        after = srv.requests[len(before):]
+    out = json.loads(proc.stdout)
+    assert out["best"]["prompt"] == clean["result"].best.prompt and out["calls"] == clean["result"].ledger.calls
+    assert not set(ok_keys(before)) & {_body_key(r["body"]) for r in after}
+    assert lineage(run) == clean["lineage"]
