@@ -70,8 +70,8 @@ class LocalModel:
             raise TaskError("llama-cpp-python is not installed", field="model.name",
                             fix="pip install 'promptlearn[local]'") from None
         self.path = path
-        threads = int(os.environ.get("PROMPTLEARN_THREADS", os.cpu_count() or 1))
-        self.llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+        self.threads = threads()
+        self.llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=self.threads, n_threads_batch=self.threads,
                            n_batch=512, verbose=False, seed=0)
         self.lock = threading.Lock()
         self._formatter = _chat_formatter(self.llama)
@@ -87,6 +87,7 @@ class LocalModel:
              seed: int | None = 0, guidance: float = 1.0) -> LocalReply:
         with self.lock:
             start = time.perf_counter()
+            self._use_threads(threads())
             if guidance != 1.0:
                 from promptlearn.guidance import guided_generate
 
@@ -103,10 +104,49 @@ class LocalModel:
             return LocalReply(choice["text"].strip(), usage["prompt_tokens"], usage["completion_tokens"], reused,
                               time.perf_counter() - start, choice.get("finish_reason") or "stop")
 
+    def _use_threads(self, n: int) -> None:
+        if n != self.threads:
+            import llama_cpp
+
+            llama_cpp.llama_set_n_threads(self.llama._ctx.ctx, n, n)
+            self.threads = n
+
     def _stops(self) -> list[str]:
         eos = self.llama.token_eos()
         text = self.llama.detokenize([eos], special=True).decode("utf-8", "ignore") if eos >= 0 else ""
         return [s for s in {text, "<|im_end|>"} if s]
+
+
+def threads() -> int:
+    """Threads for the next request: PROMPTLEARN_THREADS if set, else the cores nobody else is running on.
+
+    llama.cpp's threads meet at a barrier after every operation (hundreds per token) and spin while they wait.
+    On a machine whose cores are busy with other work, a thread that waits on a preempted peer burns its time
+    slice: with 2 threads on 2 busy cores generation ran 20-40x slower than with 1 (bench/results/
+    llama_tuning.md). So each request counts the runnable tasks of other processes and leaves them their cores.
+    """
+    fixed = os.environ.get("PROMPTLEARN_THREADS")
+    if fixed:
+        return max(1, int(fixed))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus - busy_elsewhere())
+
+
+def busy_elsewhere() -> int:
+    """Runnable tasks right now that are not this process's threads (Linux /proc; 0 where unknown)."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        mine = 0
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+                    mine += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except (OSError, IndexError):
+                continue
+        return max(0, running - max(mine, 1))
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

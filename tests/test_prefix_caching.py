@@ -321,3 +321,67 @@ def test_cache_key_ignores_cache_marking(evaluator_factory, monkeypatch):
         ev.evaluate(task.prompt, task.examples("val"))
         assert len(srv.requests) == first  # all from the cache
     assert ev.ledger.total.cached_calls == first
+
+
+# ---- threads: leave busy cores to the processes that are using them ---------------------------------------
+
+
+def test_threads_take_the_idle_cores_or_the_env_override(monkeypatch):
+    import os
+
+    from promptlearn import local
+
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("PROMPTLEARN_THREADS", raising=False)
+    monkeypatch.setattr(local, "busy_elsewhere", lambda: 0)
+    assert local.threads() == cpus
+    monkeypatch.setattr(local, "busy_elsewhere", lambda: cpus + 5)
+    assert local.threads() == 1
+    monkeypatch.setenv("PROMPTLEARN_THREADS", "3")
+    assert local.threads() == 3
+
+
+def test_busy_elsewhere_sees_another_busy_process():
+    import subprocess
+    import sys
+    import time
+
+    from promptlearn.local import busy_elsewhere
+
+    assert busy_elsewhere() >= 0
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        time.sleep(0.3)
+        seen = [busy_elsewhere() for _ in range(20)]
+    finally:
+        child.kill()
+        child.wait()
+    assert max(seen) >= 1
+
+
+@requires_model
+@pytest.mark.model
+@pytest.mark.slow
+def test_real_model_replies_do_not_depend_on_threads_or_prefix_reuse(monkeypatch):
+    """The thread count follows the machine's load and the KV cache follows the request order: neither may
+    change a reply, or scores would depend on what else the machine was doing."""
+    from promptlearn.local import get_model
+
+    model = get_model("smollm2")
+    system = {"role": "system", "content": "You are a pirate. " + "Always be kind and brief. " * 6}
+    asks = [[system, {"role": "user", "content": q}] for q in ("Where is the treasure?", "Name three fish.")]
+    replies = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("PROMPTLEARN_THREADS", threads)
+        for reuse in (False, True):
+            out = []
+            model.llama.reset()
+            for msgs in asks:
+                if not reuse:
+                    model.llama.reset()
+                r = model.chat(msgs, max_tokens=8)
+                assert model.threads == int(threads)
+                out.append(r.text)
+                assert (r.reused_prompt_tokens > 0) == (reuse and msgs is asks[1])
+            replies[threads, reuse] = out
+    assert len(set(map(tuple, replies.values()))) == 1, replies
