@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from promptlearn.errors import ConfigError, RunError
 from promptlearn.types import Usage
+
+if TYPE_CHECKING:
+    from promptlearn.task import Task
 
 PASS = 1.0 - 1e-9
 
@@ -174,9 +177,9 @@ def _sha(prompt: str) -> str:
     return prompt_sha256(prompt)
 
 
-def check_prompt(task: Any, prompt: str | None = None, split: str = "test", min_score: float | None = None,
-                 max_broken: int | None = None, *, cache_path: str | Path | None = None,
-                 use_cache: bool = True) -> CheckReport:
+def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: str = "test",
+                 min_score: float | None = None, max_broken: int | None = None, *,
+                 cache_path: str | Path | None = None, use_cache: bool = True) -> CheckReport:
     """Evaluate `prompt` (default: the seed) and the task's seed prompt on `split`; gate on score and breakage.
 
     `task` is a Task or a task file path. Both evaluations share one Evaluator (cache, ledger, budget) in this

@@ -265,8 +265,8 @@ def test_check_bad_split_and_task_exit_2(tmp_path, monkeypatch, capsys):
     assert code == 2 and "file not found" in err
 
 
-def test_check_subprocess_exit_codes_on_loopback(tmp_path):
-    """Across a real process boundary: pass -> 0 with one JSON line, gate failure -> 1."""
+def test_check_subprocess_gate_failure_on_loopback(tmp_path):
+    """Across a real process boundary: one JSON line on stdout, and exit 1 when the gate fails."""
     def responder(body: dict) -> str:
         return "Ahoy! " + body["messages"][-1]["content"]
 
@@ -274,18 +274,14 @@ def test_check_subprocess_exit_codes_on_loopback(tmp_path):
         task = write_task(tmp_path / "task.yaml", model={"name": "openai/loopback", "api_base": srv.base_url})
         (tmp_path / "app.yaml").write_text(APP_CONFIG)
         env = {**os.environ, "PROMPTLEARN_CACHE_DIR": str(tmp_path / "cache")}
-
-        def run(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run([str(PROMPTLEARN), "check", str(task), *args], capture_output=True, text=True,
-                                  timeout=180, cwd=tmp_path, env=env)
-
-        ok = run("--prompt-from", "app.yaml:assistant.system_prompt", "--json", "--max-broken", "0")
-        low = run("--prompt-from", "app.yaml:assistant.system_prompt", "--min-score", "1.5")
-    assert ok.returncode == 0, ok.stderr
-    assert len(ok.stdout.strip().splitlines()) == 1
-    rep = json.loads(ok.stdout)
-    assert rep["score"] == 1.0 and rep["passed"] and rep["calls"] == 10 and rep["n_examples"] == 5
-    assert low.returncode == 1 and "below the minimum 1.5" in low.stdout and "Traceback" not in low.stderr
+        proc = subprocess.run([str(PROMPTLEARN), "check", str(task), "--prompt-from",
+                               "app.yaml:assistant.system_prompt", "--json", "--max-broken", "0", "--min-score",
+                               "1.5"], capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stdout.strip().splitlines()) == 1
+    rep = json.loads(proc.stdout)
+    assert rep["score"] == 1.0 and rep["broken"] == 0 and rep["calls"] == 10 and rep["n_examples"] == 5
+    assert rep["passed"] is False and rep["reasons"] == ["score 1.0000 is below the minimum 1.5"]
 
 
 # ---- reproduce on the embedded model ---------------------------------------------------------------------------
@@ -306,7 +302,7 @@ def tiny_pirate(dirpath: Path, n: int = 10) -> Path:
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
-    """optimize() on the embedded model, 50 calls; the model runs on one thread unless told otherwise (a busy
+    """optimize() on the embedded model, 40 calls; the model runs on one thread unless told otherwise (a busy
     CI box makes llama.cpp's spinning threads very slow)."""
     from promptlearn.local import get_model
     from promptlearn.run import optimize
@@ -318,7 +314,7 @@ def real_run(tmp_path_factory):
     os.environ.setdefault("PROMPTLEARN_THREADS", "1")
     try:
         threads = get_model("smollm2").llama.n_threads  # what this process uses (it may have loaded earlier)
-        result = optimize(task, budget=50, seed=0, run_dir=d / "run", cache_path=cache)
+        result = optimize(task, budget=40, seed=0, run_dir=d / "run", cache_path=cache)
     finally:
         if old is None:
             os.environ.pop("PROMPTLEARN_THREADS", None)
@@ -343,7 +339,7 @@ def run_check(d: Path, task: Path, env: dict, cache: Path) -> dict:
 @requires_model
 def test_reproduce_exported_prompt_same_cache(real_run):
     d, task, cache, result, env = real_run
-    assert result.best.test is not None and result.ledger.calls <= 50
+    assert result.best.test is not None and result.ledger.calls <= 40
     text = (d / "app.yaml").read_text()
     assert "# The system prompt: written by `promptlearn export`" in text and "port: 8080  # behind" in text
     assert read_prompt(d / "app.yaml", "assistant.system_prompt") == result.best.prompt
@@ -376,3 +372,26 @@ def test_reproduce_exported_prompt_fresh_cache_reruns_the_model(real_run):
         assert f["reply"] == stored[f["id"]].turns[-1].reply
     test_ids = {e.id for e in load_task(task).examples("test")}
     assert {f["id"] for f in rep["failures"]} == {k for k in test_ids if stored[k].score < 1 - 1e-9}
+
+
+@pytest.mark.model
+@requires_model
+def test_reproduce_non_seed_prompt_across_processes(real_run):
+    """A prompt other than the seed (so `check` scores it and the seed, one after the other): scored in this
+    process, exported, then re-checked from an empty cache in a fresh process: the same score, exactly."""
+    import promptlearn
+
+    d, task, _, result, env = real_run
+    other = "You are a pirate. IMPORTANT: Start every reply with the word Ahoy."
+    assert other != result.seed.prompt
+    here = promptlearn.evaluate(task, other, split="test", cache_path=d / "other-cache.sqlite")
+    assert here.complete and here.usage.calls == len(here.results)
+    promptlearn.export_prompt(d / "app.yaml", "assistant.alt_prompt", other)
+    proc = subprocess.run([str(PROMPTLEARN), "check", str(task), "--prompt-from", f"{d / 'app.yaml'}:assistant."
+                           "alt_prompt", "--json", "--cache", str(d / "other-fresh.sqlite")],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=d)
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["calls"] == 2 * rep["n_examples"] and rep["cached_calls"] == 0
+    assert rep["score"] == here.score and rep["checks"] == here.check_rates()
+    assert rep["seed_score"] == result.seed.test
