@@ -270,7 +270,7 @@ def test_openai_model_string_sends_system_and_user_exactly(evaluator_factory):
     assert [b["messages"] for b in bodies] == expected
     for b in bodies:
         assert b["model"] == "loopback"
-        assert b["temperature"] == 0 and b["max_tokens"] == 24 and b.get("seed") == 0
+        assert b["temperature"] == 0 and b["max_tokens"] == pirate.model.max_tokens and b.get("seed") == 0
         assert not b.get("stream")
     assert [r.turns[0].reply for r in res.results.values()] == ["Ahoy! " + e.turns[0].user for e in examples]
 
