@@ -271,6 +271,10 @@ def export_cmd(
     if info.test is None:
         _console(stderr=True).print("[yellow]this prompt has no test score: the run stopped before scoring "
                                     "it on test[/yellow]")
+    if info.decoding:
+        opts = ", ".join(f"{k}={v}" for k, v in info.decoding.items())
+        _console(stderr=True).print(f"[yellow]the run scored this prompt with decoding options {opts}: the app "
+                                    "must decode the same way to get its scores[/yellow]", highlight=False)
 
 
 @app.command("check")

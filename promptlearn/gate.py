@@ -23,12 +23,21 @@ if TYPE_CHECKING:
 PASS = 1.0 - 1e-9
 
 
-def provenance(run_id: str, val: float | None, test: float | None, prompt: str) -> dict[str, Any]:
-    """What an export writes next to the prompt: where it came from and how it scored."""
+# Candidate meta keys that change how the target model decodes (not the prompt text): a prompt scored with them
+# only reproduces when the app decodes the same way, so an export records them.
+DECODING_KEYS = ("guidance",)
+
+
+def provenance(run_id: str, val: float | None, test: float | None, prompt: str,
+               decoding: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What an export writes next to the prompt: where it came from, how it scored (and decoding options, if any)."""
     from promptlearn.export import prompt_sha256
 
-    return {"run_id": run_id, "val": None if val is None else round(val, 4),
+    prov = {"run_id": run_id, "val": None if val is None else round(val, 4),
             "test": None if test is None else round(test, 4), "sha256": prompt_sha256(prompt)}
+    if decoding:
+        prov["decoding"] = dict(decoding)
+    return prov
 
 
 # ---- export --------------------------------------------------------------------------------------------------
@@ -47,10 +56,12 @@ class ExportInfo:
     key: str
     format: str
     provenance: Mapping[str, Any] | None
+    decoding: Mapping[str, Any] = field(default_factory=dict)  #: decoding options the prompt was scored with
 
 
-def best_of_run(run: str | Path, root: str | Path = "runs") -> tuple[str, str, str, float | None, float | None]:
-    """(run id, best candidate id, prompt, val score, test score) from a run store."""
+def best_of_run(run: str | Path, root: str | Path = "runs"
+                ) -> tuple[str, str, str, float | None, float | None, dict[str, Any]]:
+    """(run id, best candidate id, prompt, val score, test score, decoding options) from a run store."""
     from promptlearn.store import RunStore, resolve_run
 
     rdir = resolve_run(run, root)
@@ -63,7 +74,9 @@ def best_of_run(run: str | Path, root: str | Path = "runs") -> tuple[str, str, s
                            "run it again or --resume it")
         scores = store.scores().get(best, {})
         val, test = scores.get("val", {}).get("score"), scores.get("test", {}).get("score")
-        return store.run_id, best, cand["prompt"], val, test
+        meta = cand.get("meta") or {}
+        decoding = {k: meta[k] for k in DECODING_KEYS if meta.get(k) is not None}
+        return store.run_id, best, cand["prompt"], val, test, decoding
     finally:
         store.close()
 
@@ -71,10 +84,10 @@ def best_of_run(run: str | Path, root: str | Path = "runs") -> tuple[str, str, s
 def export_run(run: str | Path, to: str | Path, key: str, *, fmt: str | None = None, with_provenance: bool = True,
                root: str | Path = "runs") -> ExportInfo:
     """Write the best prompt of `run` under the dotted `key` of the config file `to`, keeping the rest of it."""
-    run_id, cid, prompt, val, test = best_of_run(run, root)
-    prov = provenance(run_id, val, test, prompt) if with_provenance else None
+    run_id, cid, prompt, val, test, decoding = best_of_run(run, root)
+    prov = provenance(run_id, val, test, prompt, decoding) if with_provenance else None
     f = write_prompt(to, key, prompt, fmt=fmt, provenance=prov)
-    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov)
+    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, decoding)
 
 
 def write_prompt(path: str | Path, key: str, prompt: str, *, fmt: str | None = None,

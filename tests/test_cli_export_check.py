@@ -171,6 +171,23 @@ def test_export_of_a_run_without_test_score_warns(tmp_path, monkeypatch, capsys)
     assert code == 2 and "has no best prompt yet" in err
 
 
+def test_export_records_decoding_options_of_the_best_candidate(tmp_path, monkeypatch, capsys):
+    """A candidate scored with decoding options (e.g. guidance on a local model) is not just its text."""
+    from promptlearn.store import RunStore
+    from promptlearn.types import Candidate
+
+    store = RunStore(tmp_path / "g")
+    cand = Candidate("Say Ahoy.", (), "optuna", {"guidance": 1.5, "trial": 3})
+    store.add_candidate(cand, "accepted")
+    store.put_score(cand.id, "val", 0.7, 3, True)
+    store.put_score(cand.id, "test", 0.6, 3, True)
+    store.set_meta("best", cand.id)
+    code, _, err = cli(monkeypatch, capsys, "export", tmp_path / "g", "--to", tmp_path / "a.yaml", "--key", "p")
+    assert code == 0 and "decoding options guidance=1.5" in err
+    prov = yaml.safe_load((tmp_path / "a.yaml").read_text())["p_provenance"]
+    assert prov["decoding"] == {"guidance": 1.5} and prov["test"] == 0.6
+
+
 # ---- check ---------------------------------------------------------------------------------------------------
 
 
