@@ -116,9 +116,10 @@ class LoopbackServer:
     def __init__(self, responder: Callable[[dict], str] = echo_responder, latency: float = 0.0,
                  faults: Optional[FaultPolicy] = None, hang_seconds: float = 30.0, retry_after: float = 1.0,
                  request_log_path: Optional[str] = None, model: str = "loopback", port: int = 0,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", response_log_path: Optional[str] = None):
         self.responder, self.latency, self.faults = responder, latency, faults
         self.hang_seconds, self.retry_after, self.request_log_path = hang_seconds, retry_after, request_log_path
+        self.response_log_path = response_log_path  # one line per reply fully written: which requests got answered
         self.model, self.host, self.port = model, host, port
         self._records: list = []
         self._lock = threading.Lock()
@@ -211,6 +212,12 @@ class LoopbackServer:
                     f.write(json.dumps(rec, default=str) + "\n")
                     f.flush()
 
+    def _responded(self, body: Any) -> None:
+        if self.response_log_path:
+            with self._lock, open(self.response_log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": _body_key(body), "time": time.time()}) + "\n")
+                f.flush()
+
     @staticmethod
     def _error(status: int, message: str, kind: str, headers: Optional[dict] = None) -> web.Response:
         return web.json_response({"error": {"message": message, "type": kind, "code": status}},
@@ -266,8 +273,13 @@ class LoopbackServer:
                                 content_type="application/json")
         choices = [] if fault == "empty_choices" else [
             {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}]
-        return web.json_response({"id": cid, "object": "chat.completion", "created": created, "model": model,
+        resp = web.json_response({"id": cid, "object": "chat.completion", "created": created, "model": model,
                                   "choices": choices, "usage": usage})
+        if self.response_log_path and fault is None:
+            await resp.prepare(request)
+            await resp.write_eof()
+            self._responded(body)
+        return resp
 
     async def _stream(self, request: web.Request, fault: Optional[str], cid: str, created: int, model: str,
                       reply: str, usage: dict, body: dict) -> web.StreamResponse:
@@ -296,6 +308,8 @@ class LoopbackServer:
                 await resp.write(chunk([], usage=usage))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
+        if fault is None:
+            self._responded(body)
         return resp
 
 
@@ -310,6 +324,8 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hang-seconds", type=float, default=30.0)
     p.add_argument("--log", default=None, help="append each request as a JSON line to this file")
+    p.add_argument("--response-log", default=None,
+                   help="append {key: body hash, time} for each successful reply once it is written")
     args = p.parse_args(argv)
     faults = (FaultPlan.random(args.fault_rate, args.fault_kinds.split(","), args.seed)
               if args.fault_rate > 0 else None)
@@ -317,7 +333,8 @@ def main(argv: Optional[list] = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with LoopbackServer(latency=args.latency, faults=faults, hang_seconds=args.hang_seconds,
-                        request_log_path=args.log, port=args.port, host=args.host) as srv:
+                        request_log_path=args.log, port=args.port, host=args.host,
+                        response_log_path=args.response_log) as srv:
         print(f"READY {srv.base_url}", flush=True)
         while not stop.wait(0.2):
             pass
