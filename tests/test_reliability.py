@@ -222,3 +222,123 @@ def test_cli_fault_that_never_heals_exits_1_then_resume_finishes(clean, tmp_path
     assert out["best"]["prompt"] == clean["result"].best.prompt and out["calls"] == clean["result"].ledger.calls
     assert not set(ok_keys(before)) & {_body_key(r["body"]) for r in after}
     assert lineage(run) == clean["lineage"]
+
+
+# ---- 2. kill -9 at random points ------------------------------------------------------------------------
+
+
+def test_response_log_marks_only_answered_requests(tmp_path):
+    import httpx
+
+    log = tmp_path / "responses.jsonl"
+    body = {"model": "loopback", "messages": [{"role": "user", "content": "hi"}]}
+    with LoopbackServer(faults=FaultPlan.sequence(["500", None]), response_log_path=str(log)) as srv:
+        assert httpx.post(srv.base_url + "/chat/completions", json=body, timeout=5).status_code == 500
+        assert not log.exists()
+        assert httpx.post(srv.base_url + "/chat/completions", json=body, timeout=5).status_code == 200
+    (rec,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert rec["key"] == _body_key(body) and rec["time"] > 0
+
+
+def integrity(path: Path) -> str:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        db.close()
+
+
+def check_not_corrupt(run: Path, cache: Path) -> None:
+    for db in (run / "store.sqlite", cache):
+        if db.exists():
+            assert integrity(db) == "ok", db
+    if (run / "lineage.json").exists():
+        lin = json.loads((run / "lineage.json").read_text())
+        assert lin["run_id"] == run.name and isinstance(lin["nodes"], list)
+    if (run / "run.yaml").exists():
+        assert yaml.safe_load((run / "run.yaml").read_text())["seed"] == SEED
+    if (run / "best_prompt.txt").exists():
+        assert "Ahoy" in (run / "best_prompt.txt").read_text()
+
+
+@pytest.mark.slow  # six CLI processes, each importing litellm (about 3 s each on an idle machine)
+def test_kill_9_at_random_points_then_resume_repeats_no_answered_call(clean, tmp_path):
+    """`promptlearn optimize` is SIGKILLed 5 times at seeded-random points (counted in answered requests, plus a
+    random delay); after each kill the store and cache pass integrity_check and lineage.json parses; `--resume`
+    (same cache file) finishes the very run an uninterrupted one makes, and no model call completed before a kill
+    is made again: only calls in flight at a kill (answered by the server, not yet committed by the client; at
+    most the model's concurrency per kill) are repeated."""
+    from promptlearn.cache import request_key
+    from promptlearn.lm import LM, Ledger
+    from promptlearn.task import load_task
+
+    rng = random.Random(7)
+    run, cache, rlog = tmp_path / "run", tmp_path / "cache.sqlite", tmp_path / "responses.jsonl"
+    total = clean["result"].ledger.calls
+
+    def answered() -> list[str]:
+        return [json.loads(line)["key"] for line in rlog.read_text().splitlines()] if rlog.exists() else []
+
+    def cached() -> set[str]:
+        if not cache.exists():
+            return set()
+        db = sqlite3.connect(f"file:{cache}?mode=ro", uri=True, timeout=30)
+        try:
+            return {k for (k,) in db.execute("SELECT key FROM responses")}
+        finally:
+            db.close()
+
+    with LoopbackServer(responder, latency=0.02, response_log_path=str(rlog)) as srv:
+        task = write_task_file(tmp_path, srv.base_url)
+        model = load_task(task).model
+        concurrency = model.max_concurrency  # the proposer is the same model, and runs when the target does not
+        params = LM(model, cache=None, ledger=Ledger()).params()
+        fresh = ["optimize", str(task), "--seed", str(SEED), "--run-dir", str(run), "--cache", str(cache), "--json"]
+        resume = ["optimize", str(task), "--resume", str(run), "--cache", str(cache), "--json"]
+        env = dict(os.environ, PROMPTLEARN_BACKOFF_BASE="0.001")
+        marks = []  # after each kill: (requests sent so far, answered keys, answered but not committed keys)
+        for i, target in enumerate(sorted(rng.sample(range(1, total - 2), 5))):
+            proc = subprocess.Popen([str(PROMPTLEARN), *(fresh if i == 0 else resume)], cwd=tmp_path, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            target = max(target, len(answered()) + 1)
+            deadline = time.monotonic() + 180
+            while len(answered()) < target and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.05))
+            assert proc.poll() is None, f"run {i + 1} ended before its kill: {proc.stderr.read()}"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            stderr = proc.stderr.read()
+            assert "Traceback" not in stderr and "database is locked" not in stderr, stderr
+            time.sleep(0.3)  # the server finishes (and logs) replies to requests the dead client had in flight
+            check_not_corrupt(run, cache)
+            bodies = {_body_key(r["body"]): r["body"] for r in srv.requests}
+            done, committed = set(answered()), cached()
+            lost = {k for k in done if request_key(model.name, params, bodies[k]["messages"]) not in committed}
+            before = marks[-1][2] if marks else set()
+            assert len(lost - before) <= concurrency, f"kill {i + 1} lost {len(lost - before)} answered calls"
+            marks.append((len(srv.requests), done, lost))
+        assert RunStore(run, create=False).get_meta("status") == "running"  # a SIGKILL leaves no goodbye
+
+        proc = subprocess.run([str(PROMPTLEARN), *resume], capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                              env=env)
+        assert proc.returncode == 0, proc.stderr
+        reqs = srv.requests
+    check_not_corrupt(run, cache)
+    out = json.loads(proc.stdout)
+    assert lineage(run) == clean["lineage"] and scores(run) == clean["scores"]
+    assert out["best"]["prompt"] == clean["result"].best.prompt
+    assert (out["best"]["val"], out["best"]["test"]) == (clean["result"].best.val, clean["result"].best.test)
+    assert RunStore(run, create=False).get_meta("status") == "finished"
+    for k, (sent, done, lost) in enumerate(marks):
+        again = {_body_key(r["body"]) for r in reqs[sent:]} & done
+        assert again <= lost, f"after kill {k + 1}, {len(again - lost)} calls committed before were made again"
+    assert set(ok_keys(reqs)) == set(ok_keys(clean["requests"]))  # the same work, nothing extra
+    repeated = len(reqs) - len(set(ok_keys(reqs)))
+    assert repeated >= len(marks[-1][2]) and len(marks[-1][2]) <= concurrency * len(marks)
+    # A call answered but not committed at a kill comes back from the cache on resume: the ledger never counts it
+    # twice (and, for those, not at all), so it is exact up to the calls in flight at each kill.
+    assert total - concurrency * len(marks) <= out["calls"] <= total
+
+
+# ---- 5. two runs sharing one cache at once ---------------------------------------------------------------
