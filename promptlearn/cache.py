@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -28,6 +29,25 @@ def request_key(model: str, params: Mapping[str, Any], messages: list[Mapping[st
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def connect_wal(path: str | Path, timeout: float = 60.0, **kwargs: Any) -> sqlite3.Connection:
+    """An autocommit connection in WAL mode. Switching a new file to WAL takes an exclusive lock and SQLite
+    answers "database is locked" at once (no busy wait) when another process holds one, as happens when several
+    processes open a fresh file together: retry until the timeout."""
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, **kwargs)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                conn.close()
+                raise
+            time.sleep(0.005 + 0.02 * random.random())
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
 class Cache:
     """SQLite key -> response JSON. Safe for several processes sharing one file (WAL + busy timeout)."""
 
@@ -42,9 +62,7 @@ class Cache:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = connect_wal(self.path)
             self._local.conn = conn
         return conn
 

@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from promptlearn.cache import connect_wal
 from promptlearn.errors import RunError
 from promptlearn.types import Candidate, CheckResult, ExampleResult, TurnResult, Usage
 
@@ -86,9 +87,7 @@ class RunStore:
     def _db(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = connect_wal(self.path, check_same_thread=False)
             self._local.conn = conn
         return conn
 
