@@ -193,7 +193,7 @@ class LM:
         kwargs.update(self._credentials())
         fatal = (lt.AuthenticationError, lt.BadRequestError, lt.NotFoundError, lt.PermissionDeniedError,
                  lt.ContextWindowExceededError, TaskError)
-        rng = random.Random(hash(tuple(m["content"] for m in msgs)))
+        rng: random.Random | None = None  # backoff jitter, made only when a call fails (seeding costs CPU)
         start = time.perf_counter()
         for attempt in range(c.retries + 1):
             try:
@@ -208,6 +208,7 @@ class LM:
             except Exception as e:  # noqa: BLE001 - rate limits, 5xx, timeouts, resets, malformed replies
                 if attempt >= c.retries:
                     raise ModelError(f"{c.name}: failed after {attempt + 1} attempts: {_safe_message(e)}") from None
+                rng = rng or random.Random(hash(tuple(m["content"] for m in msgs)))
                 await asyncio.sleep(_backoff(e, attempt, rng))
         raise AssertionError("unreachable")
 
@@ -267,12 +268,24 @@ def _usage(resp: Any) -> tuple[int, int, int]:
     return int(u.prompt_tokens or 0), int(u.completion_tokens or 0), int(cached)
 
 
+_UNPRICED: set[str] = set()  # models litellm's cost map does not know: priced 0 without asking again
+
+
 def _cost(lt: Any, resp: Any, model: str) -> float:
-    if model.startswith("local/"):
+    """USD of one response. litellm has already priced it while building the response (`_hidden_params`); only
+    when it has not do we ask its cost map again, and a model the map does not know is remembered as unpriced
+    (looking it up again on every call cost more CPU than the rest of the call)."""
+    if model.startswith("local/") or model in _UNPRICED:
         return 0.0
+    hidden = getattr(resp, "_hidden_params", None) or {}
+    known = hidden.get("response_cost") if isinstance(hidden, dict) else getattr(hidden, "response_cost", None)
+    if known is not None:
+        return float(known)
     try:
         return float(lt.completion_cost(completion_response=resp) or 0.0)
-    except Exception:  # noqa: BLE001 - unknown price: count tokens, cost 0
+    except Exception as e:  # noqa: BLE001 - unknown price: count tokens, cost 0
+        if "isn't mapped" in str(e) or "not mapped" in str(e):
+            _UNPRICED.add(model)
         return 0.0
 
 
