@@ -342,3 +342,66 @@ def test_kill_9_at_random_points_then_resume_repeats_no_answered_call(clean, tmp
 
 
 # ---- 5. two runs sharing one cache at once ---------------------------------------------------------------
+
+CACHE_WRITER = """
+import sys, time
+from promptlearn.cache import Cache
+path, me, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+while time.time() < start:
+    time.sleep(0.001)
+cache = Cache(path)  # all processes open (and switch to WAL) a fresh file at the same moment
+for i in range(300):
+    cache.put(f"{me}-{i}", "m", {"text": str(i)})
+    assert cache.get(f"{me}-{i}") == {"text": str(i)}
+    cache.get(f"{(me + 1) % 6}-{i}")
+print(len(cache))
+"""
+
+
+def test_processes_hammering_one_fresh_cache_file_never_lock(tmp_path):
+    path, start = tmp_path / "shared.sqlite", time.time() + 1.5
+    procs = [subprocess.Popen([sys.executable, "-c", CACHE_WRITER, str(path), str(i), str(start)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(6)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and "locked" not in err, err
+    from promptlearn.cache import Cache
+
+    assert len(Cache(path)) == 6 * 300 and integrity(path) == "ok"
+
+
+@pytest.mark.slow  # two CLI processes plus two in-process reference runs
+def test_two_runs_sharing_one_cache_at_once_match_separate_runs(tmp_path):
+    """Two `promptlearn optimize` processes (different seeds, overlapping requests: the seed prompt on val at
+    least) share one cache file at the same time: both finish, no 'database is locked', and each makes exactly
+    the run it makes alone. The runs stop after 8 proposals, not on the call budget: cache hits are free, so a
+    run that finds the other's replies in the cache would otherwise get further on the same budget."""
+    seeds, opts = (SEED, SEED + 1), {"max_candidates": 8}
+    refs = {}
+    with LoopbackServer(responder) as srv:
+        for seed in seeds:
+            refs[seed] = optimize(make_task(srv.base_url, max_calls=1000), seed=seed, run_dir=tmp_path / f"ref{seed}",
+                                  cache_path=tmp_path / f"ref{seed}.sqlite", options=opts)
+        ref_requests = srv.requests
+    with LoopbackServer(responder, latency=0.01) as srv:
+        task = write_task_file(tmp_path, srv.base_url, max_calls=1000)
+        env = dict(os.environ, PROMPTLEARN_BACKOFF_BASE="0.001")
+        procs = {seed: subprocess.Popen([str(PROMPTLEARN), "optimize", str(task), "--seed", str(seed), "--run-dir",
+                                         str(tmp_path / f"run{seed}"), "--cache", str(tmp_path / "shared.sqlite"),
+                                         "-o", "max_candidates=8", "--json"], cwd=tmp_path, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in seeds}
+        outs = {seed: p.communicate(timeout=300) for seed, p in procs.items()}
+        reqs = srv.requests
+    for seed, p in procs.items():
+        out, err = outs[seed]
+        assert p.returncode == 0, err
+        assert "database is locked" not in err and "Traceback" not in err, err
+        assert lineage(tmp_path / f"run{seed}") == lineage(tmp_path / f"ref{seed}")
+        assert scores(tmp_path / f"run{seed}") == scores(tmp_path / f"ref{seed}")
+        assert json.loads(out)["best"]["prompt"] == refs[seed].best.prompt
+        assert json.loads(out)["stop_reason"] == refs[seed].stop_reason == "8 candidates tried"
+    # Together they asked for exactly what the two separate runs asked for; a request both made at the same
+    # moment may have been paid twice, one the other had already cached was not.
+    assert set(ok_keys(reqs)) == set(ok_keys(ref_requests))
+    assert len(reqs) <= len(ref_requests)
+    assert integrity(tmp_path / "shared.sqlite") == "ok"
