@@ -21,7 +21,7 @@ from promptlearn.checks.base import Check, CheckContext, build_check
 from promptlearn.errors import BudgetExceeded, PromptlearnError
 from promptlearn.lm import LM, Budget, Ledger, usage_sink
 from promptlearn.task import Task, render_prompt
-from promptlearn.types import CheckResult, Example, ExampleResult, Message, TurnResult, Usage, prompt_id
+from promptlearn.types import CheckResult, Example, ExampleResult, Message, TurnResult, Usage, candidate_id
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,11 @@ class Evaluation:
     usage: Usage = field(default_factory=Usage)  #: what this evaluation spent (cached calls cost nothing)
     complete: bool = True  #: False when a budget stop left examples unscored
     stop_reason: str | None = None  #: the budget stop message when incomplete
+    model_overrides: Mapping[str, Any] = field(default_factory=dict)  #: decoding options applied (e.g. guidance)
 
     @property
     def candidate_id(self) -> str:
-        return prompt_id(self.prompt)
+        return candidate_id(self.prompt, self.model_overrides)
 
     @property
     def score(self) -> float:
@@ -97,6 +98,7 @@ class Evaluator:
         self.ledger = ledger or Ledger(Budget(b.max_calls, b.max_usd, b.max_tokens, b.max_seconds))
         self.lm = LM(task.model, cache=self.cache, ledger=self.ledger)
         self.judge_lm = LM(task.judge, cache=self.cache, ledger=self.ledger)
+        self._targets: dict[str, LM] = {}
         self._checks: dict[str, Check] = {}
         self._accounted: set[tuple[str, str]] = set()
         self._loop = asyncio.new_event_loop()
@@ -128,12 +130,28 @@ class Evaluator:
         return self._checks[key]
 
     def evaluate(self, prompt: str, examples: Sequence[Example], *, split: str = "custom", tag: str | None = None,
-                 on_example: Callable[[str, ExampleResult], None] | None = None) -> Evaluation:
-        return self.run(self.aevaluate(prompt, examples, split=split, tag=tag, on_example=on_example))
+                 on_example: Callable[[str, ExampleResult], None] | None = None,
+                 model_overrides: Mapping[str, Any] | None = None) -> Evaluation:
+        return self.run(self.aevaluate(prompt, examples, split=split, tag=tag, on_example=on_example,
+                                       model_overrides=model_overrides))
+
+    def target(self, model_overrides: Mapping[str, Any] | None = None) -> LM:
+        """The target LM, or one with some ModelConfig fields overridden (a candidate's decoding options, e.g.
+        guidance). Same cache and ledger; the overrides enter the cache key through LM.params()."""
+        if not model_overrides:
+            return self.lm
+        key = json.dumps(dict(model_overrides), sort_keys=True, default=str)
+        if key not in self._targets:
+            from promptlearn.task import ModelConfig
+
+            config = ModelConfig.model_validate({**self.task.model.model_dump(), **dict(model_overrides)})
+            self._targets[key] = LM(config, cache=self.cache, ledger=self.ledger)
+        return self._targets[key]
 
     async def aevaluate(self, prompt: str, examples: Sequence[Example], *, split: str = "custom",
                         tag: str | None = None,
-                        on_example: Callable[[str, ExampleResult], None] | None = None) -> Evaluation:
+                        on_example: Callable[[str, ExampleResult], None] | None = None,
+                        model_overrides: Mapping[str, Any] | None = None) -> Evaluation:
         """Evaluate every example; a budget stop keeps what finished and marks the evaluation incomplete."""
         before = self.ledger.snapshot()
         results: dict[str, ExampleResult] = {}
@@ -153,7 +171,7 @@ class Evaluator:
                 if stop is not None:
                     return
                 try:
-                    res = await self.memo_example(prompt, ex, tag=tag)
+                    res = await self.memo_example(prompt, ex, tag=tag, model_overrides=model_overrides)
                 except BudgetExceeded as e:
                     stop = stop or e
                     return
@@ -174,7 +192,7 @@ class Evaluator:
             raise
         ordered = {ex.id: results[ex.id] for ex in examples if ex.id in results}
         return Evaluation(prompt, split, ordered, self.ledger.snapshot() - before, complete=stop is None,
-                          stop_reason=str(stop) if stop else None)
+                          stop_reason=str(stop) if stop else None, model_overrides=dict(model_overrides or {}))
 
     def schedule(self, prompt: str, examples: Sequence[Example]) -> list[Example]:
         """The order examples run in: by rendered system prompt, then user turns, then id. Requests that share a
@@ -185,11 +203,12 @@ class Evaluator:
 
         return sorted(examples, key=key)
 
-    async def memo_example(self, prompt: str, example: Example, *, tag: str | None = None) -> ExampleResult:
+    async def memo_example(self, prompt: str, example: Example, *, tag: str | None = None,
+                           model_overrides: Mapping[str, Any] | None = None) -> ExampleResult:
         """run_example, but through the run store: a stored result is replayed with its original cost."""
         if self.store is None:
-            return await self.run_example(prompt, example, tag=tag)
-        cid = prompt_id(prompt)
+            return await self.run_example(prompt, example, tag=tag, model_overrides=model_overrides)
+        cid = candidate_id(prompt, model_overrides)
         hit = self.store.get_result(cid, example.id)
         if hit is not None:
             res, usage = hit
@@ -200,7 +219,7 @@ class Evaluator:
         sink: list[Usage] = []
         token = usage_sink.set(sink)
         try:
-            res = await self.run_example(prompt, example, tag=tag)
+            res = await self.run_example(prompt, example, tag=tag, model_overrides=model_overrides)
         finally:
             usage_sink.reset(token)
         total = Usage()
@@ -210,7 +229,9 @@ class Evaluator:
         self._accounted.add((cid, example.id))
         return res
 
-    async def run_example(self, prompt: str, example: Example, *, tag: str | None = None) -> ExampleResult:
+    async def run_example(self, prompt: str, example: Example, *, tag: str | None = None,
+                          model_overrides: Mapping[str, Any] | None = None) -> ExampleResult:
+        lm = self.target(model_overrides)
         system = render_prompt(prompt, example.meta.get("vars", {}))
         history: list[Message] = [Message("system", system)] if system else []
         turns: list[TurnResult] = []
@@ -220,7 +241,7 @@ class Evaluator:
             if turn.given is not None:
                 history.append(Message("assistant", turn.given))
                 continue
-            completion = await self.lm.complete([m.to_dict() for m in history], tag=tag)
+            completion = await lm.complete([m.to_dict() for m in history], tag=tag)
             if i == last and (generated := _generated.get()) is not None:
                 generated()
             reply = completion.text

@@ -20,7 +20,7 @@ from promptlearn.lm import LM
 from promptlearn.metrics import side_effects, violated
 from promptlearn.store import RunStore
 from promptlearn.task import Task
-from promptlearn.types import Candidate, Example, ExampleResult, Usage, prompt_id
+from promptlearn.types import Candidate, Example, ExampleResult, Usage
 
 PASS = 1.0 - 1e-9
 
@@ -83,12 +83,14 @@ class RunContext:
         self.seen: dict[str, dict[str, ExampleResult]] = {}
 
     # ---- evaluation -------------------------------------------------------------------------------------
-    def evaluate(self, prompt: str, examples: Sequence[Example] | str, *, tag: str | None = None) -> Evaluation:
-        """Evaluate a prompt on examples (or a split name). Stored results are replayed, never recomputed."""
+    def evaluate(self, prompt: str, examples: Sequence[Example] | str, *, tag: str | None = None,
+                 model_overrides: Mapping[str, Any] | None = None) -> Evaluation:
+        """Evaluate a prompt on examples (or a split name). Stored results are replayed, never recomputed.
+        `model_overrides`: a candidate's decoding options (Candidate.model_overrides, e.g. guidance)."""
         exs = self.task.examples(examples) if isinstance(examples, str) else list(examples)
         split = examples if isinstance(examples, str) else "custom"
-        ev = self.evaluator.evaluate(prompt, exs, split=split, tag=tag)
-        self.seen.setdefault(prompt_id(prompt), {}).update(ev.results)
+        ev = self.evaluator.evaluate(prompt, exs, split=split, tag=tag, model_overrides=model_overrides)
+        self.seen.setdefault(ev.candidate_id, {}).update(ev.results)
         if not ev.complete:
             raise _budget_from(ev.stop_reason or "")
         return ev
@@ -137,14 +139,14 @@ class RunContext:
         parent = self.candidates[parent_id]
         batch = self.minibatch(parent_id)
         if batch:
-            mine = self.evaluate(prompt, batch, tag=operator)
-            theirs = self.evaluate(parent.prompt, batch, tag="screen-parent")
+            mine = self.evaluate(prompt, batch, tag=operator, model_overrides=cand.model_overrides)
+            theirs = self.evaluate(parent.prompt, batch, tag="screen-parent", model_overrides=parent.model_overrides)
             if mine.score <= theirs.score:
                 self.store.set_status(cand.id, "screened_out")
                 self.store.log_event("screen", {"id": cand.id, "score": mine.score, "parent": theirs.score})
                 return self._after(Verdict(cand.id, "screened_out", reason=f"minibatch {mine.score:.2f} <= "
                                                                            f"parent {theirs.score:.2f}"))
-        ev = self.evaluate(prompt, self.val, tag=operator)
+        ev = self.evaluate(prompt, self.val, tag=operator, model_overrides=cand.model_overrides)
         self._promote(cand, ev)
         verdict = self._accept(cand, ev)
         return self._after(verdict)
@@ -231,7 +233,9 @@ class RunContext:
         """Up to k stored train/val examples this candidate failed, with replies and check feedback."""
         stored = self.seen.get(cand_id, {})
         if self.train and not any(e.id in stored for e in self.train):
-            self.evaluate(self.candidates[cand_id].prompt, self.minibatch(cand_id), tag="reflect-batch")
+            cand = self.candidates[cand_id]
+            self.evaluate(cand.prompt, self.minibatch(cand_id), tag="reflect-batch",
+                          model_overrides=cand.model_overrides)
             stored = self.seen.get(cand_id, {})
         exs = [e for e in self.train if e.id in stored and stored[e.id].score < PASS]
         return [(e, stored[e.id]) for e in self.rng.sample(exs, min(k, len(exs)))]

@@ -152,7 +152,8 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None) -> Result:
     extra = [c for c in pareto_front(ctx) if c not in ids][: ctx.options.test_front]
     tests: dict[str, Evaluation] = {}
     for cid in ids + extra:
-        ev = ctx.evaluator.evaluate(ctx.candidates[cid].prompt, test, split="test", tag="test")
+        cand = ctx.candidates[cid]
+        ev = ctx.evaluator.evaluate(cand.prompt, test, split="test", tag="test", model_overrides=cand.model_overrides)
         if not ev.complete:
             break
         tests[cid] = ev

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -166,6 +167,23 @@ def prompt_id(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:12]
 
 
+#: Candidate meta keys that are decoding options of the target model: the engine applies them when it scores the
+#: candidate, and they are part of its identity (same prompt, different decoding = a different candidate).
+MODEL_OVERRIDE_KEYS = ("guidance",)
+
+
+def model_overrides(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The decoding options a candidate's meta carries, normalised (guidance as a float)."""
+    return {k: float(meta[k]) for k in MODEL_OVERRIDE_KEYS if meta.get(k) is not None}
+
+
+def candidate_id(prompt: str, overrides: Mapping[str, Any] | None = None) -> str:
+    """prompt_id(prompt) for a plain prompt; with model overrides, a hash of the prompt and the overrides."""
+    if not overrides:
+        return prompt_id(prompt)
+    return prompt_id(prompt + "\x00" + json.dumps(dict(overrides), sort_keys=True))
+
+
 @dataclass(frozen=True)
 class Candidate:
     prompt: str
@@ -174,5 +192,10 @@ class Candidate:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def model_overrides(self) -> dict[str, Any]:
+        """Decoding options from meta (e.g. `{"guidance": 1.4}`) the engine applies when scoring this candidate."""
+        return model_overrides(self.meta)
+
+    @property
     def id(self) -> str:
-        return prompt_id(self.prompt)
+        return candidate_id(self.prompt, self.model_overrides)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from promptlearn.guidance import guided_logprobs, log_softmax, plausible, without_system
+from promptlearn.testing import FakeLM
 
 from conftest import requires_model
 
@@ -176,3 +177,86 @@ def test_guided_run_through_the_engine(tmp_path):
     finally:
         for ev in evs.values():
             ev.close()
+
+
+# ---- candidates that carry decoding options (the optimizer tunes g) ------------------------------------------
+
+def test_candidate_id_includes_guidance_only_when_meta_carries_it():
+    from promptlearn.types import Candidate, candidate_id, prompt_id
+
+    p = "Start every reply with Ahoy."
+    assert Candidate(p).id == prompt_id(p) == Candidate(p, meta={"params": {"rule0": 1}}).id
+    a, b = Candidate(p, meta={"guidance": 1.5}), Candidate(p, meta={"guidance": 2.0})
+    assert len({Candidate(p).id, a.id, b.id}) == 3
+    assert a.model_overrides == {"guidance": 1.5} and Candidate(p).model_overrides == {}
+    assert Candidate(p, meta={"guidance": 2}).id == b.id == candidate_id(p, {"guidance": 2.0})
+    assert Candidate(p, meta={"guidance": 1.5, "params": {"x": 1}}).id == a.id
+
+
+class GuidedFake(FakeLM):
+    """A FakeLM whose reply depends on the decoding option: with guidance > 1 the pirate rule is kept."""
+
+    def reply(self, messages, params):
+        super().reply(messages, params)
+        return "Ahoy matey" if float(params.get("guidance", 1.0)) > 1.0 else "Sure thing"
+
+
+def _fake_task(n=10):
+    from promptlearn.task import task_from_dict
+
+    return task_from_dict({"name": "g", "model": "fake/x", "prompt": "Start every reply with Ahoy.",
+                           "data": [{"examples": [{"id": f"q{i}", "user": f"Question {i}?"} for i in range(n)]}],
+                           "splits": {"train": 0.4, "val": 0.3, "test": 0.3, "seed": 0},
+                           "checks": [{"type": "starts_with", "value": "Ahoy"}]})
+
+
+def test_evaluator_model_overrides_reach_the_model_and_the_cache_key(tmp_path):
+    from promptlearn.engine import Evaluator
+
+    task = _fake_task()
+    with GuidedFake() as fake:
+        ev = Evaluator(task, cache_path=tmp_path / "c.sqlite")
+        try:
+            exs = task.examples("val")
+            guided = ev.evaluate(task.prompt, exs, model_overrides={"guidance": 1.5})
+            plain = ev.evaluate(task.prompt, exs)
+            again = ev.evaluate(task.prompt, exs, model_overrides={"guidance": 1.5})
+        finally:
+            ev.close()
+    assert guided.score == 1.0 and plain.score == 0.0 and again.score == 1.0
+    assert guided.usage.calls == plain.usage.calls == len(exs) and again.usage.cached_calls == len(exs)
+    assert [p.get("guidance") for p in fake.params] == [1.5] * len(exs) + [None] * len(exs)
+    assert guided.candidate_id != plain.candidate_id and guided.model_overrides == {"guidance": 1.5}
+
+
+def test_optimizer_can_tune_guidance_through_candidate_meta(tmp_path):
+    from promptlearn.optimizers import _PLUGINS, register_optimizer
+    from promptlearn.run import optimize
+    from promptlearn.store import RunStore
+
+    verdicts = []
+
+    class TuneG:
+        name = "tune-g-test"
+
+        def run(self, ctx):
+            seed = ctx.seed_candidate
+            for g in (1.5, 2.0, 1.5):  # same prompt, different decoding; the last one is a duplicate
+                verdicts.append(ctx.propose(seed.prompt, (seed.id,), "tune", {"guidance": g}))
+
+    register_optimizer(TuneG)
+    try:
+        with GuidedFake() as fake:
+            res = optimize(_fake_task(), "tune-g-test", budget=200, seed=0, run_dir=tmp_path / "run",
+                           cache_path=tmp_path / "c.sqlite", options={"minibatch": 2})
+    finally:
+        _PLUGINS.pop("tune-g-test", None)
+    assert [v.status for v in verdicts] == ["accepted", "promoted", "duplicate"]
+    assert verdicts[0].id != verdicts[1].id and verdicts[0].id == verdicts[2].id
+    assert res.seed.val == 0.0 and res.best.id == verdicts[0].id and res.best.val == 1.0
+    assert res.best.test == 1.0 and res.seed.test == 0.0  # the best candidate is tested with its own g
+    store = RunStore(res.run_dir, create=False)
+    cands = {c["id"]: c for c in store.candidates()}
+    assert cands[verdicts[0].id]["meta"] == {"guidance": 1.5} and cands[verdicts[0].id]["prompt"] == res.seed.prompt
+    assert len(store.results(verdicts[0].id)) > 0 and len(store.results(verdicts[1].id)) > 0
+    assert {p.get("guidance") for p in fake.params} == {None, 1.5, 2.0}
