@@ -191,6 +191,7 @@ class LM:
         if c.guidance != 1.0:
             kwargs["guidance"] = c.guidance
         kwargs.update(self._credentials())
+        secrets = [v for k, v in kwargs.items() if k == "api_key" and isinstance(v, str)]
         fatal = (lt.AuthenticationError, lt.BadRequestError, lt.NotFoundError, lt.PermissionDeniedError,
                  lt.ContextWindowExceededError, TaskError)
         rng: random.Random | None = None  # backoff jitter, made only when a call fails (seeding costs CPU)
@@ -203,11 +204,12 @@ class LM:
                 return Completion(text, *_usage(resp), usd=_cost(lt, resp, c.name), retries=attempt,
                                   seconds=time.perf_counter() - start)
             except fatal as e:
-                raise ModelError(f"{c.name}: {_safe_message(e)}",
+                raise ModelError(f"{c.name}: {_safe_message(e, secrets)}",
                                  bad_request=isinstance(e, lt.BadRequestError)) from None
             except Exception as e:  # noqa: BLE001 - rate limits, 5xx, timeouts, resets, malformed replies
                 if attempt >= c.retries:
-                    raise ModelError(f"{c.name}: failed after {attempt + 1} attempts: {_safe_message(e)}") from None
+                    raise ModelError(f"{c.name}: failed after {attempt + 1} attempts: "
+                                     f"{_safe_message(e, secrets)}") from None
                 rng = rng or random.Random(hash(tuple(m["content"] for m in msgs)))
                 await asyncio.sleep(_backoff(e, attempt, rng))
         raise AssertionError("unreachable")
@@ -316,11 +318,16 @@ def _retry_after(err: Exception) -> float | None:
     return None
 
 
-def _safe_message(err: Exception) -> str:
-    """An error's text with anything key-like masked: keys must never reach logs or the terminal."""
+def _safe_message(err: Exception, secrets: Sequence[str] = ()) -> str:
+    """An error's text with anything key-like masked: keys must never reach logs or the terminal.
+
+    `secrets`: the credentials this call sent, masked whatever they look like (a provider may echo them)."""
     import re
 
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    for secret in secrets:
+        if len(secret) >= 6:
+            text = text.replace(secret, "***")
     text = re.sub(r"(sk-|key-|Bearer\s+)[A-Za-z0-9_\-]{6,}", r"\1***", text)
     for name, value in os.environ.items():
         if value and len(value) >= 8 and ("KEY" in name or "TOKEN" in name or "SECRET" in name):
