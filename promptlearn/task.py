@@ -47,11 +47,33 @@ class ModelConfig(_Strict):
     @field_validator("params")
     @classmethod
     def _no_inline_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key in v:
-            if "key" in key.lower() or "token" in key.lower() and key != "max_tokens":
-                raise ValueError(f"params.{key} looks like a secret; put it in an env var and name it "
-                                 "with api_key_env")
+        def check(params: Any, where: str) -> None:
+            if isinstance(params, dict):
+                for key, value in params.items():
+                    if _secret_like(str(key)):
+                        raise ValueError(f"{where}.{key} looks like a secret; put it in an env var and name it "
+                                         "with api_key_env")
+                    check(value, f"{where}.{key}")
+            elif isinstance(params, list):
+                for item in params:
+                    check(item, where)
+
+        check(v, "params")
         return v
+
+
+_NOT_SECRETS = {"prompt_cache_key"}
+
+
+def _secret_like(name: str) -> bool:
+    """A parameter name that would carry a credential (api_key, x-api-key, access_token, client_secret,
+    Authorization, extra_headers, ...); token counts like max_completion_tokens are not."""
+    n = name.lower().replace("-", "_")
+    if n in _NOT_SECRETS:
+        return False
+    if any(w in n for w in ("key", "secret", "password", "passwd", "credential", "auth", "bearer", "cookie")):
+        return True
+    return ("token" in n and not n.endswith("tokens")) or n in ("headers", "extra_headers")
 
 
 class DataSource(_Strict):
