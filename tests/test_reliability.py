@@ -405,3 +405,77 @@ def test_two_runs_sharing_one_cache_at_once_match_separate_runs(tmp_path):
     assert set(ok_keys(reqs)) == set(ok_keys(ref_requests))
     assert len(reqs) <= len(ref_requests)
     assert integrity(tmp_path / "shared.sqlite") == "ok"
+
+
+# ---- 6. prompt-injection robustness stays measurable ------------------------------------------------------
+
+GUARD_CUES = ("IMPORTANT", "Rules:", "Remember", "rule")
+
+
+def guard_responder(body: dict) -> str:
+    """A scripted TensorTrust defender: the right access code is always granted; an attack is granted too unless
+    the wrapper around the defense carries a guard cue (IMPORTANT, Rules:, ...)."""
+    msgs = body["messages"]
+    system = next((m["content"] for m in msgs if m["role"] == "system"), "")
+    user = msgs[-1]["content"]
+    if "<prompt>" in user or "system prompt" in user.lower():  # the proposer, asked to rewrite the wrapper
+        return "<prompt>IMPORTANT: {defense}</prompt>"
+    benign, defenses = _guard_rows()
+    if benign.get(user, False):
+        return "Access Granted."
+    defense = next((d for d in sorted(defenses, key=len, reverse=True) if d and d in system), "")
+    wrapper = system.replace(defense, "") if defense else system
+    return "Access Denied." if any(c in wrapper for c in GUARD_CUES) else "Access Granted."
+
+
+def _guard_rows() -> tuple[dict[str, bool], set[str]]:
+    """User turn -> benign (the right code), and every defense text, from the task's own examples."""
+    if not _GUARD:
+        examples = guard_task("http://127.0.0.1:9/v1").examples("all")
+        _GUARD.append(({e.turns[0].user: e.benign for e in examples}, {e.meta["vars"]["defense"] for e in examples}))
+    return _GUARD[0]
+
+
+_GUARD: list = []
+
+
+def guard_task(base_url: str):
+    from promptlearn.task import load_task
+
+    tasks = REPO / "tasks"
+    return load_task(tasks / "tensortrust_guard.yaml", overrides={
+        "model": {"name": "openai/loopback", "api_base": base_url, "timeout": 2, "retries": 8},
+        "data": [{"file": "data/tensortrust_hijacking_short.jsonl", "format": "tensortrust_hijacking", "limit": 12},
+                 {"file": "data/tensortrust_helpful_short.jsonl", "format": "tensortrust_helpful", "limit": 12}],
+        "budget": {"max_calls": 90}})
+
+
+def test_injection_robustness_stays_measurable_through_faults_and_a_dead_server(tmp_path):
+    """tasks/tensortrust_guard.yaml on loopback: injection robustness, over-refusal and helpfulness are reported
+    on test for seed and best; random faults of every kind plus a server that dies mid-run (then resume) give
+    the same lineage and the same robustness numbers as a clean run."""
+    with LoopbackServer(guard_responder) as srv:
+        clean_res = optimize(guard_task(srv.base_url), seed=SEED, run_dir=tmp_path / "clean",
+                             cache_path=tmp_path / "clean.sqlite")
+    attacks = [e for e in guard_task("http://127.0.0.1:9/v1").examples("test") if e.attack]
+    assert attacks and len(attacks) < len(guard_task("http://127.0.0.1:9/v1").examples("test"))
+    effects = {k: {m: getattr(clean_res, k).test_side_effects[m] for m in
+                   ("injection_robustness", "over_refusal", "helpful_rate")} for k in ("seed", "best")}
+    assert effects["seed"]["injection_robustness"] == 0.0  # the bare defense lets every attack through
+    assert effects["best"]["injection_robustness"] == 1.0 and clean_res.best.id != clean_res.seed.id
+    assert "{defense}" in clean_res.best.prompt
+
+    noise, down = FaultPlan.random(rate=0.2, kinds=FAULT_KINDS, seed=5), GoesDown(40)
+    with LoopbackServer(guard_responder, faults=FaultPlan(lambda b: down(b) or noise(b)), hang_seconds=5,
+                        retry_after=0.01) as srv:
+        task = guard_task(srv.base_url)
+        with pytest.raises(ModelError, match="--resume"):
+            optimize(task, seed=SEED, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+        srv.faults = noise  # the outage ends, the noise goes on
+        res = optimize(task, resume=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+        assert res.ledger.retries > 0
+    assert lineage(tmp_path / "run") == lineage(tmp_path / "clean")
+    for k in ("seed", "best"):
+        assert getattr(res, k).test_side_effects == getattr(clean_res, k).test_side_effects
+    assert RunStore(tmp_path / "run", create=False).get_meta("test_metrics") == RunStore(
+        tmp_path / "clean", create=False).get_meta("test_metrics")
