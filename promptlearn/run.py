@@ -139,6 +139,9 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     except ModelError as e:  # a fault that never healed while scoring on test: as resumable as one before
         _close(store, ctx, "failed")
         raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
+    except KeyboardInterrupt:
+        _close(store, ctx, "interrupted")
+        raise
     finally:
         evaluator.close()
     return result
