@@ -189,6 +189,28 @@ def test_run_killed_while_being_created_gives_clear_resume_error(tmp_path):
             optimize(make_task(srv.base_url), resume=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
 
 
+def test_ctrl_c_while_scoring_on_test_marks_run_interrupted_and_resume_finishes(tmp_path):
+    from promptlearn.testing import FakeLM, contract_task
+
+    task = contract_task(max_calls=60)
+    test_users = {e.turns[0].user for e in task.examples("test")}
+    hit = []
+
+    def responder(messages: Any) -> str:
+        if messages[-1]["content"] in test_users and not hit:
+            hit.append(1)
+            raise KeyboardInterrupt
+        return wording_sensitive_responder(messages)
+
+    with FakeLM(responder):
+        with pytest.raises(KeyboardInterrupt):
+            optimize(task, seed=SEED, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+        assert RunStore(tmp_path / "run", create=False).get_meta("status") == "interrupted"
+        res = optimize(task, resume=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    assert hit and res.best.test is not None
+    assert RunStore(tmp_path / "run", create=False).get_meta("status") == "finished"
+
+
 def write_task_file(d: Path, base_url: str, **kw: Any) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     path = d / "task.yaml"
