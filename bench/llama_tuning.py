@@ -60,6 +60,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "auto": {"auto_threads": True},
 }
 QUICK = ["base", "t1", "auto"]
+# Left out by default: with 2 spinning generation threads on busy cores one measurement takes minutes.
+DEFAULT = [n for n in SETTINGS if n not in ("t2-pp1", "t1-pp2")]
 
 TEXT = ("You are the support assistant of a shipping company. Answer the customer's question in plain words, "
         "cite the tracking number when one is given, never promise a delivery date, and when the parcel is "
@@ -112,7 +114,8 @@ def measure(model: str, settings: dict[str, dict[str, Any]], order: list[str], p
     return out
 
 
-def run_worker(python: str, model: str, order: list[str], prompt_tokens: int, gen_tokens: int) -> list[dict]:
+def run_worker(python: str, model: str, order: list[str], prompt_tokens: int, gen_tokens: int,
+               on_result: Any = None) -> list[dict]:
     """Measure `order` in worker processes of `python`: one per run of settings with the same environment
     (variables such as OMP_WAIT_POLICY are read when the library loads)."""
     out: list[dict] = []
@@ -124,10 +127,17 @@ def run_worker(python: str, model: str, order: list[str], prompt_tokens: int, ge
             j += 1
         cmd = [python, str(Path(__file__).resolve()), "--worker", "--model", model, "--order",
                json.dumps(order[i:j]), "--prompt-tokens", str(prompt_tokens), "--gen-tokens", str(gen_tokens)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, **env})
-        if proc.returncode != 0:
-            raise SystemExit(f"bench llama_tuning: worker {python} failed:\n{proc.stderr[-2000:]}")
-        out += json.loads(proc.stdout.strip().splitlines()[-1])
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **env})
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("{"):
+                x = json.loads(line)
+                out.append(x)
+                if on_result:
+                    on_result(x)
+        if proc.wait() != 0:
+            raise SystemExit(f"bench llama_tuning: worker {python} failed:\n{proc.stderr.read()[-2000:]}")
         i = j
     return out
 
@@ -210,14 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     prompt_tokens = a.prompt_tokens or (256 if a.quick else 1024)
     gen_tokens = a.gen_tokens or (16 if a.quick else 64)
     if a.worker:
-        print(json.dumps(measure(a.model, SETTINGS, json.loads(a.order), prompt_tokens, gen_tokens)))
+        for name in json.loads(a.order):  # one JSON line per measurement, as soon as it is done
+            print(json.dumps(measure(a.model, SETTINGS, [name], prompt_tokens, gen_tokens)[0]), flush=True)
         return 0
 
     sys.path.insert(0, str(ROOT))
     from promptlearn.local import resolve_gguf
 
     model = str(resolve_gguf("smollm2"))
-    names = [n.strip() for n in a.only.split(",")] if a.only else (QUICK if a.quick else list(SETTINGS))
+    names = [n.strip() for n in a.only.split(",")] if a.only else (QUICK if a.quick else DEFAULT)
     unknown = [n for n in names if n not in SETTINGS]
     if unknown:
         raise SystemExit(f"bench llama_tuning: unknown settings {unknown}; known: {list(SETTINGS)}")
@@ -236,15 +247,26 @@ def main(argv: list[str] | None = None) -> int:
         for build in build_order:
             order = list(names)
             rng.shuffle(order)
-            for x in run_worker(builds[build], model, order, prompt_tokens, gen_tokens):
+
+            def show(x: dict, build: str = build, r: int = r) -> None:
                 samples.append({**x, "build": build, "round": r})
-                print(f"round {r + 1}/{rounds} {build:>8} | {x['setting']:<40} pp {x['pp_tps']:7.1f} tok/s  "
+                print(f"round {r + 1}/{rounds} {build:>8} | {x['setting']:<16} pp {x['pp_tps']:7.1f} tok/s  "
                       f"tg {x['tg_tps']:6.1f} tok/s  (load {x['load']:.1f})", flush=True)
+
+            run_worker(builds[build], model, order, prompt_tokens, gen_tokens, show)
+        write(samples, builds, cmake, names, model, rounds, prompt_tokens, gen_tokens, a, r + 1)
+    return 0
+
+
+def write(samples: list[dict], builds: dict[str, str], cmake: dict[str, str], names: list[str], model: str,
+          rounds: int, prompt_tokens: int, gen_tokens: int, a: Any, done: int) -> None:
+    """Write the results so far (after every round: a long run stopped early still leaves its data)."""
     results = summarize(samples, builds, names)
     loads = [s["load"] for s in samples]
     report = {
         "benchmark": "llama_tuning",
-        "config": {"quick": a.quick, "rounds": rounds, "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
+        "config": {"quick": a.quick, "rounds": done, "rounds_planned": rounds, "prompt_tokens": prompt_tokens,
+                   "gen_tokens": gen_tokens,
                    "cpus": CPUS, "cpu": platform.processor() or platform.machine(), "model": Path(model).name,
                    "base": BASE, "load_min": min(loads), "load_max": max(loads), "seed": a.seed,
                    "when": time.strftime("%Y-%m-%dT%H:%M:%S")},
@@ -258,8 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = a.out or ("llama_tuning_quick" if a.quick else "llama_tuning")
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     write_md(RESULTS / f"{stem}.md", report)
-    print(f"wrote {RESULTS / (stem + '.json')} and {RESULTS / (stem + '.md')}")
-    return 0
+    print(f"wrote {RESULTS / (stem + '.json')} and {RESULTS / (stem + '.md')} ({done}/{rounds} rounds)")
 
 
 if __name__ == "__main__":
