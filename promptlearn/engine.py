@@ -158,7 +158,7 @@ class Evaluator:
         stop: BudgetExceeded | None = None
         # A concurrency-1 target (the embedded model) runs one conversation at a time, so all turns of a
         # conversation follow each other and each request extends the KV cache the previous one left.
-        lane = asyncio.Lock() if self.lm.config.max_concurrency == 1 else None
+        lane = asyncio.Lock() if self.target(model_overrides).config.max_concurrency == 1 else None
 
         async def one(ex: Example) -> None:
             nonlocal stop
