@@ -7,7 +7,7 @@ At each decoding step the next-token scores are
 restricted to plausible tokens: those whose probability *with* the system prompt is at least `mask_ratio` (0.1)
 times the top token's; every other token scores -inf. Decoding is greedy. g = 1 is ordinary greedy decoding,
 g > 1 pushes the reply further in the direction the system prompt moves it, g = 0 ignores the system prompt
-(within the plausibility mask).
+(within the plausibility mask). Guided decoding is always greedy: the request's temperature and seed are not used.
 
 "No system" is the same conversation without its system message(s), rendered by the model's own chat template.
 SmolLM2's template inserts a default system prompt ("You are a helpful AI assistant named SmolLM, trained by
