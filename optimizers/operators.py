@@ -111,19 +111,23 @@ def as_list(prompt: str, rng: random.Random, protected: Sequence[str] = (), **_:
     return (rest + "\n\n" + listed).strip() if rest else listed
 
 
-def add_example(prompt: str, rng: random.Random, passing: Sequence[tuple[Any, str]] = (), **_: Any) -> str | None:
-    """Append one to three short worked examples built from training replies that passed every check."""
-    if not passing:
-        return None
-    picked = rng.sample(list(passing), min(len(passing), rng.choice((1, 2, 3))))
+def demo_block(picked: Sequence[tuple[Any, str]]) -> str:
+    """Worked examples as text: braces neutralised (they would read as placeholders), replies cut short."""
     shots = []
     for ex, reply in picked:
         words = reply.split()
         short = " ".join(words[:25]) + (" ..." if len(words) > 25 else "")
         user = ex.turns[0].user.replace("{", "(").replace("}", ")")
         shots.append(f"User: {user}\nAssistant: {short.replace('{', '(').replace('}', ')')}")
-    head = "Example:" if len(shots) == 1 else "Examples:"
-    return prompt.rstrip() + f"\n\n{head}\n" + "\n\n".join(shots)
+    return ("Example:" if len(shots) == 1 else "Examples:") + "\n" + "\n\n".join(shots)
+
+
+def add_example(prompt: str, rng: random.Random, passing: Sequence[tuple[Any, str]] = (), **_: Any) -> str | None:
+    """Append one to three short worked examples built from training replies that passed every check."""
+    if not passing:
+        return None
+    picked = rng.sample(list(passing), min(len(passing), rng.choice((1, 2, 3))))
+    return prompt.rstrip() + "\n\n" + demo_block(picked)
 
 
 def opening_template(prompt: str, rng: random.Random, passing: Sequence[tuple[Any, str]] = (), **_: Any) -> str | None:

@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Sequence
 
 import optuna
 
-from promptlearn.optimizers.operators import (EMPHASIS, RESTATE, as_list, extract_prompt, keep_list, reword,
-                                              rules, sentences)
+from promptlearn.optimizers.operators import (EMPHASIS, RESTATE, as_list, demo_block, extract_prompt, keep_list,
+                                              reword, rules, sentences)
 
 PARAPHRASE_RULE = """Rewrite this instruction for an AI assistant in different words, keeping its meaning.
 Keep these exact phrases unchanged: {keep}
@@ -43,17 +43,6 @@ def _tidy(text: str) -> str:
     text = re.sub(r"[ \t]{2,}", " ", text)
     text = re.sub(r"[ \t]+\n|\n[ \t]+", "\n", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-def demo_block(picked: Sequence[tuple[Any, str]]) -> str:
-    """Worked examples in the same shape operators.add_example writes (braces neutralised, replies cut short)."""
-    shots = []
-    for ex, reply in picked:
-        words = reply.split()
-        short = " ".join(words[:25]) + (" ..." if len(words) > 25 else "")
-        user = ex.turns[0].user.replace("{", "(").replace("}", ")")
-        shots.append(f"User: {user}\nAssistant: {short.replace('{', '(').replace('}', ')')}")
-    return ("Example:" if len(shots) == 1 else "Examples:") + "\n" + "\n\n".join(shots)
 
 
 class OptunaSearch:
