@@ -9,7 +9,7 @@ fraction of it. The first (warm-up) evaluation of a few requests pays for litell
 outside the clock.
 
     python -m bench concurrency            # 2,000 requests at 1, 8, 32 and 64 in flight
-    python -m bench concurrency --quick    # 100 at 1, 400 at 8, 2,000 at 32 and 64
+    python -m bench concurrency --quick    # 100 at 1, 400 at 8, 1,000 at 32, 2,000 at 64
 
 Writes bench/results/concurrency.json (concurrency_quick.json with --quick).
 """
@@ -102,7 +102,7 @@ def measure(*, quick: bool, levels: Sequence[int] = LEVELS, requests: int | None
     load_before = os.getloadavg()
     with Server(latency) as srv:
         for c in levels:
-            n = requests or (({1: 100, 8: 400}.get(c, 2000)) if quick else 2000)
+            n = requests or (({1: 100, 8: 400, 32: 1000}.get(c, 2000)) if quick else 2000)
             row = run_level(srv.base_url, c, n)
             ideal = min(c, n) / latency
             row["ideal_rps"] = round(ideal, 2)

@@ -32,7 +32,7 @@ scored on test afterwards (each distinct prompt once; those calls are outside th
 point: the calls they used and the test score of their final prompt.
 
     python -m bench quality            # sifeval_rules + tensortrust_guard, 300 calls, seeds 0 1 2
-    python -m bench quality --quick    # 16 + 12 examples, 50 calls, seed 0, no wrapper lines
+    python -m bench quality --quick    # 16 + 12 examples, 30 calls, seed 0, proposer 96 tokens, no wrapper lines
     python -m bench quality --tasks pirate --budget 150 --seeds 0
 
 Writes bench/results/quality.json (quality_quick.json) and one SVG per task (test score vs calls).
@@ -67,6 +67,7 @@ NATIVE = ("dspy-mipro", "dspy-copro", "dspy-gepa")  # DSPy's own API
 WRAPPED = ("pl-dspy-mipro", "pl-dspy-copro", "pl-dspy-gepa")  # DSPy's search through promptlearn's dspy optimizer
 FAMILY = {**{o: "promptlearn" for o in OURS}, **{o: "dspy" for o in NATIVE}, **{o: "dspy-wrapper" for o in WRAPPED}}
 PROPOSER = {"name": "local/smollm2", "temperature": 0.0, "max_tokens": 192}
+QUICK_PROPOSER_TOKENS = 96
 PASS = 1.0 - 1e-9
 
 # Quick mode: fewer examples (same files, same checks) so a run of 80 calls still covers seed + a few proposals.
@@ -122,8 +123,12 @@ def load(name: str, quick: bool) -> Any:
     from promptlearn.task import load_task
 
     over = dict(QUICK_OVERRIDES.get(name, {})) if quick else {}
-    over["proposer"] = dict(PROPOSER)
+    over["proposer"] = {**PROPOSER, **({"max_tokens": QUICK_PROPOSER_TOKENS} if quick else {})}
     return load_task(ROOT / "tasks" / f"{name}.yaml", overrides=over)
+
+
+def loaded_proposer(tasks: Sequence[str], quick: bool) -> dict[str, Any]:
+    return {**PROPOSER, **({"max_tokens": QUICK_PROPOSER_TOKENS} if quick else {})}
 
 
 def test_reserve(task: Any) -> int:
@@ -253,6 +258,11 @@ def run_dspy(task: Any, line: str, budget: int, seed: int, scorer: Scorer, memo:
     import dspy
     from dspy.utils.exceptions import AdapterParseError
 
+    import logging
+
+    for name in list(logging.root.manager.loggerDict):  # DSPy logs every unparsable reply and truncation in full
+        if name.startswith("dspy"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     tp_name = line.rsplit("-", 1)[1]
     train, val = task.examples("train"), task.examples("val")
     by_id = {e.id: e for e in train + val}
@@ -509,7 +519,7 @@ def measure(*, quick: bool, tasks: Sequence[str], lines: Sequence[str], seeds: S
     prev = json.loads(out.read_text()) if resume and out.exists() else {}
     result: dict[str, Any] = {
         "benchmark": "quality", "quick": quick, "budget": budget, "seeds": list(seeds), "lines": list(lines),
-        "wrapper": wrapper, "proposer": PROPOSER, "loop_options": loop_options, "tasks": {},
+        "wrapper": wrapper, "proposer": loaded_proposer(tasks, quick), "loop_options": loop_options, "tasks": {},
         "cpu_count": os.cpu_count(), "python": platform.python_version(),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()], "memo": str(memo_path) if memo_path else None,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -528,8 +538,8 @@ def measure(*, quick: bool, tasks: Sequence[str], lines: Sequence[str], seeds: S
                 task, scorer, entry = loaded[tname], scorers[tname], result["tasks"][tname]
                 done = {(r["line"], r["seed"]): r for r in prev.get("tasks", {}).get(tname, {}).get("runs", [])}
                 for line in lines:
-                    base = "dspy-" + line.rsplit("-", 1)[1]
-                    if line in WRAPPED and wrapper == "auto" and base not in native_failed[tname]:
+                    if line in WRAPPED and wrapper == "auto" and \
+                            "dspy-" + line.rsplit("-", 1)[1] not in native_failed[tname]:
                         continue
                     r = done.get((line, seed)) or _one(task, line, budget, seed, scorer, memo, loop_options)
                     if line in NATIVE and (r.get("error") or r.get("parse", {}).get("failed", 0) >
@@ -584,11 +594,11 @@ def _write(path: Path, result: Mapping[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller data, 50 calls, seed 0, no wrapper lines")
+    p.add_argument("--quick", action="store_true", help="smaller data, 30 calls, seed 0, proposer max_tokens 96, no wrapper lines")
     p.add_argument("--tasks", default="sifeval_rules,tensortrust_guard", help="comma-separated task names")
     p.add_argument("--lines", default=",".join(OURS + NATIVE + WRAPPED), help="comma-separated lines to run")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; quick 0)")
-    p.add_argument("--budget", type=int, default=None, help="model calls per run (default 300; quick 50)")
+    p.add_argument("--budget", type=int, default=None, help="model calls per run (default 300; quick 30)")
     p.add_argument("--wrapper", choices=("auto", "always", "never"), default=None,
                    help="run the pl-dspy-* lines only when DSPy's own run failed to parse (auto, the default), "
                         "always or never (the default with --quick)")
@@ -598,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",") if s != ""]
-    budget = args.budget or (50 if args.quick else 300)
+    budget = args.budget or (30 if args.quick else 300)
     lines = [x for x in args.lines.split(",") if x]
     args.wrapper = args.wrapper or ("never" if args.quick else "auto")
     if args.wrapper == "never":

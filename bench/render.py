@@ -52,6 +52,32 @@ def when(r: Mapping[str, Any]) -> str:
 
 
 # ---- quality ---------------------------------------------------------------------------------------------
+QUALITY_METHOD = """\
+How it is run (details in [bench/quality.py](bench/quality.py)): target and proposer are the embedded model
+(the proposer with max_tokens 192, for every line); every run gets the same budget of calls to it (target and
+proposer calls alike, counted where the model is called); every final prompt is scored by promptlearn's evaluator
+on the same held-out test split.
+- **promptlearn** lines: `promptlearn.optimize(task, evolve|optuna|mutate, budget=...)`; the search gets exactly the
+  budget. The curve is the best prompt as of each call count (the run store's progress events), scored on test
+  afterwards (outside the budget).
+- **dspy-*** lines: DSPy's own API - `dspy.LM("local/smollm2")` on the litellm path, DSPy's default ChatAdapter
+  (with its JSON fallback), `dspy.Predict` over a signature whose instruction is the seed prompt, and
+  `dspy.MIPROv2` / `dspy.COPRO` / `dspy.GEPA` with promptlearn's checks as the metric. DSPy has no hard budget:
+  breadth/depth, num_candidates/num_trials and max_metric_calls are set so its calls come close to the budget, and
+  a cap refuses calls past it. `max_errors` is raised (DSPy's default of 10 ends a compile at the 10th
+  unparsable reply). The learned instruction (+ demos as text) is the prompt that is scored; one point per run.
+- Per-example system prompts (`{rules}`, `{defense}`): for DSPy they are an input field next to `user`, and the
+  scored template is `<instruction>\\n\\n<demos>\\n\\n{rules}`; DSPy's default instruction ("Given the fields
+  ...") counts as empty, so an unchanged DSPy program scores exactly as the seed.
+- **pl-dspy-*** lines (run when DSPy's own run could not parse SmolLM2's replies): the same teleprompters through
+  promptlearn's `dspy` optimizer, whose adapter sends the instruction as the plain system prompt - DSPy's search
+  without DSPy's output format.
+- Replies of the greedy model are deterministic, so the benchmark replays a reply already generated for an identical
+  request (bench/memo.py); calls are still counted, and "est. standalone s" adds back the generation time the
+  replay saved.
+"""
+
+
 def quality(r: Mapping[str, Any], stem: str) -> str:
     quick = r.get("quick")
     cmd = "python -m bench quality" + (" --quick" if quick else "")
@@ -76,9 +102,11 @@ def quality(r: Mapping[str, Any], stem: str) -> str:
         g = t.get("goals") or {}
         if g:
             lines.append("")
-            lines.append(_goal_text(g))
+            lines.append(_goal_text(g, t.get("seed_test")))
         if t.get("svg"):
             lines.append(f"\n![{tname}: test score vs calls]({rel(t['svg'])})")
+    if not quick:
+        lines.append("\n" + QUALITY_METHOD)
     return "\n".join(lines)
 
 
@@ -107,9 +135,11 @@ def _notes(line: str, v: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
     return "; ".join(out)
 
 
-def _goal_text(g: Mapping[str, Any]) -> str:
+def _goal_text(g: Mapping[str, Any], seed_test: float | None = None) -> str:
     ours, ours_t = g.get("best_promptlearn"), g.get("best_promptlearn_test")
     out = []
+    if seed_test is not None and ours_t is not None and ours_t <= seed_test + 1e-9:
+        out.append(f"- no promptlearn line beat the seed prompt ({f(seed_test)}) on test here.")
     for key, label in (("dspy", "DSPy's own API"), ("dspy_any", "any DSPy line (incl. the plain-text wrapper)")):
         x = g.get(key) or {}
         if not x.get("best") or ours is None:
@@ -117,10 +147,14 @@ def _goal_text(g: Mapping[str, Any]) -> str:
         plus = "met" if x.get("goal_plus_5_points") else "**not met**"
         half = "met" if x.get("goal_half_calls") else "**not met**"
         reach = x.get("calls_to_reach")
+        if seed_test is not None and x["best_test"] <= seed_test + 1e-9:
+            reach_note = " (DSPy's best is no better than the seed prompt, which every curve starts from)"
+        else:
+            reach_note = ""
         out.append(f"- vs best of {label} ({x['best']} {f(x['best_test'])}): best promptlearn ({ours} {f(ours_t)}) "
                    f"is {x['margin'] * 100:+.1f} points -> goal >= +5 points {plus}; it reaches "
                    f"{f(x['best_test'])} after {reach if reach is not None else 'never (within the budget)'} calls "
-                   f"(mean curve) vs DSPy's {f(x.get('their_calls'), 0)} -> goal <= 50% of its calls {half}.")
+                   f"(mean curve) vs DSPy's {f(x.get('their_calls'), 0)}{reach_note} -> goal <= 50% of its calls {half}.")
     return "Goals:\n" + "\n".join(out) if out else ""
 
 
@@ -143,13 +177,25 @@ def concurrency(r: Mapping[str, Any], stem: str) -> str:
 def cache(r: Mapping[str, Any], stem: str) -> str:
     cmd = "python -m bench cache" + (" --quick" if r.get("quick") else "")
     a, b = r.get("first", {}), r.get("second", {})
-    return (f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): `{r.get('optimizer')}` on {r.get('task')}, budget "
-            f"{r.get('budget')}, fresh cache file, {when(r)}.\n\n"
-            "| run | model calls | cached calls | wall s |\n|---|---|---|---|\n"
-            f"| first | {a.get('calls')} | {a.get('cached_calls')} | {f(a.get('seconds'), 2)} |\n"
-            f"| identical re-run | **{b.get('calls')}** | {b.get('cached_calls')} | {f(b.get('seconds'), 2)} |\n\n"
+    text = (f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): `{r.get('optimizer')}` on {r.get('task')}, stopping "
+            f"after {r.get('proposals')} proposals, fresh cache file shared by both runs, {when(r)}.\n\n"
+            "| run | model calls | cached calls | wall s | best test |\n|---|---|---|---|---|\n"
+            f"| first | {a.get('calls')} | {a.get('cached_calls')} | {f(a.get('seconds'), 2)} | {f(a.get('best_test'))} |\n"
+            f"| identical re-run | **{b.get('calls')}** | {b.get('cached_calls')} | {f(b.get('seconds'), 2)} | "
+            f"{f(b.get('best_test'))} |\n\n"
             f"Re-run wall time = **{f(r.get('wall_ratio'), 4)}x** the first run; same best prompt and scores: "
             f"{f(r.get('same_result'))}.")
+    bs = r.get("budget_stopped")
+    if bs:
+        a, b = bs["first"], bs["second"]
+        text += (f"\n\nA pair stopped by the call budget ({bs['budget']} calls) instead: the re-run made "
+                 f"{b['calls']} calls after {b['cached_calls']} cached ones ({f(b['seconds'], 1)} s vs "
+                 f"{f(a['seconds'], 1)} s; {a['candidates']} -> {b['candidates']} candidates, best test "
+                 f"{f(a['best_test'])} -> {f(b['best_test'])}). Cached replies do not count against `max_calls`, so a "
+                 "re-run of a budget-stopped run replays the first run for free and then spends its whole budget "
+                 "searching further; it is identical only when the first run ended on its own (optimizer "
+                 "finished, patience, `max_candidates`).")
+    return text
 
 
 def overhead(r: Mapping[str, Any], stem: str) -> str:
@@ -243,6 +289,9 @@ def render(results: Mapping[str, Mapping[str, Any]]) -> str:
                 out.append(fn(r, stem) + "\n")
             except Exception as e:  # noqa: BLE001 - a result in an older shape must not break the page
                 out.append(f"[{stem}.json]({rel(stem + '.json')}): could not render ({type(e).__name__}: {e})\n")
+            notes = RESULTS / f"{stem}.notes.md"  # hand-written reading of a result, kept across re-renders
+            if notes.exists():
+                out.append(notes.read_text(encoding="utf-8").strip() + "\n")
     return "\n".join(out).rstrip() + "\n"
 
 
