@@ -161,17 +161,23 @@ def _goal_text(g: Mapping[str, Any], seed_test: float | None = None) -> str:
 # ---- concurrency, cache, overhead --------------------------------------------------------------------------
 def concurrency(r: Mapping[str, Any], stem: str) -> str:
     cmd = "python -m bench concurrency" + (" --quick" if r.get("quick") else "")
-    rows = ["| in flight | requests | seconds | throughput /s | ideal /s | fraction of ideal | client CPU ms/request |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| in flight | client path | requests | seconds | throughput /s | ideal /s | fraction of ideal | "
+            "client CPU ms/request |", "|---|---|---|---|---|---|---|---|"]
     for x in r.get("rows", []):
-        rows.append(f"| {x['in_flight']} | {x['requests']} | {f(x['seconds'], 2)} | {f(x['throughput_rps'], 1)} | "
-                    f"{f(x['ideal_rps'], 0)} | **{f(x['fraction_of_ideal'])}** | "
+        path = {"http": "direct (openai_http)", "litellm": "litellm"}.get(x.get("transport", "litellm"))
+        rows.append(f"| {x['in_flight']} | {path} | {x['requests']} | {f(x['seconds'], 2)} | {f(x['throughput_rps'], 1)} | "
+                    f"{f(x['ideal_rps'], 0)} | **{f(x['fraction_of_ideal'])}**{_spread(x)} | "
                     f"{f(x.get('client_cpu_ms_per_request'), 2)} |")
     goal = (f"Goal >= {r.get('goal')} of ideal at {r.get('goal_in_flight')} in flight: "
             f"{'met' if r.get('goal_met') else '**not met**'}.")
-    return (f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): {r.get('model')} via litellm against "
+    return (f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): {r.get('model')} + api_base against "
             f"{r.get('server')}, fixed latency {r.get('latency_s')} s, cache off, {when(r)}.\n\n" + "\n".join(rows)
             + f"\n\n{goal}" + (f"\n\n{r['notes']}" if r.get("notes") else ""))
+
+
+def _spread(row: Mapping[str, Any]) -> str:
+    runs = row.get("fraction_of_ideal_runs") or []
+    return f" (median of {len(runs)}: {min(runs):.3f}-{max(runs):.3f})" if len(runs) > 1 else ""
 
 
 def cache(r: Mapping[str, Any], stem: str) -> str:

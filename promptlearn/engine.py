@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import json
 import math
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,9 +106,13 @@ class Evaluator:
         self._loop_lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the loop after cancelling what litellm left running on it (its logging worker)."""
+        """Close the loop after cancelling what litellm left running on it (its logging worker) and closing the
+        direct HTTP client's connections."""
         if not self._loop.is_closed():
             with self._loop_lock:
+                http = sys.modules.get("promptlearn.openai_http")
+                if http is not None:
+                    self._loop.run_until_complete(http.close_sessions())
                 pending = asyncio.all_tasks(self._loop)
                 for t in pending:
                     t.cancel()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import os
 import random
 import threading
@@ -38,6 +39,9 @@ def litellm():
             _lt.suppress_debug_info = True
             _lt.drop_params = True
             _register_local(_lt)
+            # litellm leaves ~1M objects behind at import; every full garbage collection walked them all and
+            # stalled every call in flight for ~0.2 s (bench concurrency). Frozen, the collector skips them.
+            gc.freeze()
             _litellm = _lt
     return _litellm
 
@@ -183,7 +187,6 @@ class LM:
         return result
 
     async def _call_with_retries(self, msgs: list[dict[str, str]], params: dict[str, Any], sample: int) -> Completion:
-        lt = litellm()
         c = self.config
         kwargs = {k: v for k, v in params.items() if k != "guidance"}
         if c.temperature > 0 and "seed" in kwargs:
@@ -192,20 +195,16 @@ class LM:
             kwargs["guidance"] = c.guidance
         kwargs.update(self._credentials())
         secrets = [v for k, v in kwargs.items() if k == "api_key" and isinstance(v, str)]
-        fatal = (lt.AuthenticationError, lt.BadRequestError, lt.NotFoundError, lt.PermissionDeniedError,
-                 lt.ContextWindowExceededError, TaskError)
+        send, fatal, bad_request = self._http_send() if c.direct_http else self._litellm_send()
         rng: random.Random | None = None  # backoff jitter, made only when a call fails (seeding costs CPU)
         start = time.perf_counter()
         for attempt in range(c.retries + 1):
             try:
-                resp = await lt.acompletion(model=c.name, messages=cacheable(c.name, msgs), timeout=c.timeout,
-                                            max_retries=0, **kwargs)
-                text = _reply_text(resp)
-                return Completion(text, *_usage(resp), usd=_cost(lt, resp, c.name), retries=attempt,
-                                  seconds=time.perf_counter() - start)
+                text, tokens, usd = await send(msgs, kwargs)
+                return Completion(text, *tokens, usd=usd, retries=attempt, seconds=time.perf_counter() - start)
             except fatal as e:
                 raise ModelError(f"{c.name}: {_safe_message(e, secrets)}",
-                                 bad_request=isinstance(e, lt.BadRequestError)) from None
+                                 bad_request=isinstance(e, bad_request)) from None
             except Exception as e:  # noqa: BLE001 - rate limits, 5xx, timeouts, resets, malformed replies
                 if attempt >= c.retries:
                     raise ModelError(f"{c.name}: failed after {attempt + 1} attempts: "
@@ -213,6 +212,33 @@ class LM:
                 rng = rng or random.Random(hash(tuple(m["content"] for m in msgs)))
                 await asyncio.sleep(_backoff(e, attempt, rng))
         raise AssertionError("unreachable")
+
+    def _litellm_send(self) -> tuple[Any, tuple[type[BaseException], ...], type[BaseException]]:
+        """One call through litellm: (send, errors no retry can fix, the bad-request error type)."""
+        lt, c = litellm(), self.config
+
+        async def send(msgs: list[dict[str, str]], kwargs: dict[str, Any]) -> tuple[str, tuple[int, int, int], float]:
+            resp = await lt.acompletion(model=c.name, messages=cacheable(c.name, msgs), timeout=c.timeout,
+                                        max_retries=0, **kwargs)
+            return _reply_text(resp), _usage(resp), _cost(lt, resp, c.name)
+
+        return send, (lt.AuthenticationError, lt.BadRequestError, lt.NotFoundError, lt.PermissionDeniedError,
+                      lt.ContextWindowExceededError, TaskError), lt.BadRequestError
+
+    def _http_send(self) -> tuple[Any, tuple[type[BaseException], ...], type[BaseException]]:
+        """One call straight to an OpenAI-compatible server (promptlearn.openai_http), priced from litellm's
+        cost map when the model is in it."""
+        from promptlearn import openai_http as http
+
+        c = self.config
+
+        async def send(msgs: list[dict[str, str]], kwargs: dict[str, Any]) -> tuple[str, tuple[int, int, int], float]:
+            body = {k: v for k, v in kwargs.items() if k != "api_key"}
+            data = await http.chat(c.api_base, c.name, msgs, body, api_key=kwargs.get("api_key"), timeout=c.timeout)
+            tokens = http.usage(data)
+            return http.reply_text(data), tokens, _token_cost(c.name, *tokens)
+
+        return send, http.FATAL + (TaskError,), http.BadRequestError
 
     def _credentials(self) -> dict[str, Any]:
         c = self.config
@@ -288,6 +314,23 @@ def _cost(lt: Any, resp: Any, model: str) -> float:
     except Exception as e:  # noqa: BLE001 - unknown price: count tokens, cost 0
         if "isn't mapped" in str(e) or "not mapped" in str(e):
             _UNPRICED.add(model)
+        return 0.0
+
+
+def _token_cost(model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> float:
+    """USD of a call made without litellm, from litellm's cost map (0 for a model it does not price)."""
+    if model in _UNPRICED:
+        return 0.0
+    lt = litellm()
+    from litellm.types.utils import Usage as LtUsage
+
+    u = LtUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens, prompt_tokens_details={"cached_tokens": cached_tokens})
+    provider, _, rest = model.partition("/")
+    try:
+        return float(sum(lt.cost_per_token(model=rest or provider, custom_llm_provider="openai", usage_object=u)))
+    except Exception:  # noqa: BLE001 - a self-hosted model has no price: count its tokens, cost 0
+        _UNPRICED.add(model)
         return 0.0
 
 

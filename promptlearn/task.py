@@ -35,10 +35,27 @@ class ModelConfig(_Strict):
     retries: int = Field(6, ge=0, le=50)
     guidance: float = Field(1.0, ge=0.0, le=10.0, description="classifier-free guidance on the system prompt")
     params: dict[str, Any] = Field(default_factory=dict)
+    transport: Literal["auto", "litellm", "http"] = Field(
+        "auto", description="auto: `openai/<name>` + api_base posts straight to the server (promptlearn.openai_http), "
+                            "everything else goes through litellm; litellm / http force one")
 
     @property
     def is_local(self) -> bool:
         return self.name.startswith("local/")
+
+    @property
+    def direct_http(self) -> bool:
+        """Whether calls skip litellm and post to an OpenAI-compatible api_base (see promptlearn.openai_http)."""
+        if self.transport == "http":
+            return True
+        return self.transport == "auto" and bool(self.api_base) and self.name.startswith("openai/")
+
+    @model_validator(mode="after")
+    def _http_needs_a_server(self) -> "ModelConfig":
+        if self.transport == "http" and (not self.api_base or self.is_local):
+            raise ValueError("transport: http posts to an OpenAI-compatible server: set model.api_base "
+                             "(e.g. http://127.0.0.1:8000/v1) or use transport: auto")
+        return self
 
     @property
     def max_concurrency(self) -> int:

@@ -215,25 +215,31 @@ def test_retry_after_header_is_honored(evaluator_factory, monkeypatch):
     assert elapsed >= 0.9 and gap >= 0.9
 
 
-def test_fatal_error_is_not_retried(evaluator_factory, monkeypatch):
-    from promptlearn.lm import litellm
+@pytest.mark.parametrize("transport", ["litellm", "http"])
+def test_fatal_error_is_not_retried(evaluator_factory, monkeypatch, transport):
+    if transport == "litellm":
+        from promptlearn.lm import litellm
 
-    lt = litellm()
+        owner, name = litellm(), "acompletion"
+    else:
+        from promptlearn import openai_http
+
+        owner, name = openai_http, "chat"
     attempts = []
-    real = lt.acompletion
+    real = getattr(owner, name)
 
     async def counting(*a, **k):
-        attempts.append(k.get("model"))
+        attempts.append(1)
         return await real(*a, **k)
 
-    monkeypatch.setattr(lt, "acompletion", counting)
+    monkeypatch.setattr(owner, name, counting)
     with LoopbackServer() as srv:  # a wrong path: 404 Not Found is fatal, retrying cannot help
         task = make_task(1, model={"name": "openai/loopback", "api_base": srv.base_url + "/nothing-here",
-                                   "retries": 3})
+                                   "retries": 3, "transport": transport})
         ev = evaluator_factory(task)
         with pytest.raises(ModelError, match="openai/loopback: NotFoundError"):
             ev.evaluate(task.prompt, task.examples("val"))
-    assert attempts == ["openai/loopback"]
+    assert attempts == [1]
 
 
 def test_retry_after_parsing():

@@ -270,9 +270,10 @@ def test_openai_requests_keep_the_system_prompt_first_and_byte_identical(evaluat
     assert not any("cache_control" in str(b) for b in bodies)
 
 
-def test_openai_cached_input_tokens_are_priced_at_the_cache_read_price(evaluator_factory):
+@pytest.mark.parametrize("transport", ["http", "litellm"])
+def test_openai_cached_input_tokens_are_priced_at_the_cache_read_price(evaluator_factory, transport):
     with UsageServer(prompt_tokens=1000, cached=800, completion=10) as srv:
-        task = make_task({"name": f"openai/{OPENAI_MODEL}", "api_base": srv.base_url}, n=3)
+        task = make_task({"name": f"openai/{OPENAI_MODEL}", "api_base": srv.base_url, "transport": transport}, n=3)
         ev = evaluator_factory(task, use_cache=False)
         res = ev.evaluate(task.prompt, task.examples("val"))
         calls = len(srv.requests)

@@ -99,11 +99,13 @@ def test_clean_reference_run_improves_and_is_deterministic(clean, tmp_path):
     assert all(r["fault"] is None for r in clean["requests"])
 
 
-def test_random_faults_of_every_kind_change_nothing_but_retries(clean, tmp_path):
-    """20% of requests fail (every fault kind, timeouts included): same lineage, same scores, retries counted."""
+@pytest.mark.parametrize("transport", ["http", "litellm"])
+def test_random_faults_of_every_kind_change_nothing_but_retries(clean, tmp_path, transport):
+    """20% of requests fail (every fault kind, timeouts included): same lineage, same scores, retries counted.
+    Through either transport: the reference run posts directly (transport auto), the litellm run must match it."""
     plan = FaultPlan.random(rate=0.2, kinds=FAULT_KINDS, seed=1)
     with LoopbackServer(responder, faults=plan, hang_seconds=5.0, retry_after=0.01) as srv:
-        res = optimize(make_task(srv.base_url), seed=SEED, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+        res = optimize(make_task(srv.base_url, transport=transport), seed=SEED, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
         reqs = srv.requests
     kinds = {r["fault"] for r in reqs} - {None}
     assert {"timeout", "reset", "malformed", "429", "500"} <= kinds, kinds  # the seed makes these happen

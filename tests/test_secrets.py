@@ -112,12 +112,13 @@ class EchoKeyServer(LoopbackServer):
         return self._error(self.status, msg, "invalid_request_error")
 
 
+@pytest.mark.parametrize("transport", ["http", "litellm"])
 @pytest.mark.parametrize("status", [401, 403, 400, 500, 429])
 @pytest.mark.parametrize("key,env", [(KEY, "PROMPTLEARN_TEST_PROVIDER_KEY"), (PLAIN_KEY, "MY_LLM_CRED")])
-def test_error_echoing_the_key_is_masked(tmp_path, monkeypatch, status, key, env):
+def test_error_echoing_the_key_is_masked(tmp_path, monkeypatch, status, key, env, transport):
     monkeypatch.setenv(env, key)
     with EchoKeyServer(status, retry_after=0.01) as srv:
-        task = task_from_dict(task_dict(srv.base_url, api_key_env=env))
+        task = task_from_dict(task_dict(srv.base_url, api_key_env=env, transport=transport))
         ev = Evaluator(task, cache_path=tmp_path / "c.sqlite")
         try:
             with pytest.raises(ModelError) as info:
