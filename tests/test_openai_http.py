@@ -6,13 +6,18 @@ test_prefix_caching; here are the pieces only this path has.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from conftest import requires_model
 from promptlearn.engine import Evaluator
 from promptlearn.errors import TaskError
 from promptlearn.openai_http import endpoint, request_body, wire_model
-from promptlearn.task import ModelConfig, task_from_dict
+from promptlearn.task import ModelConfig, load_task, task_from_dict
 from promptlearn.testing_server import LoopbackServer
+
+PIRATE = Path(__file__).resolve().parents[1] / "tasks" / "pirate.yaml"
 
 
 def task(base_url: str, **model):
@@ -89,3 +94,39 @@ def test_connection_refused_is_retried_then_reported(tmp_path, monkeypatch):
     finally:
         ev.close()
     assert ev.ledger.total.calls == 0
+
+
+@pytest.mark.model
+@requires_model
+def test_embedded_model_behind_a_server_gives_the_same_replies_as_in_process(tmp_path):
+    """The one-model-string promise on the real model: SmolLM2 served over HTTP (the server runs the same GGUF
+    with its chat template) and reached through the direct transport gives the replies and scores it gives
+    in-process."""
+    from promptlearn.local import get_model
+
+
+    def serve(body):
+        return get_model("smollm2").chat(body["messages"], max_tokens=body["max_tokens"],
+                                         temperature=body["temperature"], seed=body.get("seed", 0)).text
+
+    local = load_task(PIRATE)
+    examples = local.examples("val")[:4]
+    ev = Evaluator(local, cache_path=tmp_path / "local.sqlite")
+    try:
+        in_process = ev.evaluate(local.prompt, examples)
+    finally:
+        ev.close()
+    with LoopbackServer(responder=serve) as srv:
+        remote = load_task(PIRATE, overrides={"model": {"name": "openai/smollm2", "api_base": srv.base_url,
+                                                        "concurrency": 1}})
+        assert remote.model.direct_http
+        ev = Evaluator(remote, cache_path=tmp_path / "remote.sqlite")
+        try:
+            over_http = ev.evaluate(remote.prompt, examples)
+        finally:
+            ev.close()
+        assert len(srv.requests) == len(examples)
+    replies = {k: [t.reply for t in r.turns] for k, r in in_process.results.items()}
+    assert replies == {k: [t.reply for t in r.turns] for k, r in over_http.results.items()}
+    assert all(any(t.reply for t in r.turns) for r in in_process.results.values())
+    assert over_http.score == in_process.score
