@@ -527,6 +527,9 @@ def measure(*, quick: bool, tasks: Sequence[str], lines: Sequence[str], seeds: S
         "loadavg_before": [round(x, 2) for x in os.getloadavg()], "memo": str(memo_path) if memo_path else None,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    for t, entry in prev.get("tasks", {}).items():  # tasks not run this time keep their results
+        if t not in tasks:
+            result["tasks"][t] = entry
     loaded = {t: load(t, quick) for t in tasks}
     scorers = {t: Scorer(loaded[t], WORK) for t in tasks}
     native_failed: dict[str, set[str]] = {t: set() for t in tasks}

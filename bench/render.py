@@ -82,12 +82,14 @@ def quality(r: Mapping[str, Any], stem: str) -> str:
     quick = r.get("quick")
     cmd = "python -m bench quality" + (" --quick" if quick else "")
     lines = [f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): budget **{r.get('budget')} calls** to the embedded "
-             f"model per run (target and proposer calls alike), seeds {r.get('seeds')}, {when(r)}"
+             f"model per run (target and proposer calls alike), {when(r)}"
              + (f", {r['total_s'] / 60:.0f} min in all" if r.get("total_s") else " (unfinished)") + "."]
     for tname, t in (r.get("tasks") or {}).items():
         s = t.get("summary") or {}
         sp = t.get("splits", {})
-        lines.append(f"\n#### {tname}\n\nSplits train/val/test {sp.get('train')}/{sp.get('val')}/{sp.get('test')}, "
+        seeds = sorted({x.get("seed") for x in t.get("runs", [])})
+        lines.append(f"\n#### {tname}\n\nSeeds {seeds}; splits train/val/test {sp.get('train')}/{sp.get('val')}/"
+                     f"{sp.get('test')}, "
                      f"max_tokens {t.get('max_tokens')}; seed prompt `{_short(t.get('seed_prompt', ''))}` scores "
                      f"**{f(t.get('seed_test'))}** on test.\n")
         lines.append("| line | what | test mean | spread (sd; min-max) | runs | calls used (mean / max) | "
