@@ -273,8 +273,10 @@ def export_cmd(
                                     "it on test[/yellow]")
     if info.decoding:
         opts = ", ".join(f"{k}={v}" for k, v in info.decoding.items())
+        flags = " ".join(f"--{k} {v}" for k, v in info.decoding.items())
         _console(stderr=True).print(f"[yellow]the run scored this prompt with decoding options {opts}: the app "
-                                    "must decode the same way to get its scores[/yellow]", highlight=False)
+                                    f"must decode the same way to get its scores (promptlearn check {flags})"
+                                    "[/yellow]", highlight=False)
 
 
 @app.command("check")
@@ -290,12 +292,17 @@ def check_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
+    guidance: Optional[float] = typer.Option(None, "--guidance",
+                                             help="classifier-free guidance g the prompt was scored with (an "
+                                                  "export's provenance says so); embedded model only"),
 ) -> None:
     """Gate a build: re-evaluate the prompt the app will load; exit 1 when it scores too low or breaks examples."""
     from promptlearn.gate import check_prompt, read_prompt_ref
 
     path, key, text = read_prompt_ref(prompt_from, fmt=fmt)
-    report = check_prompt(task, text, split, min_score, max_broken, cache_path=cache, use_cache=not no_cache)
+    decoding = {"guidance": guidance} if guidance is not None else None
+    report = check_prompt(task, text, split, min_score, max_broken, cache_path=cache, use_cache=not no_cache,
+                          decoding=decoding)
     if as_json:
         print(json.dumps({"config": str(path), "key": key, **report.to_json()}, default=str))
     else:

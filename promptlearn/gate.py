@@ -192,12 +192,15 @@ def _sha(prompt: str) -> str:
 
 def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: str = "test",
                  min_score: float | None = None, max_broken: int | None = None, *,
-                 cache_path: str | Path | None = None, use_cache: bool = True) -> CheckReport:
+                 cache_path: str | Path | None = None, use_cache: bool = True,
+                 decoding: Mapping[str, Any] | None = None) -> CheckReport:
     """Evaluate `prompt` (default: the seed) and the task's seed prompt on `split`; gate on score and breakage.
 
     `task` is a Task or a task file path. Both evaluations share one Evaluator (cache, ledger, budget) in this
     process. The gate fails when the evaluation is incomplete (a budget stop), when the score is below
-    `min_score`, or when more than `max_broken` examples the seed passed now fail.
+    `min_score`, or when more than `max_broken` examples the seed passed now fail. `decoding`: the decoding
+    options the run scored the prompt with (an export's provenance, e.g. {"guidance": 1.5}), applied to this
+    prompt only; the seed is decoded as the task says, as in the run.
     """
     from promptlearn.engine import Evaluator
     from promptlearn.metrics import side_effects
@@ -209,11 +212,19 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
         raise ConfigError(f"the prompt must be a string, got {type(text).__name__}")
     if max_broken is not None and max_broken < 0:
         raise ConfigError(f"max_broken must be >= 0, got {max_broken}")
+    unknown = sorted(set(decoding or {}) - set(DECODING_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown decoding options {unknown}; known: {', '.join(DECODING_KEYS)}")
+    overrides = {k: v for k, v in (decoding or {}).items() if v is not None} or None
+    if overrides and not t.model.is_local:
+        raise ConfigError(f"decoding options {overrides} need the embedded model (local/...); "
+                          f"{t.model.name} cannot apply them")
     examples = t.examples(split)
     ev = Evaluator(t, cache_path=cache_path, use_cache=use_cache)
     try:
-        mine = ev.evaluate(text, examples, split=split, tag="check")
-        seed = mine if text == t.prompt else ev.evaluate(t.prompt, examples, split=split, tag="seed")
+        mine = ev.evaluate(text, examples, split=split, tag="check", model_overrides=overrides)
+        seed = mine if text == t.prompt and not overrides else ev.evaluate(t.prompt, examples, split=split,
+                                                                           tag="seed")
         usage = ev.ledger.snapshot()
     finally:
         ev.close()

@@ -209,6 +209,17 @@ def test_check_reproduces_the_run_and_passes(fake_run, monkeypatch, capsys):
     assert rep["prompt_sha256"] == prompt_sha256(result.best.prompt) and rep["split"] == "test"
 
 
+def test_check_guidance_on_a_remote_model_is_a_one_line_error(fake_run, monkeypatch, capsys):
+    tmp, task_file, result = fake_run
+    result.export(tmp / "app.yaml", "assistant.system_prompt")
+    with FakeLM(wording_sensitive_responder) as fake:
+        code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from",
+                             f"{tmp / 'app.yaml'}:assistant.system_prompt", "--guidance", "1.5",
+                             "--cache", tmp / "c.sqlite")
+        assert fake.calls == 0
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "need the embedded model" in err
+
+
 def test_check_fresh_cache_same_score(fake_run, monkeypatch, capsys):
     tmp, task_file, result = fake_run
     result.export(tmp / "app.toml", "assistant.system_prompt")

@@ -265,3 +265,50 @@ def test_optimizer_can_tune_guidance_through_candidate_meta(tmp_path):
     assert cands[verdicts[0].id]["meta"] == {"guidance": 1.5} and cands[verdicts[0].id]["prompt"] == res.seed.prompt
     assert len(store.results(verdicts[0].id)) > 0 and len(store.results(verdicts[1].id)) > 0
     assert {p.get("guidance") for p in fake.params} == {None, 1.5, 2.0}
+
+
+@pytest.mark.model
+@requires_model
+def test_check_applies_the_guidance_the_prompt_was_scored_with(tmp_path):
+    """`check --guidance g` reproduces a guided candidate's score: the prompt decoded with g, the seed without."""
+    from promptlearn.engine import Evaluator
+    from promptlearn.gate import check_prompt
+    from promptlearn.task import task_from_dict
+
+    t = task_from_dict({
+        "name": "cfg", "prompt": "You are a friendly pirate assistant. Start every reply with the word Ahoy.",
+        "model": {"name": "local/smollm2", "max_tokens": 10},
+        "data": [{"examples": [{"user": "Write a haiku about the sea."}, {"user": "What is the capital of Japan?"},
+                               {"user": "Name three fruits."}]}],
+        "checks": [{"type": "starts_with", "value": "Ahoy", "ignore_case": True, "skip_punctuation": True}],
+        "splits": {"train": 0.0, "val": 1.0, "test": 0.0}})
+    best = "You are a friendly pirate. Start every reply with the word \"Ahoy\"."
+    ev = Evaluator(t, cache_path=tmp_path / "run.sqlite")
+    try:  # what the run recorded: the candidate with g = 2, the seed with the task's g = 1
+        guided = ev.evaluate(best, t.examples("val"), split="val", model_overrides={"guidance": 2.0})
+        plain = ev.evaluate(best, t.examples("val"), split="val")
+        seed = ev.evaluate(t.prompt, t.examples("val"), split="val")
+    finally:
+        ev.close()
+    replies = lambda ev_: {k: r.turns[0].reply for k, r in ev_.results.items()}  # noqa: E731
+    assert replies(guided) != replies(plain)  # g = 2 changes what SmolLM2 says here, so the test can tell
+    fresh = tmp_path / "fresh.sqlite"  # a fresh cache: check runs the model again
+    rep = check_prompt(t, best, "val", decoding={"guidance": 2.0}, cache_path=fresh)
+    assert rep.score == guided.score and rep.seed_score == seed.score and rep.usage.calls == 6
+    assert {f["id"]: f["reply"] for f in rep.failures} == {k: r.turns[0].reply for k, r in guided.results.items()
+                                                           if r.score < 1.0}
+    assert check_prompt(t, best, "val", cache_path=fresh).score == plain.score
+
+
+def test_check_refuses_decoding_options_a_remote_model_cannot_apply(tmp_path):
+    from promptlearn.errors import ConfigError
+    from promptlearn.gate import check_prompt
+    from promptlearn.task import task_from_dict
+
+    t = task_from_dict({"name": "x", "prompt": "Say Ahoy.", "model": {"name": "fake/x"},
+                        "data": [{"examples": [{"user": "hi"}]}], "checks": [{"type": "contains", "value": "Ahoy"}],
+                        "splits": {"train": 0.0, "val": 1.0, "test": 0.0}})
+    with pytest.raises(ConfigError, match="need the embedded model"):
+        check_prompt(t, "Say Ahoy!", "val", decoding={"guidance": 1.5}, cache_path=tmp_path / "c.sqlite")
+    with pytest.raises(ConfigError, match="unknown decoding options"):
+        check_prompt(t, "Say Ahoy!", "val", decoding={"top_k": 3}, cache_path=tmp_path / "c.sqlite")
