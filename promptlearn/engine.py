@@ -83,10 +83,18 @@ def _family(name: str) -> str:
 # Set for a conversation that holds the lane of a concurrency-1 target: called once its last reply is generated,
 # so the next conversation starts while that reply is still being scored.
 _generated: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("_generated", default=None)
+# Set while judge calls must wait for the target's replies (see aevaluate).
+# (all replies generated, one conversation's judging at a time): judge calls of one conversation follow each other.
+_judge_gate: contextvars.ContextVar[tuple[asyncio.Event, asyncio.Lock] | None] = \
+    contextvars.ContextVar("_judge_gate", default=None)
 
 
 class Evaluator:
     """Runs prompts over examples through one target LM (and a judge LM for checklist checks)."""
+
+    #: With a concurrency-1 target, a judge on the in-process model waits until every conversation has its replies
+    #: (the judge's prompts would evict the target's prefix from the KV cache); replies and scores are the same.
+    defer_local_judge = True
 
     def __init__(self, task: Task, *, cache: Cache | None = None, ledger: Ledger | None = None,
                  cache_path: str | Path | None = None, use_cache: bool = True, store: Any = None):
@@ -164,14 +172,26 @@ class Evaluator:
         # A concurrency-1 target (the embedded model) runs one conversation at a time, so all turns of a
         # conversation follow each other and each request extends the KV cache the previous one left.
         lane = asyncio.Lock() if self.target(model_overrides).config.max_concurrency == 1 else None
+        # A judge on the same in-process model would evict the target's prefix from the KV cache between
+        # conversations: its calls wait until every conversation of this evaluation has its replies.
+        gate = (asyncio.Event(), asyncio.Lock()) if (lane is not None and self.judge_lm.config.is_local
+                                                     and self.defer_local_judge) else None
+        waiting = [len(examples)]
+
+        def generated() -> None:
+            if lane is not None:
+                lane.release()
+            waiting[0] -= 1
+            if gate is not None and waiting[0] == 0:
+                gate[0].set()
 
         async def one(ex: Example) -> None:
             nonlocal stop
-            release = None
+            release = _once(generated)
+            _generated.set(release)
+            _judge_gate.set(gate)
             if lane is not None:
                 await lane.acquire()
-                release = _once(lane.release)
-                _generated.set(release)
             try:
                 if stop is not None:
                     return
@@ -184,8 +204,7 @@ class Evaluator:
                 if on_example:
                     on_example(ex.id, res)
             finally:
-                if release is not None:
-                    release()
+                release()
 
         tasks = [asyncio.ensure_future(one(ex)) for ex in self.schedule(prompt, examples)]
         try:
@@ -239,7 +258,7 @@ class Evaluator:
         lm = self.target(model_overrides)
         system = render_prompt(prompt, example.meta.get("vars", {}))
         history: list[Message] = [Message("system", system)] if system else []
-        turns: list[TurnResult] = []
+        replies: list[tuple[Any, CheckContext, list[Mapping[str, Any]]]] = []
         last = max((i for i, t in enumerate(example.turns, 1) if t.given is None), default=0)
         for i, turn in enumerate(example.turns, 1):
             history.append(Message("user", turn.user))
@@ -249,12 +268,24 @@ class Evaluator:
             completion = await lm.complete([m.to_dict() for m in history], tag=tag)
             if i == last and (generated := _generated.get()) is not None:
                 generated()
-            reply = completion.text
             ctx = CheckContext(system, tuple(history[:-1]), turn.user, i, example.meta, turn.meta)
-            checks = await self._score(reply, ctx, list(example.checks) + list(turn.checks) + self.task.checks)
-            turns.append(TurnResult(reply, checks, None, completion.completion_tokens))
-            history.append(Message("assistant", reply))
-        return ExampleResult(example.id, tuple(turns))
+            replies.append((completion, ctx, list(example.checks) + list(turn.checks) + self.task.checks))
+            history.append(Message("assistant", completion.text))
+        # Scores never feed back into the conversation, so every turn is scored once all its replies exist.
+        gate = _judge_gate.get()
+        if gate is not None and any(self._needs_model(specs) for _, _, specs in replies):
+            await gate[0].wait()
+            async with gate[1]:
+                return ExampleResult(example.id, await self._score_turns(replies))
+        return ExampleResult(example.id, await self._score_turns(replies))
+
+    async def _score_turns(self, replies: Sequence[tuple[Any, CheckContext, list[Mapping[str, Any]]]]
+                           ) -> tuple[TurnResult, ...]:
+        return tuple([TurnResult(completion.text, await self._score(completion.text, ctx, specs), None,
+                                 completion.completion_tokens) for completion, ctx, specs in replies])
+
+    def _needs_model(self, specs: Iterable[Mapping[str, Any]]) -> bool:
+        return any(getattr(self._check(spec), "needs_model", False) for spec in specs)
 
     async def _score(self, reply: str, ctx: CheckContext, specs: Iterable[Mapping[str, Any]]) -> dict[str, CheckResult]:
         out: dict[str, CheckResult] = {}

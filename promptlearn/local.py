@@ -75,6 +75,8 @@ class LocalModel:
                            n_batch=512, verbose=False, seed=0)
         self.lock = threading.Lock()
         self._formatter = _chat_formatter(self.llama)
+        # (tokens, message bounds) the KV cache holds, evaluated segment by segment (see _prefill)
+        self._canonical: tuple[list[int], list[int]] = ([], [])
 
     def render(self, messages: Sequence[dict[str, str]]) -> str:
         """The conversation as the model sees it: rendered by the GGUF's own chat template."""
@@ -91,18 +93,59 @@ class LocalModel:
             if guidance != 1.0:
                 from promptlearn.guidance import guided_generate
 
+                self._canonical = ([], [])  # the guided path leaves its own tokens in the KV cache
                 return guided_generate(self, messages, max_tokens=max_tokens, guidance=guidance, start=start)
-            prompt = self.render(messages)
-            tokens = self.tokenize(prompt)
-            reused = _common_prefix(self.llama._input_ids.tolist(), tokens) if self.llama.n_tokens else 0
+            tokens = self.tokenize(self.render(messages))
+            reused, bounds = self._prefill(messages, tokens)
+            self._canonical = ([], [])  # until the completion below has evaluated the last segment
             out = self.llama.create_completion(
                 prompt=tokens, max_tokens=max_tokens, temperature=temperature, top_k=0 if temperature else 1,
                 top_p=1.0, min_p=0.0, repeat_penalty=1.0, seed=seed if seed is not None else -1,
                 stop=self._stops())
+            # The last segment (last message + generation prompt) went in as one batch too: the next turn of this
+            # conversation, whose assistant message starts right there, can reuse it.
+            self._canonical = (tokens, bounds + [len(tokens)])
             choice: dict[str, Any] = out["choices"][0]
             usage = out["usage"]
             return LocalReply(choice["text"].strip(), usage["prompt_tokens"], usage["completion_tokens"], reused,
                               time.perf_counter() - start, choice.get("finish_reason") or "stop")
+
+    def _prefill(self, messages: Sequence[dict[str, str]], tokens: list[int]) -> tuple[int, list[int]]:
+        """Bring the KV cache to the request's last message boundary; return (prompt tokens reused, boundaries).
+
+        A reply must not depend on what ran before it. llama.cpp's numbers for a token depend on the batch it
+        was evaluated in, so a prefix reused at an arbitrary point (or one whose last part was generated token by
+        token) gives slightly different logits than a fresh evaluation, and a greedy reply of a hundred tokens
+        can drift (measured on multi-turn SysBench conversations). So every request is evaluated in the same
+        segments, one per message, whatever is cached: the cache is reused only up to a message boundary whose
+        segments were evaluated exactly so, and the segments up to the last message are evaluated one by one;
+        create_completion then evaluates the last message and the generation prompt and generates.
+        """
+        bounds = self._message_bounds(messages, tokens)
+        old_tokens, old_bounds = self._canonical
+        common = _common_prefix(old_tokens, tokens) if self.llama.n_tokens else 0
+        keep = 0
+        for old, new in zip(old_bounds, bounds):
+            if old != new or new > common:
+                break
+            keep = new
+        self.llama.n_tokens = keep  # eval() drops the KV cache past n_tokens
+        done = keep
+        for b in bounds:
+            if b > done:
+                self.llama.eval(tokens[done:b])
+                done = b
+        return keep, bounds
+
+    def _message_bounds(self, messages: Sequence[dict[str, str]], tokens: list[int]) -> list[int]:
+        """Token offsets where the rendered conversation's messages after the first begin (as far as the rendering
+        of the earlier messages alone agrees with the full one), increasing and short of the last token."""
+        bounds: list[int] = []
+        for i in range(1, len(messages)):
+            b = _common_prefix(self.tokenize(self.render(messages[:i])), tokens)
+            if (not bounds or b > bounds[-1]) and 0 < b < len(tokens):
+                bounds.append(b)
+        return bounds
 
     def _use_threads(self, n: int) -> None:
         if n != self.threads:

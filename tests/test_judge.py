@@ -11,6 +11,8 @@ from promptlearn.metrics import adherence
 from promptlearn.task import load_task, task_from_dict
 from promptlearn.testing import FakeLM
 
+from conftest import requires_model
+
 CRITERIA = [{"id": "1", "content": "Declines politely", "type": "Action"},
             {"id": "2", "content": "Under 50 words", "type": "Format"}]
 
@@ -136,3 +138,48 @@ def test_shipped_sysbench_task_runs_with_a_fake_judge(tmp_path):
     agg = adherence(result, task.examples("val"))["sysbench"]
     assert agg["csr"] == 1.0 and agg["isr"] == 1.0 and agg["ssr"] == 1.0
     assert set(agg["ssr_by_dependency"]) <= {"dependent", "parallel"}
+
+
+@pytest.mark.model
+@requires_model
+def test_local_judge_waits_for_the_target_replies(tmp_path):
+    """A judge on the in-process model scores only after every conversation has its replies (the judge's prompt
+    would otherwise evict the target's system prompt from the KV cache between conversations), one conversation
+    at a time; scores are those of an evaluation whose judge is called right after each reply."""
+    from promptlearn.local import get_model
+
+    criteria = [{"content": "Mentions Lisbon", "type": "Content"}, {"content": "Is polite", "type": "Style"}]
+    convs = [["Where should I eat?", "And after dinner?"], ["What is the best museum?", "Is it open on Monday?"]]
+    task = task_from_dict({
+        "name": "j", "model": {"name": "local/smollm2", "max_tokens": 12},
+        "judge": {"name": "local/smollm2", "max_tokens": 48}, "prompt": "You are a Lisbon city guide.",
+        "data": [{"examples": [{"id": f"c{i}", "messages": [
+            {"role": "user", "content": u, "checks": [{"type": "checklist", "criteria": criteria}]} for u in c]}
+            for i, c in enumerate(convs)]}],
+        "splits": {"train": 0.0, "val": 1.0, "test": 0.0}})
+    model = get_model("smollm2")
+    calls = []
+    real = model.chat
+
+    def spy(messages, **kw):
+        calls.append("judge" if "strict verifier" in messages[0]["content"] else messages[1]["content"])
+        return real(messages, **kw)
+
+    results = {}
+    for deferred in (True, False):
+        model.chat = spy
+        calls.clear()
+        ev = Evaluator(task, cache_path=tmp_path / f"c{deferred}.sqlite")
+        ev.defer_local_judge = deferred  # off: each reply is judged right after it, as for a remote judge
+        try:
+            res = ev.evaluate(task.prompt, task.examples("val"))
+        finally:
+            ev.close()
+            model.chat = real
+        results[deferred] = {k: [(t.reply, {n: c.score for n, c in t.checks.items()}) for t in r.turns]
+                             for k, r in res.results.items()}
+        if deferred:
+            targets = [i for i, c in enumerate(calls) if c != "judge"]
+            assert len(targets) == 4 and targets == list(range(4))  # all four replies first
+            assert calls.count("judge") >= 4  # one per turn (retries on unparsable verdicts come right after)
+    assert results[True] == results[False]
