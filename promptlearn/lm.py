@@ -6,6 +6,7 @@ This is the only module that imports litellm; the embedded local model registers
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import gc
 import os
@@ -42,6 +43,7 @@ def litellm():
             # litellm leaves ~1M objects behind at import; every full garbage collection walked them all and
             # stalled every call in flight for ~0.2 s (bench concurrency). Frozen, the collector skips them.
             gc.freeze()
+            atexit.register(gc.unfreeze)  # frozen objects would be finalized after module teardown (llama-cpp errors)
             _litellm = _lt
     return _litellm
 
