@@ -281,6 +281,8 @@ def render(results: Mapping[str, Mapping[str, Any]]) -> str:
            "(2 cores; a load above 2 means other jobs were competing, and wall times and throughput suffer).", ""]
     if not names:
         out.append("No results yet: run `python -m bench all --quick`.")
+    else:
+        out.append(goals_at_a_glance(results))
     for name in names:
         out.append(f"## {TITLES.get(name, name)}\n")
         stems = sorted(groups[name], key=lambda s: s.endswith("_quick"))  # full first
@@ -301,6 +303,61 @@ def render(results: Mapping[str, Mapping[str, Any]]) -> str:
             if notes.exists():
                 out.append(notes.read_text(encoding="utf-8").strip() + "\n")
     return "\n".join(out).rstrip() + "\n"
+
+
+def goals_at_a_glance(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per goal of the benchmark issue: the measured figure and whether it meets the goal (full runs where
+    they exist, else quick), so nobody has to read every section to know where we stand."""
+    def pick(name: str) -> tuple[str, Mapping[str, Any]] | tuple[None, None]:
+        for stem in (name, name + "_quick"):
+            if stem in results and "_error" not in results[stem]:
+                return stem, results[stem]
+        return None, None
+
+    def verdict(ok: Any) -> str:
+        return "met" if ok else "**not met**"
+
+    rows = ["## Goals at a glance", "", "| goal | measured | verdict | source |", "|---|---|---|---|"]
+    stem, q = pick("quality")
+    for tname, t in ((q or {}).get("tasks") or {}).items():
+        g, seeds = t.get("goals") or {}, sorted({x.get("seed") for x in t.get("runs", [])})
+        d = g.get("dspy") or {}
+        if not d.get("best") or g.get("best_promptlearn_test") is None:
+            continue
+        rows.append(f"| {tname}: best promptlearn >= best DSPy (own API) + 5 points on test | "
+                    f"{g['best_promptlearn']} {f(g['best_promptlearn_test'])} vs {d['best']} {f(d['best_test'])} "
+                    f"(seed prompt {f(t.get('seed_test'))}; {d['margin'] * 100:+.1f} points; seeds {seeds}) | "
+                    f"{verdict(d.get('goal_plus_5_points'))} | {stem}.json |")
+        reach = d.get("calls_to_reach")
+        trivial = d["best_test"] <= (t.get("seed_test") or 0) + 1e-3  # summaries are rounded to 4 places
+        rows.append(f"| {tname}: reach DSPy's final test score in <= 50% of its calls | "
+                    f"{'never' if reach is None else f'{reach} calls'} vs {f(d.get('their_calls'), 0)}"
+                    f"{' (DSPy ends at the seed score, where every curve starts)' if trivial else ''} | "
+                    f"{verdict(d.get('goal_half_calls')) + (' (trivially)' if trivial and d.get('goal_half_calls') else '')}"
+                    f" | {stem}.json |")
+    stem, o = pick("overhead")
+    if o:
+        rows.append(f"| overhead of `eval` vs llama-cpp-python on the same requests <= 1.05x | wall "
+                    f"{f(o.get('ratio'), 3)}x; promptlearn's own CPU with the model stubbed {f(o.get('stub_ratio'), 3)}x "
+                    f"({f(o.get('stub_overhead_ms_per_request'), 2)} ms/request) | "
+                    f"{verdict((o.get('stub_ratio') or 9) <= 1.05 and (o.get('ratio') or 9) <= 1.05)} | {stem}.json |")
+    stem, c = pick("concurrency")
+    if c:
+        top = [x for x in c.get("rows", []) if x["in_flight"] == c.get("goal_in_flight")]
+        direct = next((x for x in top if x.get("transport", "litellm") == "http"), None)
+        via = next((x for x in top if x.get("transport", "litellm") == "litellm"), None)
+        runs = (direct or {}).get("fraction_of_ideal_runs") or []
+        rows.append(f"| throughput at {c.get('goal_in_flight')} in flight >= {c.get('goal')} of ideal | "
+                    f"{f((direct or {}).get('fraction_of_ideal'))} direct"
+                    f"{f' (runs {min(runs):.3f}-{max(runs):.3f})' if len(runs) > 1 else ''}"
+                    f"{'; ' + f(via.get('fraction_of_ideal')) + ' through litellm' if via else ''} | "
+                    f"{verdict(c.get('goal_met'))} | {stem}.json |")
+    stem, k = pick("cache")
+    if k:
+        rows.append(f"| identical re-run makes 0 model calls | {(k.get('second') or {}).get('calls')} calls, "
+                    f"{f(k.get('wall_ratio'), 4)}x the first run's wall time | {verdict(k.get('zero_calls'))} | "
+                    f"{stem}.json |")
+    return "\n".join(rows) + "\n"
 
 
 def _cpu_model() -> str:
