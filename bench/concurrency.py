@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from bench.render import package_version
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,18 +130,9 @@ def measure(*, quick: bool, levels: Sequence[int] = LEVELS, requests: int | None
         "model": "openai/loopback", "server": "promptlearn.testing_server (separate process)",
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
-        "python": platform.python_version(), "litellm": getattr(lt, "__version__", None) or _version("litellm"),
+        "python": platform.python_version(), "litellm": getattr(lt, "__version__", None) or package_version("litellm"),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def _version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
