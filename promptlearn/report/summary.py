@@ -1,0 +1,197 @@
+"""The data of one run: `run_summary` reads the run store into plain JSON-able dicts.
+
+The HTML report and the terminal views (`promptlearn runs` / `show`, promptlearn/views.py) draw from the same
+dicts, so both always show the same scores, lineage and ledger.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from promptlearn.store import RunStore, iter_parents
+
+PASS = 1.0 - 1e-9
+SCORED_EVENTS = ("seed", "promoted", "accepted", "incomplete")
+
+
+def run_summary(run_dir: str | Path, *, examples: bool = True) -> dict[str, Any]:
+    """Everything the report and the `runs` / `show` commands show about one run, as plain JSON-able data.
+
+    examples=False skips the per-example comparison (the only part that reads every stored result).
+    """
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir, create=False)
+    try:
+        return _summary(store, examples)
+    finally:
+        store.close()
+
+
+def _summary(store: RunStore, with_examples: bool) -> dict[str, Any]:
+    run_yaml = _read_run_yaml(store.dir)
+    config = store.get_meta("config") or {}
+    scores = store.scores()
+    cands = store.candidates()
+    by_id = {c["id"]: c for c in cands}
+    seed_id = store.get_meta("seed") or next((c["id"] for c in cands if c["operator"] == "seed"), None)
+    best_id = store.get_meta("best") or seed_id
+    events = store.events()
+    screens = {e["id"]: e for e in events if e["kind"] == "screen"}
+    progress = [e for e in events if e["kind"] == "progress"]
+
+    nodes = []
+    for c in cands:
+        s = scores.get(c["id"], {})
+        val = s.get("val", {}).get("score")
+        parent = c["parents"][0] if c["parents"] and c["parents"][0] in by_id else None
+        pval = scores.get(parent, {}).get("val", {}).get("score") if parent else None
+        scr = screens.get(c["id"])
+        nodes.append({
+            "id": c["id"], "seq": c["seq"], "prompt": c["prompt"], "parents": c["parents"], "parent": parent,
+            "operator": c["operator"], "status": c["status"], "meta": c["meta"],
+            "val": val, "test": s.get("test", {}).get("score"), "train": s.get("train", {}).get("score"),
+            "val_n": s.get("val", {}).get("n"), "test_n": s.get("test", {}).get("n"),
+            "val_checks": s.get("val", {}).get("checks") or {}, "test_checks": s.get("test", {}).get("checks") or {},
+            "gain": None if val is None or pval is None else val - pval,
+            "screen": None if scr is None else {"score": scr.get("score"), "parent": scr.get("parent")},
+        })
+    path = [n["id"] for n in iter_parents(nodes, best_id)] if best_id in by_id else []
+    on_path = set(path)
+    for n in nodes:
+        n["on_path"] = n["id"] in on_path
+        n["is_seed"], n["is_best"] = n["id"] == seed_id, n["id"] == best_id
+
+    points, best_line = [], []
+    for e in progress:
+        best_line.append({"calls": e.get("calls", 0), "usd": e.get("usd", 0.0), "best_val": e.get("best_val"),
+                          "best": e.get("best"), "seconds": e.get("seconds", 0.0)})
+        if e.get("event") in SCORED_EVENTS and e.get("id") in scores and "val" in scores[e["id"]]:
+            points.append({"id": e["id"], "calls": e.get("calls", 0), "usd": e.get("usd", 0.0),
+                           "val": scores[e["id"]]["val"]["score"], "event": e.get("event"),
+                           "operator": by_id.get(e["id"], {}).get("operator")})
+
+    ledger = store.get_meta("ledger")
+    if ledger is None and progress:  # a run still going (or killed): the last progress event has the totals
+        last = progress[-1]
+        ledger = {"calls": last.get("calls", 0), "usd": last.get("usd", 0.0), "seconds": last.get("seconds", 0.0)}
+    task = (run_yaml.get("task") or {}) if run_yaml else {}
+    created = events[0]["time"] if events else store.path.stat().st_mtime
+    out: dict[str, Any] = {
+        "run_id": store.run_id, "run_dir": str(store.dir),
+        "task": task.get("name") or "?", "description": task.get("description") or "",
+        "model": (task.get("model") or {}).get("name"),
+        "optimizer": config.get("optimizer") or (task.get("optimizer") or {}).get("name") or "?",
+        "rng_seed": config.get("seed", run_yaml.get("seed") if run_yaml else None),
+        "options": config.get("options") or {},
+        "status": store.get_meta("status") or "?", "stop_reason": store.get_meta("stop_reason"),
+        "created": datetime.fromtimestamp(created, timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "seed_id": seed_id, "best_id": best_id, "path": path,
+        "seed": _prompt_scores(nodes, seed_id), "best": _prompt_scores(nodes, best_id),
+        "candidates": nodes,
+        "counts": _count_status(nodes),
+        "points": points, "best_line": best_line,
+        "ledger": ledger or {}, "ledger_by_tag": store.get_meta("ledger_by_tag") or {},
+        "test_metrics": store.get_meta("test_metrics") or {},
+    }
+    seed, best = out["seed"], out["best"]
+    out["gain_val"] = None if seed["val"] is None or best["val"] is None else best["val"] - seed["val"]
+    out["gain_test"] = None if seed["test"] is None or best["test"] is None else best["test"] - seed["test"]
+    out["overfit_gap"] = None if best["val"] is None or best["test"] is None else best["val"] - best["test"]
+    if with_examples:
+        out["examples"] = _examples(store, run_yaml, seed_id, best_id)
+    return out
+
+
+def _prompt_scores(nodes: Sequence[Mapping[str, Any]], cid: str | None) -> dict[str, Any]:
+    n = next((n for n in nodes if n["id"] == cid), None)
+    if n is None:
+        return {"id": cid, "prompt": "", "val": None, "test": None, "val_checks": {}, "test_checks": {}}
+    return {k: n[k] for k in ("id", "prompt", "val", "test", "val_checks", "test_checks", "operator")}
+
+
+def _count_status(nodes: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in nodes:
+        out[n["status"]] = out.get(n["status"], 0) + 1
+    return out
+
+
+def _read_run_yaml(run_dir: Path) -> dict[str, Any]:
+    p = run_dir / "run.yaml"
+    if not p.exists():
+        return {}
+    try:
+        import yaml
+
+        return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except Exception:  # noqa: BLE001 - a damaged run.yaml must not stop the report
+        return {}
+
+
+def _user_turns(run_yaml: Mapping[str, Any], run_dir: Path) -> dict[str, list[str]]:
+    """User messages per example id, when the task file the run was made with can still be loaded unchanged."""
+    task_file = run_yaml.get("task_file")
+    if not task_file:
+        return {}
+    for cand in (Path(task_file), run_dir / task_file, run_dir.parent / task_file, run_dir.parent.parent / task_file):
+        if cand.exists():
+            break
+    else:
+        return {}
+    try:
+        from promptlearn.task import load_task
+
+        task = load_task(cand)
+        if run_yaml.get("fingerprint") and task.fingerprint() != run_yaml["fingerprint"]:
+            return {}
+        return {e.id: [t.user for t in e.turns if t.given is None] for e in task.examples("all")}
+    except Exception:  # noqa: BLE001 - user text is a nicety; the report works without it
+        return {}
+
+
+def _examples(store: RunStore, run_yaml: Mapping[str, Any], seed_id: str | None,
+              best_id: str | None) -> dict[str, Any]:
+    """Seed vs best per example on test (val when test was not scored): fixed / broken / same."""
+    seed_res = store.results(seed_id) if seed_id else {}
+    best_res = store.results(best_id) if best_id else {}
+    splits = (run_yaml or {}).get("splits") or {}
+    split, ids = "all", sorted(set(seed_res) & set(best_res))
+    for name in ("test", "val"):
+        want = [i for i in splits.get(name) or [] if i in seed_res and i in best_res]
+        if want:
+            split, ids = name, want
+            break
+    users = _user_turns(run_yaml, store.dir) if ids else {}
+    rows = []
+    for ex_id in ids:
+        s, b = seed_res[ex_id], best_res[ex_id]
+        was, now = s.score >= PASS, b.score >= PASS
+        status = "fixed" if now and not was else "broken" if was and not now else "same"
+        rows.append({"id": ex_id, "status": status, "user": users.get(ex_id, []),
+                     "seed": _result_view(s), "best": _result_view(b)})
+    order = {"fixed": 0, "broken": 1, "same": 2}
+    rows.sort(key=lambda r: (order[r["status"]], r["id"]))
+    counts = {k: sum(r["status"] == k for r in rows) for k in order}
+    return {"split": split, "rows": rows, "counts": counts}
+
+
+def _result_view(res: Any) -> dict[str, Any]:
+    return {"score": res.score, "turns": [
+        {"reply": t.reply, "error": t.error, "score": t.score,
+         "failed": [{"check": k, "score": r.score, "feedback": r.feedback} for k, r in t.checks.items()
+                    if r.score < 1.0 and not r.judge_error]} for t in res.turns]}
+
+
+def runs_overview(root: str | Path = "runs") -> list[dict[str, Any]]:
+    """One summary (without per-example data) per run under root, oldest first; broken stores are skipped."""
+    from promptlearn.store import list_runs
+
+    out = []
+    for d in list_runs(root):
+        try:
+            out.append(run_summary(d, examples=False))
+        except Exception as e:  # noqa: BLE001 - one bad run must not hide the others
+            out.append({"run_id": d.name, "run_dir": str(d), "error": str(e)})
+    return out
