@@ -83,8 +83,8 @@ def _family(name: str) -> str:
 # Set for a conversation that holds the lane of a concurrency-1 target: called once its last reply is generated,
 # so the next conversation starts while that reply is still being scored.
 _generated: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("_generated", default=None)
-# Set while judge calls must wait for the target's replies (see aevaluate).
-# (all replies generated, one conversation's judging at a time): judge calls of one conversation follow each other.
+# Set while a local judge must wait for the target's replies (see aevaluate): (every reply generated, one
+# conversation judged at a time), so the judge calls of one conversation follow each other.
 _judge_gate: contextvars.ContextVar[tuple[asyncio.Event, asyncio.Lock] | None] = \
     contextvars.ContextVar("_judge_gate", default=None)
 
