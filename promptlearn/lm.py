@@ -40,7 +40,7 @@ def litellm():
             _lt.suppress_debug_info = True
             _lt.drop_params = True
             _register_local(_lt)
-            # litellm leaves ~1M objects behind at import; every full garbage collection walked them all and
+            # litellm leaves ~300,000 objects behind at import; every full garbage collection walked them all and
             # stalled every call in flight for ~0.2 s (bench concurrency). Frozen, the collector skips them.
             gc.freeze()
             atexit.register(gc.unfreeze)  # frozen objects would be finalized after module teardown (llama-cpp errors)
