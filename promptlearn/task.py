@@ -48,7 +48,9 @@ class ModelConfig(_Strict):
         """Whether calls skip litellm and post to an OpenAI-compatible api_base (see promptlearn.openai_http)."""
         if self.transport == "http":
             return True
-        return self.transport == "auto" and bool(self.api_base) and self.name.startswith("openai/")
+        # OpenAI's own API stays with litellm, which maps parameters per model (max_completion_tokens, ...)
+        return (self.transport == "auto" and bool(self.api_base) and self.name.startswith("openai/")
+                and "api.openai.com" not in (self.api_base or ""))
 
     @model_validator(mode="after")
     def _http_needs_a_server(self) -> "ModelConfig":

@@ -32,6 +32,7 @@ def task(base_url: str, **model):
 @pytest.mark.parametrize("name,api_base,transport,direct", [
     ("openai/qwen2.5", "http://127.0.0.1:8000/v1", "auto", True),
     ("openai/gpt-4o-mini", None, "auto", False),            # api.openai.com through litellm
+    ("openai/o3-mini", "https://api.openai.com/v1", "auto", False),  # litellm maps its parameters per model
     ("ollama/llama3", "http://127.0.0.1:11434", "auto", False),  # litellm's own ollama provider
     ("openai/qwen2.5", "http://127.0.0.1:8000/v1", "litellm", False),
     ("hosted_vllm/qwen", "http://127.0.0.1:8000/v1", "http", True),
