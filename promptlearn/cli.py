@@ -397,17 +397,39 @@ def _write_report_quietly(run_dir: Path) -> str:
 
 
 def main() -> None:
-    """Entry point: library errors become one line on stderr and exit code 2, never a traceback."""
+    """Entry point: library errors and bad command lines become one line on stderr and exit code 2, never a
+    traceback or a usage box."""
     from promptlearn.errors import PromptlearnError
 
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="promptlearn")
     except PromptlearnError as e:
         print(f"promptlearn: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("promptlearn: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - click's own errors, found by name: typer vendors click
+        names = {c.__name__ for c in type(e).__mro__}
+        if "NoArgsIsHelpError" in names:  # `promptlearn` alone: the help was printed; click's exit code
+            sys.exit(getattr(e, "exit_code", 2))
+        if "Abort" in names:  # Ctrl-C, which click turns into Abort
+            print("promptlearn: interrupted", file=sys.stderr)
+            sys.exit(130)
+        if "UsageError" not in names:
+            raise
+        print(f"promptlearn: error: {_usage_message(e)}", file=sys.stderr)
+        sys.exit(2)
+    if isinstance(code, int) and not isinstance(code, bool):  # typer.Exit(code) inside a command
+        sys.exit(code)
+
+
+def _usage_message(e: Exception) -> str:
+    """A bad option or argument in one line: what is wrong (click names close options) and where the help is."""
+    text = " ".join(e.format_message().split()).rstrip(".")  # type: ignore[attr-defined]
+    ctx = getattr(e, "ctx", None)
+    command = ctx.command_path if ctx is not None and ctx.command_path else "promptlearn"
+    return f"{text}; see {command} --help"
 
 
 if __name__ == "__main__":

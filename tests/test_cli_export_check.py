@@ -423,3 +423,24 @@ def test_reproduce_non_seed_prompt_across_processes(real_run):
     assert rep["calls"] == 2 * rep["n_examples"] and rep["cached_calls"] == 0
     assert rep["score"] == here.score and rep["checks"] == here.check_rates()
     assert rep["seed_score"] == result.seed.test
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["optimize", "--runs-dir", "x", "task.yaml"], "No such option: --runs-dir (Possible options: --run-dir)"),
+    (["eval"], "Missing argument 'task'"),
+    (["optimize", "--budget-calls", "abc", "task.yaml"], "Invalid value for '--budget-calls'"),
+    (["nosuch"], "No such command 'nosuch'"),
+])
+def test_bad_command_line_is_one_line_exit_2(monkeypatch, capsys, args, expect):
+    code, out, err = cli(monkeypatch, capsys, *args)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("promptlearn: error: ") and expect in err, err
+    assert "--help" in err and "╭" not in err
+
+
+def test_help_and_exit_codes_of_commands_still_work(monkeypatch, capsys, tmp_path):
+    code, out, _ = cli(monkeypatch, capsys, "--help")
+    assert code == 0 and "optimize" in out
+    code, out, err = cli(monkeypatch, capsys, "export", tmp_path / "missing-run", "--to", tmp_path / "a.yaml",
+                         "--key", "p")
+    assert code == 2 and err.startswith("promptlearn: error:")
