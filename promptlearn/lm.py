@@ -392,9 +392,16 @@ def _register_local(lt: Any) -> None:
             op = dict(kwargs.get("optional_params") or {})
             extra = op.pop("extra_body", None) or {}
             op.update(extra)
-            reply = get_model(model).chat(messages, max_tokens=int(op.get("max_tokens", 128)),
-                                          temperature=float(op.get("temperature", 0.0)), seed=op.get("seed", 0),
-                                          guidance=float(op.get("guidance", 1.0)))
+            try:
+                reply = get_model(model).chat(messages, max_tokens=int(op.get("max_tokens", 128)),
+                                              temperature=float(op.get("temperature", 0.0)), seed=op.get("seed", 0),
+                                              guidance=float(op.get("guidance", 1.0)))
+            except ValueError as e:  # llama-cpp: "Requested tokens (n) exceed context window of m"
+                if "context window" not in str(e):
+                    raise
+                # the same request can never fit: not a fault to retry (an optimizer skips such a proposal)
+                raise lt.ContextWindowExceededError(message=str(e), model=f"local/{model}",
+                                                    llm_provider="local") from None
             resp = ModelResponse(model=f"local/{model}", choices=[{
                 "index": 0, "finish_reason": reply.finish_reason,
                 "message": {"role": "assistant", "content": reply.text}}])

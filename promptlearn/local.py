@@ -96,6 +96,8 @@ class LocalModel:
                 self._canonical = ([], [])  # the guided path leaves its own tokens in the KV cache
                 return guided_generate(self, messages, max_tokens=max_tokens, guidance=guidance, start=start)
             tokens = self.tokenize(self.render(messages))
+            if len(tokens) >= self.llama.n_ctx():  # llama-cpp's own check, before _prefill decodes anything
+                raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {self.llama.n_ctx()}")
             reused, bounds = self._prefill(messages, tokens)
             self._canonical = ([], [])  # until the completion below has evaluated the last segment
             out = self.llama.create_completion(

@@ -428,3 +428,23 @@ def test_real_model_multi_turn_replies_do_not_depend_on_what_ran_before():
     assert all(cold) and len(set(cold)) == 3
     assert conversation("continued") == cold
     assert conversation("judge between") == cold
+
+
+@requires_model
+@pytest.mark.model
+def test_real_model_request_longer_than_the_context_is_refused_once_not_retried():
+    """A prompt that cannot fit the context window is the request's fault: one ModelError marked bad_request
+    (an optimizer skips such a proposal), no retries, and the model keeps working (nothing was decoded)."""
+    import asyncio
+
+    from promptlearn.errors import ModelError
+    from promptlearn.lm import LM, Ledger
+    from promptlearn.task import ModelConfig
+
+    ledger = Ledger()
+    lm = LM(ModelConfig(name="local/smollm2", max_tokens=8, retries=6), cache=None, ledger=ledger)
+    with pytest.raises(ModelError, match="exceed context window") as info:
+        asyncio.run(lm.complete([{"role": "system", "content": "word " * 5000}, {"role": "user", "content": "hi"}]))
+    assert info.value.bad_request and "attempts" not in str(info.value)
+    ok = asyncio.run(lm.complete([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]))
+    assert ok.text and ledger.total.calls == 1
