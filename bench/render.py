@@ -346,10 +346,8 @@ def goals_at_a_glance(results: Mapping[str, Mapping[str, Any]]) -> str:
         top = [x for x in c.get("rows", []) if x["in_flight"] == c.get("goal_in_flight")]
         direct = next((x for x in top if x.get("transport", "litellm") == "http"), None)
         via = next((x for x in top if x.get("transport", "litellm") == "litellm"), None)
-        runs = (direct or {}).get("fraction_of_ideal_runs") or []
         rows.append(f"| throughput at {c.get('goal_in_flight')} in flight >= {c.get('goal')} of ideal | "
-                    f"{f((direct or {}).get('fraction_of_ideal'))} direct"
-                    f"{f' (runs {min(runs):.3f}-{max(runs):.3f})' if len(runs) > 1 else ''}"
+                    f"{f((direct or {}).get('fraction_of_ideal'))} direct{_spread(direct or {})}"
                     f"{'; ' + f(via.get('fraction_of_ideal')) + ' through litellm' if via else ''} | "
                     f"{verdict(c.get('goal_met'))} | {stem}.json |")
     stem, k = pick("cache")
