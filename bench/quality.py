@@ -162,7 +162,7 @@ class Scorer:
 
 def score_reply(task: Any, ex: Any, reply: str) -> Any:
     """The engine's score of one reply to a single-turn example (same checks, same context)."""
-    from promptlearn.checks.base import CheckContext, build_check
+    from promptlearn.checks import CheckContext, build_check
     from promptlearn.task import render_prompt
     from promptlearn.types import CheckResult, ExampleResult, Message, TurnResult
 

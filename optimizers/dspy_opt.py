@@ -26,7 +26,7 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from promptlearn.cache import request_key
-from promptlearn.checks.base import CheckContext, build_check
+from promptlearn.checks import CheckContext, build_check
 from promptlearn.errors import BudgetExceeded, ModelError, PromptlearnError, TaskError
 from promptlearn.lm import LM, Completion, usage_sink
 from promptlearn.loop import StopRun

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from promptlearn.cache import Cache
-from promptlearn.checks.base import Check, CheckContext, build_check
+from promptlearn.checks import Check, CheckContext, build_check
 from promptlearn.errors import BudgetExceeded, PromptlearnError
 from promptlearn.lm import LM, Budget, Ledger, usage_sink
 from promptlearn.task import Task, render_prompt
