@@ -9,24 +9,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from promptlearn.errors import TaskError
+from promptlearn.local_reply import LocalReply
 
 _MODELS: dict[str, "LocalModel"] = {}
 _MODELS_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class LocalReply:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    reused_prompt_tokens: int
-    seconds: float
-    finish_reason: str = "stop"
 
 
 def resolve_gguf(name: str) -> Path:
