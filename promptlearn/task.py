@@ -11,8 +11,10 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from promptlearn import importers
 from promptlearn.errors import TaskError
-from promptlearn.types import Example, Message, Turn
+from promptlearn.importers import read_text
+from promptlearn.types import Example, Message
 
 PLACEHOLDER_RE = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 
@@ -385,21 +387,6 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def read_text(path: Path, *, file: str, field: str | None = None, what: str = "the file") -> str:
-    """A file's UTF-8 text, or a TaskError naming the file (and, for bad bytes, the line)."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise TaskError(f"cannot read {what}: {e.strerror or e}", file=file, field=field,
-                        fix="give the path of a readable file") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise TaskError(f"line {line}: {what} is not UTF-8 text (byte {data[e.start]:#04x})", file=file,
-                        field=field, fix="save it as UTF-8") from None
-
-
 def _validate_checks(checks: list[dict[str, Any]], source: str, field: str) -> None:
     from promptlearn.checks import CheckSpecError, build_check
 
@@ -468,8 +455,6 @@ def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, A
 
 
 def _load_examples(spec: TaskSpec, base_dir: Path, source: str) -> list[tuple[DataSource, Example]]:
-    from promptlearn import importers
-
     out: list[tuple[DataSource, Example]] = []
     seen: set[str] = set()
     for i, ds in enumerate(spec.data):
@@ -536,34 +521,3 @@ def render_prompt(template: str, variables: Mapping[str, Any]) -> str:
         return template
     return PLACEHOLDER_RE.sub(lambda m: str(variables[m.group(1)]) if m.group(1) in variables else m.group(0),
                               template)
-
-
-def build_turns(messages: list[Mapping[str, Any]]) -> tuple[tuple[Turn, ...], dict[str, Any]]:
-    """Conversation messages -> turns. An assistant message after a user turn is a given reply (history)."""
-    turns: list[Turn] = []
-    variables: dict[str, Any] = {}
-    pending: dict[str, Any] | None = None
-    for m in messages:
-        role, content = m.get("role"), m.get("content")
-        if not isinstance(content, str):
-            raise ValueError(f"message content must be a string, got {type(content).__name__}")
-        if role == "system":
-            variables["system"] = content
-        elif role == "user":
-            if pending is not None:
-                turns.append(Turn(pending["content"], tuple(pending.get("checks", ())), None,
-                                  meta=pending.get("meta", {})))
-            pending = dict(m)
-        elif role == "assistant":
-            if pending is None:
-                raise ValueError("an assistant message must follow a user message")
-            turns.append(Turn(pending["content"], tuple(pending.get("checks", ())),
-                              None if m.get("generate") else content, meta=pending.get("meta", {})))
-            pending = None
-        else:
-            raise ValueError(f"unknown role '{role}' (use system, user or assistant)")
-    if pending is not None:
-        turns.append(Turn(pending["content"], tuple(pending.get("checks", ())), None, meta=pending.get("meta", {})))
-    if not turns:
-        raise ValueError("a conversation needs at least one user message")
-    return tuple(turns), variables
