@@ -243,7 +243,7 @@ class DSPyOptimizer:
                 program = self._compile(target, proposer, train, val)
             except AdapterParseError as e:  # the proposer did not answer in DSPy's field format
                 self.compile_error = f"proposer reply not parsable: {str(e).splitlines()[0][:200]}"
-            except Exception:  # noqa: BLE001 - DSPy turns a stop into its own errors; the bridge knows
+            except Exception:  # DSPy turns a stop into its own errors; the bridge knows
                 if self.bridge.stop is None:
                     raise
         if self.bridge.stop is not None:

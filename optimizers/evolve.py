@@ -43,8 +43,8 @@ class Evolution:
                 parent = self.pick_parent(ctx)
                 op = self.pick_operator(ctx)
                 child = MUTATIONS[op](parent.prompt, ctx.rng, protected=ctx.task.spec.protected,
-                                      passing=ctx.passing(k=8) if op in ("add_example", "opening_template") else (), ctx=ctx,
-                                      parent_id=parent.id)
+                                      passing=ctx.passing(k=8) if op in ("add_example", "opening_template") else (),
+                                      ctx=ctx, parent_id=parent.id)
                 parents = (parent.id,)
             self.tries[op] += 1
             if child is None:

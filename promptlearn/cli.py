@@ -152,7 +152,7 @@ def optimize_cmd(
     except KeyboardInterrupt:
         where = live.run_dir or "the run directory"
         print(f"promptlearn: interrupted; the run is saved: continue it with --resume {where}", file=sys.stderr)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     if as_json:
         print(json.dumps(result.to_json(), default=str))
         return
@@ -409,7 +409,7 @@ def main() -> None:
     except KeyboardInterrupt:
         print("promptlearn: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - click's own errors, found by name: typer vendors click
+    except Exception as e:  # click's own errors, found by name: typer vendors click
         names = {c.__name__ for c in type(e).__mro__}
         if "NoArgsIsHelpError" in names:  # `promptlearn` alone: the help was printed; click's exit code
             sys.exit(getattr(e, "exit_code", 2))

@@ -202,7 +202,8 @@ def _chat_formatter(llama: Any):
         raise TaskError(f"{llama.model_path} has no chat template in its metadata", field="model.name",
                         fix="use a GGUF that carries tokenizer.chat_template")
     eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "ignore")
-    bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "ignore") if llama.token_bos() >= 0 else ""
+    bos = (llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "ignore") if llama.token_bos() >= 0
+           else "")
     fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
 
     def render(messages: Sequence[dict[str, str]]) -> str:

@@ -455,6 +455,8 @@ def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, A
 
 
 def _load_examples(spec: TaskSpec, base_dir: Path, source: str) -> list[tuple[DataSource, Example]]:
+    from promptlearn.checks import build_check
+
     out: list[tuple[DataSource, Example]] = []
     seen: set[str] = set()
     for i, ds in enumerate(spec.data):
@@ -483,14 +485,12 @@ def _load_examples(spec: TaskSpec, base_dir: Path, source: str) -> list[tuple[Da
                 raise TaskError(f"line {lineno}: duplicate example id '{ex.id}'", file=where,
                                 fix="give every example a unique 'id'")
             seen.add(ex.id)
-            try:
-                for spec_i, c in enumerate(ex.checks + tuple(ch for t in ex.turns for ch in t.checks)):
-                    from promptlearn.checks import build_check
-
+            for spec_i, c in enumerate(ex.checks + tuple(ch for t in ex.turns for ch in t.checks)):
+                try:
                     build_check(c)
-            except Exception as e:  # noqa: BLE001 - any bad check spec is a data error
-                raise TaskError(f"line {lineno}: check {spec_i}: {e}", file=where,
-                                fix="see `promptlearn checks`") from None
+                except Exception as e:  # noqa: BLE001 - any bad check spec is a data error
+                    raise TaskError(f"line {lineno}: check {spec_i}: {e}", file=where,
+                                    fix="see `promptlearn checks`") from None
             out.append((ds, ex))
     if not out:
         raise TaskError("no examples", file=source, field="data", fix="add rows to the data files")

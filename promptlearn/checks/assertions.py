@@ -257,7 +257,7 @@ class JsonCheck(_Rule):
         errors = list(jsonschema.validators.validator_for(self.schema)(self.schema).iter_errors(data))
         if not errors:
             return _PASS
-        where = lambda e: "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path)  # noqa
+        where = lambda e: "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path)  # noqa: E731
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         return _fail("reply JSON does not match the schema: "
                      + "; ".join(f"at {where(e)}: {e.message}" for e in errors[:3]) + more)

@@ -48,7 +48,7 @@ class IFEvalCheck:
             return "reply is empty"
         try:
             return rules.RULES[self.kind](text, **self.params)
-        except Exception as e:  # a check must never raise for an odd reply
+        except Exception as e:  # noqa: BLE001 - a check must never raise for an odd reply
             return f"could not check the reply ({type(e).__name__}: {e})"
 
     def score(self, reply: str, ctx: CheckContext | None = None) -> CheckResult:

@@ -53,7 +53,7 @@ def _toml_string_items(prompt: str) -> list:
     if "\n" in prompt:
         try:
             items.append(String(StringType.MLB, prompt, _toml_mlb(prompt), Trivia()))
-        except Exception:  # tomlkit internals changed: use its own multi-line writer
+        except Exception:  # noqa: BLE001 - tomlkit internals changed: use its own multi-line writer
             items.append(tomlkit.string(prompt, multiline=True))
     items.append(tomlkit.string(prompt))
     return items
@@ -132,6 +132,6 @@ def _toml_put(container: Any, key: str, item: Any, after: str | None) -> None:
         try:
             inner._insert_after(after, key, item)
             return
-        except Exception:  # tomlkit internals changed: plain assignment appends at the end
+        except Exception:  # noqa: BLE001 - tomlkit internals changed: plain assignment appends at the end
             pass
     container[key] = item

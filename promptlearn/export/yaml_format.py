@@ -366,7 +366,7 @@ def _yaml_export(text: str | None, key: str, parts: list[str], prompt: str, prov
     def ok(candidate: str) -> bool:
         try:
             got = _yaml_rt().load(candidate)
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever does not load back is not a candidate
             return False
         return _plain(got if got is not None else {}) == expected
 
