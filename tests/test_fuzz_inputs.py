@@ -8,7 +8,6 @@ through `promptlearn eval` in a subprocess, which must exit 2 with one `promptle
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import subprocess
@@ -190,14 +189,17 @@ def test_mutated_task_field(tmp_path, path, value, how):
         assert str(path[0]) in str(err) or "line " in str(err), f"{path[0]} not named in: {err}"
 
 
+TASK = {"name": "t", "model": "fake/x", "prompt": "p"}
+
+
 @FUZZ
 @given(doc=values)
-@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"messages": [{"role": "robot", "content": "x"}]}]}]})
-@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"messages": [{"role": "user"}]}]}]})
-@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"file": "rows.jsonl", "format": "sysbench"}]})
-@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"messages": []}], "format": "sys_ifeval"}]})
-@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"messages": [{}], "prompt_infos": []}], "format": "sysbench"}]})
-@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"user": "a"}]}], "splits": {"train": ".nan"}})
+@example(doc={**TASK, "data": [{"examples": [{"messages": [{"role": "robot", "content": "x"}]}]}]})
+@example(doc={**TASK, "data": [{"examples": [{"messages": [{"role": "user"}]}]}]})
+@example(doc={**TASK, "data": [{"file": "rows.jsonl", "format": "sysbench"}]})
+@example(doc={**TASK, "data": [{"examples": [{"messages": []}], "format": "sys_ifeval"}]})
+@example(doc={**TASK, "data": [{"examples": [{"messages": [{}], "prompt_infos": []}], "format": "sysbench"}]})
+@example(doc={**TASK, "data": [{"examples": [{"user": "a"}]}], "splits": {"train": ".nan"}})
 @example(doc={"a": "ZZNUM0"})
 def test_random_yaml_structure(tmp_path, doc):
     """A whole task file that is some random YAML value: load or one TaskError."""
