@@ -27,9 +27,10 @@ from dspy.utils.exceptions import AdapterParseError
 
 from promptlearn.cache import request_key
 from promptlearn.checks import CheckContext, build_check
+from promptlearn.checks.base import is_model_check
 from promptlearn.errors import BudgetExceeded, ModelError, PromptlearnError, TaskError
 from promptlearn.lm import LM, Completion, usage_sink
-from promptlearn.loop import StopRun
+from promptlearn.loop import RunContext, StopRun
 from promptlearn.task import render_prompt
 from promptlearn.types import CheckResult, ExampleResult, Message, TurnResult, Usage
 
@@ -221,7 +222,7 @@ class DSPyOptimizer:
         self.compile_error: str | None = None
 
     # ---- the run --------------------------------------------------------------------------------------------------
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RunContext) -> None:
         self.ctx, self.examples = ctx, {e.id: e for e in ctx.train + ctx.val}
         self.with_vars = bool(ctx.task.placeholders)
         train, val = self._dspy_examples(ctx.train), self._dspy_examples(ctx.val)
@@ -325,7 +326,7 @@ class DSPyOptimizer:
             while name in out:
                 name, n = f"{check.name}#{n}", n + 1
             try:
-                if getattr(check, "needs_model", False):
+                if is_model_check(check):
                     out[name] = await check.ascore(reply, cctx, self.ctx.evaluator.judge_lm)
                 else:
                     out[name] = check.score(reply, cctx)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from promptlearn.cache import Cache
 from promptlearn.checks import Check, CheckContext, build_check
+from promptlearn.checks.base import is_model_check
 from promptlearn.errors import BudgetExceeded, PromptlearnError
 from promptlearn.lm import LM, Budget, Ledger, usage_sink
 from promptlearn.task import Task, render_prompt
@@ -295,7 +296,7 @@ class Evaluator:
             while name in out:
                 name, n = f"{check.name}#{n}", n + 1
             try:
-                if getattr(check, "needs_model", False):
+                if is_model_check(check):
                     out[name] = await check.ascore(reply, ctx, self.judge_lm)
                 else:
                     out[name] = check.score(reply, ctx)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, Sequence, TypeGuard, TypeVar
 
 from promptlearn.types import CheckResult, Message
+
+if TYPE_CHECKING:
+    from promptlearn.lm import LM
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class Check(Protocol):
     Contract: returns a CheckResult with score in [0, 1] (higher is better) and a feedback sentence saying what
     failed; never raises for a bad reply (an empty or odd reply is a low score, not an exception). Checks are
     pure functions of (reply, context) so their results can be cached and compared across candidates.
-    Checks that call a model (judges) set `needs_model = True` and implement `ascore`.
+    Checks that call a model (judges) set `needs_model = True` and implement `ascore` (ModelCheck).
     """
 
     name: str
@@ -35,18 +38,31 @@ class Check(Protocol):
     def score(self, reply: str, ctx: CheckContext) -> CheckResult: ...
 
 
+class ModelCheck(Check, Protocol):
+    """A check that asks a model (an LLM judge): `needs_model = True`, and the engine awaits `ascore` with the
+    judge's LM instead of calling `score`. Same contract as Check; a judge that never gives a parsable verdict
+    returns `judge_error=True` rather than raising."""
+
+    async def ascore(self, reply: str, ctx: CheckContext, lm: LM) -> CheckResult: ...
+
+
+def is_model_check(check: Check) -> TypeGuard[ModelCheck]:
+    return bool(getattr(check, "needs_model", False))
+
+
 class CheckSpecError(ValueError):
     """A check spec in a task file is wrong; the message says which field and how to fix it."""
 
 
 CheckFactory = Callable[..., Check]
 _REGISTRY: dict[str, CheckFactory] = {}
+_Factory = TypeVar("_Factory", bound=CheckFactory)
 
 
-def register_check(*types: str) -> Callable[[CheckFactory], CheckFactory]:
+def register_check(*types: str) -> Callable[[_Factory], _Factory]:
     """Register a factory for one or more check `type` names; built-ins register the same way plugins do."""
 
-    def deco(factory: CheckFactory) -> CheckFactory:
+    def deco(factory: _Factory) -> _Factory:
         for t in types:
             _REGISTRY[t] = factory
         return factory
