@@ -7,9 +7,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Optional
 
 import typer
+
+if TYPE_CHECKING:  # rich loads on first use: `promptlearn --help` stays fast
+    from rich.console import Console
+    from rich.live import Live
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -17,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Learn better system prompts: evaluate, optimize, export, gate.")
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr)
@@ -81,12 +85,12 @@ def eval_cmd(
         raise typer.Exit(1)
 
 
-def _progress(total: int, *, quiet: bool):
+def _progress(total: int, *, quiet: bool) -> ContextManager[Callable[[], None]]:
     """A rich progress bar on stderr; a no-op when output must stay machine-readable."""
     from contextlib import contextmanager
 
     @contextmanager
-    def bar():
+    def bar() -> Iterator[Callable[[], None]]:
         if quiet or not sys.stderr.isatty():
             yield lambda: None
             return
@@ -179,7 +183,7 @@ class _LiveView:
 
     def __init__(self, quiet: bool):
         self.quiet = quiet or not sys.stderr.isatty()
-        self.live = None
+        self.live: Live | None = None
         self.run_dir: Optional[str] = None
         self._last_best: Optional[str] = None
 

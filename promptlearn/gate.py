@@ -33,8 +33,8 @@ def provenance(run_id: str, val: float | None, test: float | None, prompt: str,
     """What an export writes next to the prompt: where it came from, how it scored (and decoding options, if any)."""
     from promptlearn.export import prompt_sha256
 
-    prov = {"run_id": run_id, "val": None if val is None else round(val, 4),
-            "test": None if test is None else round(test, 4), "sha256": prompt_sha256(prompt)}
+    prov: dict[str, Any] = {"run_id": run_id, "val": None if val is None else round(val, 4),
+                            "test": None if test is None else round(test, 4), "sha256": prompt_sha256(prompt)}
     if decoding:
         prov["decoding"] = dict(decoding)
     return prov

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from promptlearn.cache import Cache, request_key
 from promptlearn.errors import BudgetExceeded, ModelError, TaskError
@@ -28,7 +28,7 @@ usage_sink: contextvars.ContextVar[list[Usage] | None] = contextvars.ContextVar(
 _litellm_lock = threading.Lock()
 
 
-def litellm():
+def litellm() -> Any:
     """Import litellm once, offline, with the local provider registered."""
     global _litellm
     with _litellm_lock:
@@ -46,6 +46,10 @@ def litellm():
             atexit.register(gc.unfreeze)  # frozen objects would be finalized after module teardown (llama-cpp errors)
             _litellm = _lt
     return _litellm
+
+
+# One model call: (messages, call arguments) -> (reply text, (prompt, completion, cached prompt) tokens, USD).
+_Send = Callable[[list[dict[str, str]], dict[str, Any]], Awaitable[tuple[str, tuple[int, int, int], float]]]
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,7 @@ class LM:
                 await asyncio.sleep(_backoff(e, attempt, rng))
         raise AssertionError("unreachable")
 
-    def _litellm_send(self) -> tuple[Any, tuple[type[BaseException], ...], type[BaseException]]:
+    def _litellm_send(self) -> tuple[_Send, tuple[type[Exception], ...], type[Exception]]:
         """One call through litellm: (send, errors no retry can fix, the bad-request error type)."""
         lt, c = litellm(), self.config
 
@@ -227,7 +231,7 @@ class LM:
         return send, (lt.AuthenticationError, lt.BadRequestError, lt.NotFoundError, lt.PermissionDeniedError,
                       lt.ContextWindowExceededError, TaskError), lt.BadRequestError
 
-    def _http_send(self) -> tuple[Any, tuple[type[BaseException], ...], type[BaseException]]:
+    def _http_send(self) -> tuple[_Send, tuple[type[Exception], ...], type[Exception]]:
         """One call straight to an OpenAI-compatible server (promptlearn.openai_http), priced from litellm's
         cost map when the model is in it."""
         from promptlearn import openai_http as http
@@ -402,12 +406,12 @@ def _register_local(lt: Any) -> None:
                 # the same request can never fit: not a fault to retry (an optimizer skips such a proposal)
                 raise lt.ContextWindowExceededError(message=str(e), model=f"local/{model}",
                                                     llm_provider="local") from None
+            usage = lt.Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                             total_tokens=reply.prompt_tokens + reply.completion_tokens,
+                             prompt_tokens_details={"cached_tokens": reply.reused_prompt_tokens})
             resp = ModelResponse(model=f"local/{model}", choices=[{
                 "index": 0, "finish_reason": reply.finish_reason,
-                "message": {"role": "assistant", "content": reply.text}}])
-            resp.usage = lt.Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                                  total_tokens=reply.prompt_tokens + reply.completion_tokens,
-                                  prompt_tokens_details={"cached_tokens": reply.reused_prompt_tokens})
+                "message": {"role": "assistant", "content": reply.text}}], usage=usage)
             return resp
 
         async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:

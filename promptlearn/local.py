@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from promptlearn.errors import TaskError
 from promptlearn.local_reply import LocalReply
@@ -193,7 +193,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _chat_formatter(llama: Any):
+def _chat_formatter(llama: Any) -> Callable[[Sequence[dict[str, str]]], str]:
     """Render with the GGUF's tokenizer.chat_template (Jinja), as llama-cpp-python does for chat completions."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 

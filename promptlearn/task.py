@@ -465,6 +465,7 @@ def _load_examples(spec: TaskSpec, base_dir: Path, source: str) -> list[tuple[Da
             rows = [(n + 1, r) for n, r in enumerate(ds.examples)]
             where = f"{source} {field}.examples"
         else:
+            assert ds.file is not None  # DataSource._one_source: examples or a file
             fpath = base_dir / ds.file
             if not _exists(fpath) or fpath.is_dir():
                 what = "is a directory" if _exists(fpath) else "not found"
@@ -477,7 +478,8 @@ def _load_examples(spec: TaskSpec, base_dir: Path, source: str) -> list[tuple[Da
             try:
                 ex = importers.to_example(row, ds.format, default_id=f"{Path(ds.file or 'inline').stem}-{lineno}")
             except Exception as e:  # noqa: BLE001 - any row that does not convert is a data error
-                msg = {KeyError: f"missing field {e}", IndexError: f"too few items ({e})"}.get(type(e), str(e))
+                known: dict[type[Exception], str] = {KeyError: f"missing field {e}", IndexError: f"too few items ({e})"}
+                msg = known.get(type(e), str(e))
                 raise TaskError(f"line {lineno}: {msg}", file=where,
                                 fix="each row needs 'messages' (or 'user') and optional 'checks'") from None
             ex = Example(ex.id, ex.turns, tuple(ds.checks) + ex.checks, {**ds.meta, **ex.meta})

@@ -77,7 +77,7 @@ class FaultPlan:
         Independent of arrival order (so concurrent runs reproduce), and a retry of an identical
         body is a fresh draw, so retries heal with probability 1 - rate each.
         """
-        kinds, seen = cls._check(kinds), {}
+        kinds, seen = cls._check(kinds), dict[str, int]()
         if not kinds:
             raise ValueError("kinds must not be empty")
 
@@ -253,6 +253,7 @@ class LoopbackServer:
         if fault in ("500", "503"):
             return self._error(int(fault), f"server error {fault} (injected)", "server_error")
         if fault == "timeout":  # outlast the client's timeout; released early when the server stops
+            assert self._closing is not None  # made before the server takes requests
             try:
                 await asyncio.wait_for(self._closing.wait(), self.hang_seconds)
                 return self._error(503, "server shutting down", "server_error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Mapping
 
 from promptlearn.export.core import (
@@ -17,14 +18,15 @@ from promptlearn.export.core import (
 
 def _toml_read(text: str, key: str, parts: list[str], name: str) -> Any:
     try:
-        import tomllib
+        if sys.version_info >= (3, 11):
+            import tomllib
 
-        data = tomllib.loads(text)
-    except ImportError:  # Python < 3.11
-        import tomlkit
+            data = tomllib.loads(text)
+        else:
+            import tomlkit
 
-        data = tomlkit.parse(text).unwrap()
-    except ValueError as e:
+            data = tomlkit.parse(text).unwrap()
+    except ValueError as e:  # tomllib.TOMLDecodeError, tomlkit's ParseError
         raise ExportError(f"{name}: cannot parse TOML: {e}") from e
     return _deep_get(data, parts, name, key)
 

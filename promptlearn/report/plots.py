@@ -99,7 +99,7 @@ def score_plot(summary: Mapping[str, Any], x_key: str) -> str:
                      f'data-y="{p["val"]:.4f}"><title>{e(p["id"])} ({e(str(p["operator"]))}): val '
                      f'{p["val"]:.3f} at {e(xl)}</title></circle>')
     # test scores of seed and best, at the end of the run (test is scored once, after the search)
-    labels = []
+    labels: list[list[Any]] = []  # [y, text, name]; y moves so labels do not overlap
     same = summary["seed_id"] == summary["best_id"]
     for name, s in (("seed", seed), ("best", best)):
         if s["test"] is None or (same and name == "seed"):
