@@ -10,27 +10,23 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from promptlearn.engine import Evaluation, Evaluator
 from promptlearn.errors import BudgetExceeded, ModelError
-from promptlearn.lm import LM
+from promptlearn.lm import LM, Completion
 from promptlearn.metrics import side_effects, violated
 from promptlearn.store import RunStore
 from promptlearn.task import Task
 from promptlearn.types import Candidate, Example, ExampleResult, Usage
-
-PASS = 1.0 - 1e-9
-
 
 @dataclass(frozen=True)
 class Verdict:
     """What happened to one proposal."""
 
     id: str
-    status: str  # rejected | duplicate | screened_out | promoted | accepted | incomplete
+    status: str  # rejected | duplicate | screened_out | promoted | accepted
     val: float | None = None
     reason: str = ""
 
@@ -47,7 +43,6 @@ class Options:
     patience: int = 0  # stop after this many proposals with no new best (0: never)
     max_candidates: int | None = None
     test_front: int = 2  # extra Pareto-front candidates scored on test besides seed and best
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class StopRun(Exception):
@@ -92,7 +87,7 @@ class RunContext:
         ev = self.evaluator.evaluate(prompt, exs, split=split, tag=tag, model_overrides=model_overrides)
         self.seen.setdefault(ev.candidate_id, {}).update(ev.results)
         if not ev.complete:
-            raise _budget_from(ev.stop_reason or "")
+            raise ev.stop or BudgetExceeded("budget", 0, 0)
         return ev
 
     def val_eval(self, cand_id: str) -> Evaluation:
@@ -157,7 +152,7 @@ class RunContext:
         if k == 0:
             return []
         stored = self.seen.get(parent_id, {})
-        failing = [e for e in self.train if e.id in stored and stored[e.id].score < PASS]
+        failing = [e for e in self.train if e.id in stored and not stored[e.id].passed]
         picked = self.rng.sample(failing, min(len(failing), k // 2))
         rest = [e for e in self.train if e not in picked]
         picked += self.rng.sample(rest, k - len(picked))
@@ -203,30 +198,38 @@ class RunContext:
         so a dead proposer never turns the run into a blind search that still reports success.
         """
         self.check_stop()
+        try:
+            return self.stored_call(self.proposer, messages, sample=sample, tag="proposer").text
+        except ModelError as e:
+            if not e.bad_request:
+                raise
+            return None
+
+    def stored_call(self, lm: LM, messages: Sequence[Mapping[str, str]], *, sample: int = 0,
+                    tag: str | None = None) -> Completion:
+        """A model call kept in the run store under its cache key, so a resumed run replays it (paying its
+        original cost once) instead of asking again: the one replay path for proposer and optimizer calls."""
         from promptlearn.cache import request_key
         from promptlearn.lm import usage_sink
 
-        key = request_key(self.proposer.name, self.proposer.params(), [dict(m) for m in messages], sample)
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        key = request_key(lm.name, lm.params(), msgs, lm.sample_key(sample))
         stored = self.store.get_generation(key)
         if stored is not None:
             text, usage = stored
             if key not in self._replayed:
                 self._replayed.add(key)
-                self.evaluator.ledger.add(usage, "proposer")
-            return text
+                self.evaluator.ledger.add(usage, tag)
+            return Completion(text, usage.prompt_tokens, usage.completion_tokens, cached=True)
         sink: list[Usage] = []
         token = usage_sink.set(sink)
         try:
-            text = self.evaluator.run(self.proposer.complete(messages, sample=sample, tag="proposer")).text
-        except ModelError as e:
-            if not e.bad_request:
-                raise
-            return None
+            done = self.evaluator.run(lm.complete(msgs, sample=sample, tag=tag))
         finally:
             usage_sink.reset(token)
         self._replayed.add(key)
-        self.store.put_generation(key, text, sum(sink, Usage()))
-        return text
+        self.store.put_generation(key, done.text, sum(sink, Usage()))
+        return done
 
     # ---- feedback for optimizers ------------------------------------------------------------------------
     def failures(self, cand_id: str, k: int = 4) -> list[tuple[Example, ExampleResult]]:
@@ -237,7 +240,7 @@ class RunContext:
             self.evaluate(cand.prompt, self.minibatch(cand_id), tag="reflect-batch",
                           model_overrides=cand.model_overrides)
             stored = self.seen.get(cand_id, {})
-        exs = [e for e in self.train if e.id in stored and stored[e.id].score < PASS]
+        exs = [e for e in self.train if e.id in stored and not stored[e.id].passed]
         return [(e, stored[e.id]) for e in self.rng.sample(exs, min(k, len(exs)))]
 
     def passing(self, k: int = 3) -> list[tuple[Example, str]]:
@@ -247,7 +250,7 @@ class RunContext:
             stored = self.seen.get(cid, {})
             for e in self.train:
                 r = stored.get(e.id)
-                if r is not None and r.score >= PASS and len(e.turns) == 1 and r.turns:
+                if r is not None and r.passed and len(e.turns) == 1 and r.turns:
                     out.append((e, r.turns[0].reply))
         out = sorted(dict(((e.id, reply), (e, reply)) for e, reply in out).values(), key=lambda p: (p[0].id, p[1]))
         return self.rng.sample(out, min(k, len(out)))
@@ -269,14 +272,6 @@ class RunContext:
                                           "proposals": self.proposals, "seconds": u.seconds})
         if self.on_progress:
             self.on_progress(self)
-
-
-def _budget_from(reason: str) -> BudgetExceeded:
-    """Rebuild the BudgetExceeded that cut an evaluation short from its message."""
-    import re
-
-    m = re.search(r"budget stop: (\w+) limit reached \(([\d.e+-]+) used of ([\d.e+-]+)\)", reason)
-    return BudgetExceeded(m.group(1), float(m.group(2)), float(m.group(3))) if m else BudgetExceeded("budget", 0, 0)
 
 
 def paired_confidence(new: Evaluation, old: Evaluation, n: int, rng: random.Random) -> float:

@@ -135,11 +135,25 @@ class Budget(_Strict):
 
 
 class Objective(_Strict):
-    """Primary adherence score plus side-effect constraints like `broken: "<= 2"`."""
+    """What the search maximises and what it must not break.
+
+    `primary`: the score every decision uses (screening, acceptance, the reported val and test): "score" (strict)
+    or "loose" (IFEval's loose variant for the checks that have one). `weights`: check name -> weight in its
+    turn's score (times the check's own `weight:`; 1 by default). `constraints`: side-effect limits like
+    `broken: "<= 2"` a new best must keep.
+    """
 
     primary: Literal["score", "loose"] = "score"
     constraints: dict[str, str] = Field(default_factory=dict)
     weights: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, w in v.items():
+            if not 0 < w < float("inf"):
+                raise ValueError(f"weight of check '{name}' must be > 0, got {w:g}")
+        return v
 
     @field_validator("constraints")
     @classmethod
@@ -274,7 +288,27 @@ def task_from_dict(raw: Mapping[str, Any], *, base_dir: Path | str = ".", source
     for i, ds in enumerate(spec.data):
         _validate_checks(ds.checks, source, f"data[{i}].checks")
     examples = _load_examples(spec, base_dir, source)
+    _validate_weights(spec, [ex for _, ex in examples], source)
     return Task(spec, _split(spec, examples), path=Path(source) if source != "<task>" else None)
+
+
+def _validate_weights(spec: TaskSpec, examples: Sequence[Example], source: str) -> None:
+    """Every name in objective.weights must be the name of a check the task has (a typo would weigh nothing)."""
+    if not spec.objective.weights:
+        return
+    from promptlearn.checks import build_check
+
+    specs = list(spec.checks) + [c for ex in examples for c in ex.checks + tuple(x for t in ex.turns for x in t.checks)]
+    names = sorted({build_check(c).name for c in specs})
+    for name in spec.objective.weights:
+        if name not in names:
+            import difflib
+
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise TaskError(f"no check is named '{name}'", file=source, field=f"objective.weights.{name}",
+                            fix=f"{hint}use a check's name (its `name:`, or e.g. starts_with(Ahoy)); checks here: "
+                                + (", ".join(names[:8]) or "none"))
 
 
 def make_task(name: str, prompt: str, conversations: Iterable[Any], checks: Iterable[Any] = (),

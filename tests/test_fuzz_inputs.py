@@ -54,7 +54,7 @@ def valid_task() -> dict[str, Any]:
                  {"examples": [{"id": "inline-1", "user": "hi"}], "split": "test"}],
         "splits": {"train": 0.4, "val": 0.3, "test": 0.3, "seed": 0},
         "checks": [{"type": "starts_with", "value": "Ahoy", "name": "ahoy"}, {"type": "max_words", "value": 50}],
-        "objective": {"primary": "score", "constraints": {"broken": "<= 2"}, "weights": {"score": 1.0}},
+        "objective": {"primary": "score", "constraints": {"broken": "<= 2"}, "weights": {"ahoy": 2.0}},
         "budget": {"max_calls": 100, "max_usd": 1.0, "max_tokens": 10000, "max_seconds": 60},
         "optimizer": {"name": "evolve", "crossover_rate": 0.2},
         "cache": "cache.sqlite",
