@@ -3,9 +3,11 @@ classification of check families, and the one scoring path that DSPy and the ben
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from conftest import requires_model
 
 from promptlearn.engine import Evaluation, Evaluator
 from promptlearn.errors import TaskError
@@ -216,3 +218,24 @@ def test_example_with_given_turns_scores_only_generated_ones():
         ev.score_replies(t.prompt, ex, ["a", "b"])
     assert ev.score_replies(t.prompt, ex, ["yes"]).score == 1.0
     ev.close()
+
+
+# ---- through the real embedded model ---------------------------------------------------------------------------
+
+@pytest.mark.model
+@requires_model
+def test_turns_and_weights_on_the_embedded_model():
+    from promptlearn.task import load_task
+
+    t = load_task(Path(__file__).resolve().parents[1] / "tasks" / "pirate_two_turns.yaml")
+    exs = t.examples("val")[:2]
+    ev = Evaluator(t)
+    res = ev.evaluate(t.prompt, exs)
+    ev.close()
+    for r in res.results.values():
+        first, last = r.turns
+        assert sorted(first.checks) == ["answers", "greets"] and sorted(last.checks) == ["answers", "signs_off"]
+        g, a = first.checks["greets"], first.checks["answers"]
+        assert g.weight == 2 and first.score == pytest.approx((2 * g.score + a.score) / 3)
+        assert r.score == pytest.approx((first.score + last.score) / 2)
+        assert last.reply and first.reply != last.reply  # the second turn was generated with the first as history
