@@ -214,6 +214,19 @@ class Task:
             raise TaskError(f"unknown split '{split}'", fix="use train, val, test or all")
         return self.splits[split]
 
+    def require(self, *splits: str, proposer: bool = False) -> None:
+        """Refuse a command before it creates anything or calls a model: every split it scores must have
+        examples. Raises TaskError in one line naming the empty splits and what each split got."""
+        names = list(dict.fromkeys(splits))
+        empty = [s for s in names if not self.examples(s)]  # an unknown split name is a TaskError of its own
+        if empty:
+            counts = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
+            which = " and ".join(empty)
+            raise TaskError(f"the {which} split{'s have' if len(empty) > 1 else ' has'} no examples ({counts})",
+                            file=str(self.path) if self.path else None, field="splits",
+                            fix=f"add examples or change `splits:` so that {which} get"
+                                f"{'' if len(empty) > 1 else 's'} at least one")
+
     def violations(self, prompt: str) -> list[str]:
         """What a candidate prompt lost: protected clauses and placeholders that must survive verbatim."""
         missing = [f"protected clause '{c[:40]}'" for c in self.spec.protected if c not in prompt]
