@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -474,6 +475,20 @@ def test_cli_check_on_an_empty_val_exits_2(tmp_path):
     assert "the val split has no examples (train 0, val 0, test 1)" in line, line
 
 
+def test_cli_optimize_without_the_provider_key_exits_2_at_once(tmp_path):
+    """`openai/gpt-4o-mini` without OPENAI_API_KEY was retried 7 times over 30 s as a server error, exit 1."""
+    doc = {**valid_task(), "model": {"name": "openai/gpt-4o-mini", "retries": 0, "timeout": 5}}
+    del doc["proposer"], doc["judge"]
+    task = write_task(tmp_path, doc)
+    start = time.monotonic()
+    proc = cli(["optimize", str(task), "--run-dir", str(tmp_path / "run")], tmp_path, drop=("OPENAI_API_KEY",))
+    line = one_error_line(proc)
+    assert line == (f"promptlearn: error: {task}: no key for openai/gpt-4o-mini: set OPENAI_API_KEY or name a "
+                    "variable in model.api_key_env")
+    assert not (tmp_path / "run").exists()
+    assert time.monotonic() - start < 60
+
+
 def test_empty_test_split_is_refused_before_any_call(tmp_path, fake_lm):
     """train and val were fine, so the whole search ran and spent its budget before finding nothing to test."""
     from promptlearn.run import optimize
@@ -495,3 +510,44 @@ def test_api_refuses_an_empty_split(fake_lm, api):
         evaluate(task, split="val") if api == "evaluate" else check_prompt(task, "Ahoy!", "val")
     assert fake_lm.calls == 0
     assert (evaluate(task, split="test") if api == "evaluate" else check_prompt(task, "Ahoy!", "test")).score == 0.0
+
+
+JUDGED = [{"type": "checklist", "criteria": ["The reply is polite."]}]
+
+
+@pytest.mark.parametrize("role", ["proposer", "judge"])
+def test_a_proposer_or_judge_without_its_key_is_refused_before_any_call(tmp_path, fake_lm, role):
+    from promptlearn.engine import evaluate
+    from promptlearn.run import optimize
+
+    plain = {**ONE_EXAMPLE, "data": [{"examples": [{"user": f"q{i}"} for i in range(6)]}],
+             role: "anthropic/claude-haiku-4-5"}
+    judged = {**plain, "checks": plain["checks"] + JUDGED}
+    expected = f"no key for anthropic/claude-haiku-4-5: set ANTHROPIC_API_KEY or name a variable in {role}.api_key_env"
+    with pytest.raises(TaskError, match=re.escape(expected)):
+        optimize(task_from_dict(judged), budget=30, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    assert fake_lm.calls == 0 and not (tmp_path / "run").exists()
+    # eval never calls the proposer; the judge only for a check that needs a model (an unset judge is the proposer)
+    with pytest.raises(TaskError, match=re.escape(expected)):
+        evaluate(task_from_dict(judged), split="val")
+    assert fake_lm.calls == 0
+    assert evaluate(task_from_dict(plain), split="val").complete and fake_lm.calls == 2
+
+
+@pytest.mark.parametrize("model, refused", [
+    ({"name": "openai/gpt-4o-mini"}, True),
+    ({"name": "gpt-4o-mini"}, True),
+    ({"name": "openai/gpt-4o-mini", "api_base": "https://api.openai.com/v1"}, True),
+    ({"name": "openai/qwen", "api_base": "http://127.0.0.1:8000/v1"}, False),  # a self-hosted server
+    ({"name": "openai/gpt-4o-mini", "api_key_env": "MY_KEY"}, False),  # the call names MY_KEY itself
+    ({"name": "local/smollm2"}, False),
+    ({"name": "ollama/llama3"}, False),  # OLLAMA_API_BASE has a default: not a key
+    ({"name": "fake/x"}, False),
+])
+def test_which_models_need_a_key_in_the_environment(model, refused):
+    task = task_from_dict({**ONE_EXAMPLE, "model": model})
+    if refused:
+        with pytest.raises(TaskError, match="no key for .*: set OPENAI_API_KEY or name a variable in model.api_key_env"):
+            task.require("test")
+    else:
+        task.require("test")
