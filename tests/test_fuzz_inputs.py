@@ -551,3 +551,34 @@ def test_which_models_need_a_key_in_the_environment(model, refused):
             task.require("test")
     else:
         task.require("test")
+
+
+class _Spinner:
+    """An optimizer that proposes forever at no cost: the seed again (a duplicate), or prompts that drop the
+    protected clause (each new, each rejected). It gives up on its own only after 5,000 proposals."""
+
+    name = "spinner-test"
+    kind = "duplicate"
+
+    def run(self, ctx):
+        for i in range(5000):
+            prompt = ctx.task.prompt if self.kind == "duplicate" else f"Say hi, variant {i}."
+            ctx.propose(prompt, (ctx.seed_candidate.id,), "spin")
+
+
+@pytest.mark.parametrize("kind", ["duplicate", "rejected"])
+def test_proposals_that_cost_nothing_stop_the_run(tmp_path, fake_lm, kind):
+    from promptlearn.optimizers import _PLUGINS, register_optimizer
+    from promptlearn.run import optimize
+
+    task = task_from_dict({**ONE_EXAMPLE, "protected": ["Ahoy"],
+                           "data": [{"examples": [{"user": f"q{i}"} for i in range(10)]}]})
+    register_optimizer(type("Spinner", (_Spinner,), {"kind": kind}))
+    try:
+        res = optimize(task, "spinner-test", run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    finally:
+        _PLUGINS.pop("spinner-test", None)
+    assert res.stop_reason == "100 proposals in a row made no model call and scored nothing new"
+    assert res.seed.test is not None and res.best.id == res.seed.id  # the run finished: seed scored on test
+    assert fake_lm.calls == 3 + 3  # seed on val, seed on test: nothing else
+    assert res.candidates == (1 if kind == "duplicate" else 101)
