@@ -216,6 +216,7 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
     if overrides and not t.model.is_local:
         raise ConfigError(f"decoding options {overrides} need the embedded model (local/...); "
                           f"{t.model.name} cannot apply them")
+    t.require(split)
     examples = t.examples(split)
     ev = Evaluator(t, cache_path=cache_path, use_cache=use_cache)
     try:

@@ -272,6 +272,28 @@ class LM:
         return {}
 
 
+def require_key(config: Any, *, field: str = "model", file: str | None = None) -> None:
+    """Refuse a remote model whose provider key is not in the environment, before its first call (without one,
+    `openai/gpt-4o-mini` was retried as a server error for 30 s). litellm names the variable the provider reads.
+
+    Skipped for the embedded model, for `api_key_env` (the call itself refuses an unset variable) and for a
+    self-hosted server (api_base not on api.openai.com), which may need no key. Only key and token variables
+    count: AWS, Vertex and Ollama settings have defaults outside the environment (profiles, ADC, localhost).
+    """
+    if config.is_local or config.api_key_env or (config.api_base and "api.openai.com" not in config.api_base):
+        return
+    try:
+        found = litellm().validate_environment(model=config.name)
+    except Exception:  # noqa: BLE001 - a model litellm cannot place: its first call says what is wrong
+        return
+    missing = [k for k in found.get("missing_keys") or ()
+               if ("API_KEY" in k or k.endswith("_TOKEN")) and not os.environ.get(k)]
+    if found.get("keys_in_environment") or not missing:
+        return
+    names = " or ".join(missing) + ("," if len(missing) > 1 else "")
+    raise TaskError(f"no key for {config.name}: set {names} or name a variable in {field}.api_key_env", file=file)
+
+
 def cacheable(model: str, msgs: list[dict[str, str]]) -> list[dict[str, Any]]:
     """Messages as sent: the system prompt marked as a cache breakpoint where the provider needs one.
 

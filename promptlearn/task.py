@@ -228,6 +228,48 @@ class Task:
             raise TaskError(f"unknown split '{split}'", fix="use train, val, test or all")
         return self.splits[split]
 
+    def require(self, *splits: str, proposer: bool = False) -> None:
+        """Refuse a command before it creates anything or calls a model: every split it scores must have
+        examples, and every remote model it will call (target; proposer when `proposer`; judge when a check on
+        those splits needs one) must find its key. Raises TaskError in one line naming the split or the key."""
+        names = list(dict.fromkeys(splits))
+        empty = [s for s in names if not self.examples(s)]  # an unknown split name is a TaskError of its own
+        if empty:
+            counts = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
+            which = " and ".join(empty)
+            raise TaskError(f"the {which} split{'s have' if len(empty) > 1 else ' has'} no examples ({counts})",
+                            file=str(self.path) if self.path else None, field="splits",
+                            fix=f"add examples or change `splits:` so that {which} get"
+                                f"{'' if len(empty) > 1 else 's'} at least one")
+        from promptlearn.lm import require_key
+
+        # an unset proposer is the model; an unset judge the proposer, else the model: check each config once,
+        # under the field that holds it
+        judge = self.uses_judge(*names)
+        uses_proposer = proposer or (judge and self.spec.judge is None)
+        models = [("model", self.spec.model), ("proposer", self.spec.proposer if uses_proposer else None),
+                  ("judge", self.spec.judge if judge else None)]
+        for field, config in models:
+            if config is not None:
+                require_key(config, field=field, file=str(self.path) if self.path else None)
+
+    def uses_judge(self, *splits: str) -> bool:
+        """Whether scoring these splits calls the judge model (a check with `needs_model`, e.g. checklist)."""
+        from promptlearn.checks import build_check
+
+        specs = list(self.spec.checks)
+        for split in splits:
+            for ex in self.examples(split):
+                specs += list(ex.checks) + [c for t in ex.turns for c in t.checks]
+        seen: set[str] = set()
+        for spec in specs:
+            key = json.dumps(spec, sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                if getattr(build_check(spec), "needs_model", False):
+                    return True
+        return False
+
     def violations(self, prompt: str) -> list[str]:
         """What a candidate prompt lost: protected clauses and placeholders that must survive verbatim."""
         missing = [f"protected clause '{c[:40]}'" for c in self.spec.protected if c not in prompt]
