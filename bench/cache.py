@@ -1,17 +1,14 @@
-"""An identical re-run is free: the second run of the same optimization makes 0 model calls.
+"""An identical re-run is free and the same: the second run of the same optimization makes 0 model calls.
 
 Runs `promptlearn.optimize` (evolve, seed 0) on the pirate task (embedded model) twice with the same settings and
 a fresh cache file shared by both runs, each into its own new run directory (so nothing is replayed from a run
-store: every reply of the second run comes from the disk cache). The runs stop after a fixed number of proposals
-(`max_candidates`), well inside the call budget. Reports the calls and wall time of both runs, the second's wall
-time relative to the first, and whether both found the same prompt with the same scores.
+store: every reply of the second run comes from the disk cache). Both runs stop at the call budget: `max_calls`
+counts requests, cache hits included, so the re-run stops where the first one did, with the same lineage, having
+made no call. Reports the calls and wall time of both runs, the second's wall time relative to the first, and
+whether both ended with the same lineage, prompt and scores.
 
-A second pair stops at the call budget instead. Cached replies do not count against `max_calls`, so that re-run
-replays the first run's calls for free and then keeps searching with the whole budget: it makes calls and may end
-elsewhere. Reported as `budget_stopped` (what to expect, not a failure).
-
-    python -m bench cache            # the full pirate task: 8 proposals; plus the budget-stopped pair (150 calls)
-    python -m bench cache --quick    # 30 pirate examples: 4 proposals; no budget-stopped pair
+    python -m bench cache            # the full pirate task, 150-call budget
+    python -m bench cache --quick    # 30 pirate examples, 60-call budget
 
 Writes bench/results/cache.json (cache_quick.json with --quick).
 """
@@ -41,13 +38,17 @@ def one_run(task: Any, budget: int, run_dir: Path, cache_path: Path, options: di
     t0 = time.perf_counter()
     res = optimize(task, "evolve", budget=budget, seed=0, run_dir=run_dir, cache_path=cache_path, options=options)
     wall = time.perf_counter() - t0
+    from promptlearn.store import RunStore
+
+    lineage = [[c["id"], c["operator"], c["status"]] for c in RunStore(run_dir, create=False).candidates()]
     return {"seconds": round(wall, 3), "calls": res.ledger.calls, "cached_calls": res.ledger.cached_calls,
+            "requests": res.ledger.requests, "lineage": lineage,
             "prompt_tokens": res.ledger.prompt_tokens, "completion_tokens": res.ledger.completion_tokens,
             "best_id": res.best.id, "best_val": res.best.val, "best_test": res.best.test, "seed_test": res.seed.test,
             "candidates": res.candidates, "stop_reason": res.stop_reason}
 
 
-SAME = ("best_id", "best_val", "best_test", "seed_test", "candidates")
+SAME = ("best_id", "best_val", "best_test", "seed_test", "candidates", "lineage", "requests", "stop_reason")
 
 
 def pair(task: Any, budget: int, tmp: Path, name: str, options: dict[str, Any], verbose: bool) -> dict[str, Any]:
@@ -72,22 +73,21 @@ def measure(*, quick: bool, verbose: bool = True) -> dict[str, Any]:
 
     over = {"data": [{"file": "data/pirate.jsonl", "limit": 30}]} if quick else None
     task = load_task(ROOT / "tasks" / "pirate.yaml", overrides=over)
-    proposals = 4 if quick else 8
+    budget = 60 if quick else 150
     get_model("smollm2")  # load the model and litellm outside the clock
     litellm()
     tmp = Path(tempfile.mkdtemp(prefix="bench-cache-"))
     load_before = os.getloadavg()
     try:
-        fixed = pair(task, 2000, tmp, "fixed", {"max_candidates": proposals}, verbose)
-        budget = None if quick else pair(task, 150, tmp, "budget", {}, verbose)
+        fixed = pair(task, budget, tmp, "budget", {}, verbose)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {
         "benchmark": "cache", "quick": quick, "task": "tasks/pirate.yaml" + (" (first 30 examples)" if quick else ""),
-        "optimizer": "evolve", "proposals": proposals, "splits": {k: len(v) for k, v in task.splits.items()},
+        "optimizer": "evolve", "budget_calls": budget, "splits": {k: len(v) for k, v in task.splits.items()},
         "first": fixed["first"], "second": fixed["second"], "second_calls": fixed["second"]["calls"],
         "zero_calls": fixed["second"]["calls"] == 0, "wall_ratio": fixed["wall_ratio"],
-        "same_result": fixed["same_result"], "budget_stopped": budget, "model": task.model.name,
+        "same_result": fixed["same_result"], "model": task.model.name,
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
         "python": platform.python_version(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -96,7 +96,7 @@ def measure(*, quick: bool, verbose: bool = True) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench cache", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="30 examples, 4 proposals, no budget-stopped pair")
+    p.add_argument("--quick", action="store_true", help="30 examples, 60-call budget")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     result = measure(quick=args.quick)

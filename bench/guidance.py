@@ -104,7 +104,7 @@ def summarise(name: str, g: float, ev: Any, examples: Sequence[Any]) -> dict[str
     row: dict[str, Any] = {
         "task": name, "g": g, "n": len(ev.results), "complete": ev.complete,
         "score": round(ev.score, 4), "loose": round(ev.loose_score, 4),
-        "pass_all": round(sum(r.score >= 1.0 - 1e-9 for r in ev.results.values()) / max(1, len(ev.results)), 4),
+        "pass_all": round(sum(r.passed for r in ev.results.values()) / max(1, len(ev.results)), 4),
         "checks": {k: round(v, 4) for k, v in ev.check_rates().items()},
         "refusal_rate": round(sum(map(is_refusal, replies)) / max(1, len(replies)), 4),
         "mean_words": round(sum(len(words(r)) for r in replies) / max(1, len(replies)), 2),

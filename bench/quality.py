@@ -67,7 +67,6 @@ WRAPPED = ("pl-dspy-mipro", "pl-dspy-copro", "pl-dspy-gepa")  # DSPy's search th
 FAMILY = {**{o: "promptlearn" for o in OURS}, **{o: "dspy" for o in NATIVE}, **{o: "dspy-wrapper" for o in WRAPPED}}
 PROPOSER = {"name": "local/smollm2", "temperature": 0.0, "max_tokens": 192}
 QUICK_PROPOSER_TOKENS = 96
-PASS = 1.0 - 1e-9
 
 # Quick mode: fewer examples (same files, same checks) so a run of 80 calls still covers seed + a few proposals.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
@@ -157,28 +156,6 @@ class Scorer:
 
     def close(self) -> None:
         self.ev.close()
-
-
-def score_reply(task: Any, ex: Any, reply: str) -> Any:
-    """The engine's score of one reply to a single-turn example (same checks, same context)."""
-    from promptlearn.checks import CheckContext, build_check
-    from promptlearn.task import render_prompt
-    from promptlearn.types import CheckResult, ExampleResult, Message, TurnResult
-
-    system = render_prompt(task.prompt, ex.meta.get("vars", {}))
-    turn = ex.turns[0]
-    ctx = CheckContext(system, (Message("system", system),) if system else (), turn.user, 1, ex.meta, turn.meta)
-    out: dict[str, Any] = {}
-    for spec in list(ex.checks) + list(turn.checks) + list(task.checks):
-        check = build_check(spec)
-        name, n = check.name, 2
-        while name in out:
-            name, n = f"{check.name}#{n}", n + 1
-        try:
-            out[name] = check.score(reply, ctx)
-        except Exception as e:  # noqa: BLE001 - as in the engine: a broken check scores 0
-            out[name] = CheckResult(0.0, f"check raised {type(e).__name__}: {e}")
-    return ExampleResult(ex.id, (TurnResult(reply, out),))
 
 
 # ---- promptlearn's optimizers (and the DSPy wrapper) ----------------------------------------------------
@@ -311,10 +288,11 @@ def run_dspy(task: Any, line: str, budget: int, seed: int, scorer: Scorer, memo:
         return out
 
     def metric(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:
-        res = score_reply(task, by_id[gold.pl_id], str(getattr(pred, "reply", "") or ""))
+        # the engine's own scoring path (checks as the task's seed prompt would see them)
+        res = scorer.ev.score_replies(task.prompt, by_id[gold.pl_id], [str(getattr(pred, "reply", "") or "")])
         if tp_name == "gepa":
             return dspy.Prediction(score=res.score, feedback=res.feedback or "Every check passed.")
-        return res.score >= PASS if trace is not None else res.score
+        return res.passed if trace is not None else res.score
 
     dtrain, dval = examples(train), examples(val)
     error, program = None, None

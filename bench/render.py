@@ -187,26 +187,17 @@ def _spread(row: Mapping[str, Any]) -> str:
 def cache(r: Mapping[str, Any], stem: str) -> str:
     cmd = "python -m bench cache" + (" --quick" if r.get("quick") else "")
     a, b = r.get("first", {}), r.get("second", {})
-    text = (f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): `{r.get('optimizer')}` on {r.get('task')}, stopping "
-            f"after {r.get('proposals')} proposals, fresh cache file shared by both runs, {when(r)}.\n\n"
-            "| run | model calls | cached calls | wall s | best test |\n|---|---|---|---|---|\n"
-            f"| first | {a.get('calls')} | {a.get('cached_calls')} | {f(a.get('seconds'), 2)} | "
-            f"{f(a.get('best_test'))} |\n"
-            f"| identical re-run | **{b.get('calls')}** | {b.get('cached_calls')} | {f(b.get('seconds'), 2)} | "
-            f"{f(b.get('best_test'))} |\n\n"
-            f"Re-run wall time = **{f(r.get('wall_ratio'), 4)}x** the first run; same best prompt and scores: "
+    stop = (f"stopped by a {r['budget_calls']}-call budget" if r.get("budget_calls")
+            else f"stopping after {r.get('proposals')} proposals")  # results written before max_calls counted hits
+    return (f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): `{r.get('optimizer')}` on {r.get('task')}, {stop}, "
+            f"fresh cache file shared by both runs, {when(r)}.\n\n"
+            "| run | model calls | cached calls | candidates | wall s | best test |\n|---|---|---|---|---|---|\n"
+            f"| first | {a.get('calls')} | {a.get('cached_calls')} | {a.get('candidates')} | "
+            f"{f(a.get('seconds'), 2)} | {f(a.get('best_test'))} |\n"
+            f"| identical re-run | **{b.get('calls')}** | {b.get('cached_calls')} | {b.get('candidates')} | "
+            f"{f(b.get('seconds'), 2)} | {f(b.get('best_test'))} |\n\n"
+            f"Re-run wall time = **{f(r.get('wall_ratio'), 4)}x** the first run; same lineage, best prompt and scores: "
             f"{f(r.get('same_result'))}.")
-    bs = r.get("budget_stopped")
-    if bs:
-        a, b = bs["first"], bs["second"]
-        text += (f"\n\nA pair stopped by the call budget ({bs['budget']} calls) instead: the re-run made "
-                 f"{b['calls']} calls after {b['cached_calls']} cached ones ({f(b['seconds'], 1)} s vs "
-                 f"{f(a['seconds'], 1)} s; {a['candidates']} -> {b['candidates']} candidates, best test "
-                 f"{f(a['best_test'])} -> {f(b['best_test'])}). Cached replies do not count against `max_calls`, so a "
-                 "re-run of a budget-stopped run replays the first run for free and then spends its whole budget "
-                 "searching further; it is identical only when the first run ended on its own (optimizer "
-                 "finished, patience, `max_candidates`).")
-    return text
 
 
 def overhead(r: Mapping[str, Any], stem: str) -> str:

@@ -20,19 +20,16 @@ import asyncio
 import threading
 import warnings
 from collections import Counter
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Sequence
 
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
-from promptlearn.cache import request_key
-from promptlearn.checks import CheckContext, build_check
-from promptlearn.checks.base import is_model_check
-from promptlearn.errors import BudgetExceeded, ModelError, PromptlearnError, TaskError
-from promptlearn.lm import LM, Completion, usage_sink
+from promptlearn.errors import BudgetExceeded, ModelError, TaskError
+from promptlearn.lm import LM, Completion
 from promptlearn.loop import RunContext, StopRun
 from promptlearn.task import render_prompt
-from promptlearn.types import CheckResult, ExampleResult, Message, TurnResult, Usage
+from promptlearn.types import ExampleResult
 
 TELEPROMPTERS = ("copro", "mipro", "gepa")
 
@@ -154,14 +151,13 @@ class _Bridge:
         self.ctx, self.limit = ctx, limit
         self.stop: BaseException | None = None
         self.fatal = False  # budget/stop-file stops and target failures end the run; the rest end the compile
-        self.replayed: set[str] = set()
 
     def guard(self) -> None:
         if self.stop is not None:
             raise self.stop
         try:
             self.ctx.check_stop()
-            if self.limit is not None and self.ctx.evaluator.ledger.total.calls >= self.limit:
+            if self.limit is not None and self.ctx.evaluator.ledger.total.requests >= self.limit:
                 raise CompileBudget(f"DSPy used its share of the budget ({self.limit} calls)")
         except (StopRun, BudgetExceeded, CompileBudget) as e:
             self.remember(e, fatal=not isinstance(e, CompileBudget))
@@ -173,29 +169,14 @@ class _Bridge:
 
     def call(self, lm: LM, messages: list[dict[str, str]], *, sample: int, tag: str, target: bool) -> Completion:
         self.guard()
-        key = request_key(lm.name, lm.params(), messages, sample if lm.config.temperature > 0 else 0)
-        stored = self.ctx.store.get_generation(key)
-        if stored is not None:
-            text, usage = stored
-            if key not in self.replayed:
-                self.replayed.add(key)
-                self.ctx.evaluator.ledger.add(usage, tag)
-            return Completion(text, usage.prompt_tokens, usage.completion_tokens, cached=True)
-        sink: list[Usage] = []
-        token = usage_sink.set(sink)
         try:
-            done = self.ctx.evaluator.run(lm.complete(messages, sample=sample, tag=tag))
+            return self.ctx.stored_call(lm, messages, sample=sample, tag=tag)
         except BudgetExceeded as e:
             self.remember(e, fatal=True)
             raise
         except ModelError as e:  # a proposer that fails ends the compile; a target that fails ends the run
             self.remember(e, fatal=target)
             raise
-        finally:
-            usage_sink.reset(token)
-        self.replayed.add(key)
-        self.ctx.store.put_generation(key, done.text, sum(sink, Usage()))
-        return done
 
 
 class DSPyOptimizer:
@@ -230,7 +211,7 @@ class DSPyOptimizer:
             ctx.store.log_event("dspy", {"skipped": "no single-turn train examples"})
             return
         b = ctx.evaluator.ledger.budget
-        used = ctx.evaluator.ledger.total.calls
+        used = ctx.evaluator.ledger.total.requests
         limit = None if b.max_calls is None else used + int((b.max_calls - used) * self.compile_share)
         self.bridge = _Bridge(ctx, limit)
         self.adapter = PromptAdapter()
@@ -303,38 +284,15 @@ class DSPyOptimizer:
             self.scored.setdefault(prompt, {})[ex.id] = result.score
         if self.teleprompter == "gepa":
             return dspy.Prediction(score=result.score, feedback=result.feedback or "Every check passed.")
-        return result.score >= 1.0 - 1e-9 if trace is not None else result.score  # bootstrapping wants pass/fail
+        return result.passed if trace is not None else result.score  # bootstrapping wants pass/fail
 
     def score(self, prompt: str, ex: Any, reply: str) -> ExampleResult:
-        """What the engine would score for this reply to the example's first turn."""
-        system = render_prompt(prompt, ex.meta.get("vars", {}))
-        turn = ex.turns[0]
-        cctx = CheckContext(system, (Message("system", system),) if system else (), turn.user, 1, ex.meta, turn.meta)
-        specs = list(ex.checks) + list(turn.checks) + list(self.ctx.task.checks)
+        """What the engine scores for this reply to the example's first turn (the engine's own scoring path)."""
         try:
-            checks = self.ctx.evaluator.run(self._checks(reply, cctx, specs))
+            return self.ctx.evaluator.score_replies(prompt, ex, [reply])
         except (BudgetExceeded, ModelError) as e:  # a judge check's call
             self.bridge.remember(e, fatal=True)
             raise
-        return ExampleResult(ex.id, (TurnResult(reply, checks),))
-
-    async def _checks(self, reply: str, cctx: CheckContext, specs: list[Mapping[str, Any]]) -> dict[str, CheckResult]:
-        out: dict[str, CheckResult] = {}
-        for spec in specs:
-            check = build_check(spec)
-            name, n = check.name, 2
-            while name in out:
-                name, n = f"{check.name}#{n}", n + 1
-            try:
-                if is_model_check(check):
-                    out[name] = await check.ascore(reply, cctx, self.ctx.evaluator.judge_lm)
-                else:
-                    out[name] = check.score(reply, cctx)
-            except PromptlearnError:
-                raise
-            except Exception as e:  # noqa: BLE001 - a broken check scores 0, as in the engine
-                out[name] = CheckResult(0.0, f"check raised {type(e).__name__}: {e}")
-        return out
 
     # ---- proposals ------------------------------------------------------------------------------------------------
     def ranked(self, program: Any) -> list[tuple[str, dict[str, Any]]]:

@@ -59,6 +59,7 @@ def eval_cmd(
     t = load_task(task)
     text = _read_prompt_arg(prompt, prompt_file)
     text = t.prompt if text is None else text
+    t.require(split)
     examples = t.examples(split)
     start = time.perf_counter()
     ev = Evaluator(t, cache_path=cache, use_cache=not no_cache)

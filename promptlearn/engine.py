@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import json
 import math
 import sys
@@ -37,6 +38,7 @@ class Evaluation:
     complete: bool = True  #: False when a budget stop left examples unscored
     stop_reason: str | None = None  #: the budget stop message when incomplete
     model_overrides: Mapping[str, Any] = field(default_factory=dict)  #: decoding options applied (e.g. guidance)
+    stop: BudgetExceeded | None = field(default=None, compare=False, repr=False)  #: the budget stop itself
 
     @property
     def candidate_id(self) -> str:
@@ -44,20 +46,21 @@ class Evaluation:
 
     @property
     def score(self) -> float:
-        r = list(self.results.values())  # fsum: exactly rounded, so the example order cannot change a score
-        return math.fsum(e.score for e in r) / len(r) if r else 0.0
+        """Mean example score under the task's `objective.primary` (strict unless the task asks for loose)."""
+        return self._mean(lambda e: e.score)
+
+    @property
+    def strict_score(self) -> float:
+        return self._mean(lambda e: e.strict_score)
 
     @property
     def loose_score(self) -> float:
-        """Like score, but a check with an IFEval loose variant counts its loose result."""
-        vals = []
-        for e in self.results.values():
-            turn_scores = []
-            for t in e.turns:
-                s = [(r.loose if r.loose is not None else r.score) for r in t.checks.values() if not r.judge_error]
-                turn_scores.append(0.0 if t.error else (sum(s) / len(s) if s else 1.0))
-            vals.append(sum(turn_scores) / len(turn_scores) if turn_scores else 0.0)
-        return math.fsum(vals) / len(vals) if vals else 0.0
+        """Like strict_score, but a check with an IFEval loose variant counts its loose result."""
+        return self._mean(lambda e: e.loose_score)
+
+    def _mean(self, of: Callable[[ExampleResult], float]) -> float:
+        r = list(self.results.values())  # fsum: exactly rounded, so the example order cannot change a score
+        return math.fsum(of(e) for e in r) / len(r) if r else 0.0
 
     def per_example(self) -> dict[str, float]:
         return {k: v.score for k, v in self.results.items()}
@@ -217,7 +220,8 @@ class Evaluator:
             raise
         ordered = {ex.id: results[ex.id] for ex in examples if ex.id in results}
         return Evaluation(prompt, split, ordered, self.ledger.snapshot() - before, complete=stop is None,
-                          stop_reason=str(stop) if stop else None, model_overrides=dict(model_overrides or {}))
+                          stop_reason=str(stop) if stop else None, model_overrides=dict(model_overrides or {}),
+                          stop=stop)
 
     def schedule(self, prompt: str, examples: Sequence[Example]) -> list[Example]:
         """The order examples run in: by rendered system prompt, then user turns, then id. Requests that share a
@@ -240,7 +244,7 @@ class Evaluator:
             if (cid, example.id) not in self._accounted:  # a resumed run pays for its past calls once
                 self._accounted.add((cid, example.id))
                 self.ledger.add(usage, tag)
-            return res
+            return dataclasses.replace(res, primary=self.task.spec.objective.primary)
         sink: list[Usage] = []
         token = usage_sink.set(sink)
         try:
@@ -257,6 +261,38 @@ class Evaluator:
     async def run_example(self, prompt: str, example: Example, *, tag: str | None = None,
                           model_overrides: Mapping[str, Any] | None = None) -> ExampleResult:
         lm = self.target(model_overrides)
+
+        async def reply(history: list[Message], last: bool) -> Any:
+            completion = await lm.complete([m.to_dict() for m in history], tag=tag)
+            if last and (generated := _generated.get()) is not None:
+                generated()
+            return completion
+
+        return await self._conversation(prompt, example, reply)
+
+    def score_replies(self, prompt: str, example: Example, replies: Sequence[str]) -> ExampleResult:
+        """Score replies made elsewhere (e.g. by DSPy) exactly as `evaluate` scores its own: one reply per
+        generated turn of `example`, with the same history, checks, weights and judge."""
+        return self.run(self.ascore_replies(prompt, example, replies))
+
+    async def ascore_replies(self, prompt: str, example: Example, replies: Sequence[str]) -> ExampleResult:
+        n = sum(t.given is None for t in example.turns)
+        if len(replies) != n:
+            raise ValueError(f"example {example.id} has {n} generated turn(s), got {len(replies)} replies")
+        given = iter(replies)
+
+        async def reply(history: list[Message], last: bool) -> Any:
+            from promptlearn.lm import Completion
+
+            return Completion(next(given))
+
+        return await self._conversation(prompt, example, reply)
+
+    async def _conversation(self, prompt: str, example: Example,
+                            reply: Callable[[list[Message], bool], Any]) -> ExampleResult:
+        """The one path from a conversation to its score: the system prompt rendered for this example, each
+        generated turn answered by `reply(history, is_last)` with the earlier replies as history, then every
+        turn scored by the checks that apply to it."""
         system = render_prompt(prompt, example.meta.get("vars", {}))
         history: list[Message] = [Message("system", system)] if system else []
         replies: list[tuple[Any, CheckContext, list[Mapping[str, Any]]]] = []
@@ -266,19 +302,26 @@ class Evaluator:
             if turn.given is not None:
                 history.append(Message("assistant", turn.given))
                 continue
-            completion = await lm.complete([m.to_dict() for m in history], tag=tag)
-            if i == last and (generated := _generated.get()) is not None:
-                generated()
+            completion = await reply(history, i == last)
             ctx = CheckContext(system, tuple(history[:-1]), turn.user, i, example.meta, turn.meta)
-            replies.append((completion, ctx, list(example.checks) + list(turn.checks) + self.task.checks))
+            replies.append((completion, ctx, self.checks_for(example, i)))
             history.append(Message("assistant", completion.text))
         # Scores never feed back into the conversation, so every turn is scored once all its replies exist.
         gate = _judge_gate.get()
+        primary = self.task.spec.objective.primary
         if gate is not None and any(self._needs_model(specs) for _, _, specs in replies):
             await gate[0].wait()
             async with gate[1]:
-                return ExampleResult(example.id, await self._score_turns(replies))
-        return ExampleResult(example.id, await self._score_turns(replies))
+                return ExampleResult(example.id, await self._score_turns(replies), primary)
+        return ExampleResult(example.id, await self._score_turns(replies), primary)
+
+    def checks_for(self, example: Example, turn_index: int) -> list[Mapping[str, Any]]:
+        """The check specs that apply to one turn (1-based, counting every user turn): the example's, the
+        turn's own and the task's, less those whose `turns:` leave this turn out (-1 is the last turn)."""
+        turn = example.turns[turn_index - 1]
+        n = len(example.turns)
+        return [spec for spec in list(example.checks) + list(turn.checks) + list(self.task.checks)
+                if applies_to_turn(spec, turn_index, n)]
 
     async def _score_turns(self, replies: Sequence[tuple[Any, CheckContext, list[Mapping[str, Any]]]]
                            ) -> tuple[TurnResult, ...]:
@@ -289,7 +332,10 @@ class Evaluator:
         return any(getattr(self._check(spec), "needs_model", False) for spec in specs)
 
     async def _score(self, reply: str, ctx: CheckContext, specs: Iterable[Mapping[str, Any]]) -> dict[str, CheckResult]:
+        """reply -> one result per check, named uniquely ('#2' for a repeated name), weighted; a check that
+        raises scores 0 with the error as its feedback."""
         out: dict[str, CheckResult] = {}
+        weights = self.task.spec.objective.weights
         for spec in specs:
             check = self._check(spec)
             name, n = check.name, 2
@@ -297,14 +343,25 @@ class Evaluator:
                 name, n = f"{check.name}#{n}", n + 1
             try:
                 if is_model_check(check):
-                    out[name] = await check.ascore(reply, ctx, self.judge_lm)
+                    result = await check.ascore(reply, ctx, self.judge_lm)
                 else:
-                    out[name] = check.score(reply, ctx)
+                    result = check.score(reply, ctx)
             except (BudgetExceeded, PromptlearnError):
                 raise
             except Exception as e:  # noqa: BLE001 - a broken check scores 0 with the error as feedback
-                out[name] = CheckResult(0.0, f"check raised {type(e).__name__}: {e}")
+                result = CheckResult(0.0, f"check raised {type(e).__name__}: {e}")
+            weight = float(spec.get("weight", 1.0)) * float(weights.get(check.name, 1.0))
+            out[name] = result if weight == result.weight else dataclasses.replace(result, weight=weight)
         return out
+
+
+def applies_to_turn(spec: Mapping[str, Any], turn_index: int, n_turns: int) -> bool:
+    """Whether a check spec's `turns:` (1-based turn numbers; negative counts from the end) includes a turn."""
+    turns = spec.get("turns")
+    if turns is None:
+        return True
+    turns = [turns] if isinstance(turns, int) else turns
+    return any(t == turn_index or (t < 0 and n_turns + 1 + t == turn_index) for t in turns)
 
 
 def _once(fn: Callable[[], None]) -> Callable[[], None]:
@@ -334,6 +391,7 @@ def evaluate(task: Task | str | Path, prompt: str | None = None, *, split: str =
     from promptlearn.task import load_task
 
     task = task if isinstance(task, Task) else load_task(task)
+    task.require(split)
     ev = Evaluator(task, cache_path=cache_path, use_cache=use_cache)
     try:
         return ev.evaluate(prompt if prompt is not None else task.prompt, task.examples(split), split=split)

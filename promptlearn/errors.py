@@ -46,7 +46,8 @@ class ModelError(PromptlearnError):
 
 
 class RunError(PromptlearnError):
-    """A run directory is missing, locked or from an incompatible version."""
+    """A run directory is missing, unfinished or made from another task (nothing locks a run: two processes on one
+    run directory are not supported)."""
 
 
 class ConfigError(PromptlearnError, ValueError):

@@ -20,9 +20,6 @@ from promptlearn.types import Usage
 if TYPE_CHECKING:
     from promptlearn.task import Task
 
-PASS = 1.0 - 1e-9
-
-
 # Candidate meta keys that change how the target model decodes (not the prompt text): a prompt scored with them
 # only reproduces when the app decodes the same way, so an export records them.
 DECODING_KEYS = ("guidance",)
@@ -219,6 +216,7 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
     if overrides and not t.model.is_local:
         raise ConfigError(f"decoding options {overrides} need the embedded model (local/...); "
                           f"{t.model.name} cannot apply them")
+    t.require(split)
     examples = t.examples(split)
     ev = Evaluator(t, cache_path=cache_path, use_cache=use_cache)
     try:
@@ -241,7 +239,7 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
                        f"(allowed {max_broken}): {', '.join(broken_ids)}")
     failures = tuple({"id": ex_id, "score": res.score, "broken": ex_id in broken_ids, "feedback": res.feedback,
                       "reply": res.turns[-1].reply if res.turns else ""}
-                     for ex_id, res in mine.results.items() if res.score < PASS)
+                     for ex_id, res in mine.results.items() if not res.passed)
     return CheckReport(t.name, split, text, _sha(text), mine.score, mine.check_rates(), seed.score,
                        seed.check_rates(), len(mine.results), int(effects.get("fixed", 0)), len(broken_ids),
                        tuple(effects.get("fixed_ids", ())), broken_ids, min_score, max_broken,

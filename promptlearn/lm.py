@@ -73,9 +73,14 @@ class Budget:
 
 
 class Ledger:
-    """Running totals of calls, tokens, USD and time, per tag too; enforces the hard budget before each call.
+    """Running totals of calls, tokens, USD and time, per tag too; enforces the hard budget before each request.
 
-    In-flight calls hold a reservation, so concurrent calls can never together pass a limit.
+    `max_calls` counts requests, cache hits included, so the same command with the same seed makes the same
+    decisions whatever the cache holds (a re-run that finds every reply cached makes 0 calls and stops at the
+    same point). `max_tokens` and `max_usd` count real spend only (a hit costs nothing).
+    In-flight calls hold a reservation of one request and their estimated tokens, so concurrent calls never
+    together pass `max_calls` or `max_tokens`. USD and seconds are known only once a call returns: they are
+    checked before each call, so calls already in flight may pass `max_usd` or `max_seconds` by their own cost.
     """
 
     def __init__(self, budget: Budget | None = None, *, start: Usage | None = None):
@@ -93,8 +98,8 @@ class Ledger:
     def check(self, est_tokens: int = 0) -> None:
         """Raise BudgetExceeded if one more call of about est_tokens would pass a limit."""
         b, t = self.budget, self.total
-        if b.max_calls is not None and t.calls + self._pending_calls + 1 > b.max_calls:
-            raise BudgetExceeded("max_calls", t.calls, b.max_calls)
+        if b.max_calls is not None and t.requests + self._pending_calls + 1 > b.max_calls:
+            raise BudgetExceeded("max_calls", t.requests, b.max_calls)
         if b.max_tokens is not None and t.tokens + self._pending_tokens + est_tokens > b.max_tokens:
             raise BudgetExceeded("max_tokens", t.tokens, b.max_tokens)
         if b.max_usd is not None and t.usd >= b.max_usd:
@@ -107,6 +112,14 @@ class Ledger:
             self.check(est_tokens)
             self._pending_calls += 1
             self._pending_tokens += est_tokens
+
+    def hit(self, tag: str | None = None) -> None:
+        """Count one request served from the cache: it costs nothing but counts toward `max_calls`."""
+        with self._lock:
+            b = self.budget
+            if b.max_calls is not None and self.total.requests + self._pending_calls + 1 > b.max_calls:
+                raise BudgetExceeded("max_calls", self.total.requests, b.max_calls)
+        self.add(Usage(cached_calls=1), tag)
 
     def release(self, est_tokens: int) -> None:
         with self._lock:
@@ -153,6 +166,10 @@ class LM:
             p["guidance"] = c.guidance
         return p
 
+    def sample_key(self, sample: int) -> int:
+        """The sample number as it enters a request's key: greedy decoding gives one reply whatever the number."""
+        return sample if self.config.temperature > 0 else 0
+
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._sem is None or self._sem_loop is not loop:
@@ -164,11 +181,11 @@ class LM:
         """One chat completion: from the cache if seen before, else from the model within the budget."""
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
         params = self.params()
-        key = request_key(self.name, params, msgs, sample if self.config.temperature > 0 else 0)
+        key = request_key(self.name, params, msgs, self.sample_key(sample))
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                self.ledger.add(Usage(cached_calls=1), tag)
+                self.ledger.hit(tag)
                 return Completion(hit["text"], hit.get("prompt_tokens", 0), hit.get("completion_tokens", 0),
                                   cached=True)
         est = sum(len(m["content"]) for m in msgs) // 3 + self.config.max_tokens
@@ -176,7 +193,7 @@ class LM:
             if self.cache is not None:  # another coroutine may have filled it while we waited
                 hit = self.cache.get(key)
                 if hit is not None:
-                    self.ledger.add(Usage(cached_calls=1), tag)
+                    self.ledger.hit(tag)
                     return Completion(hit["text"], hit.get("prompt_tokens", 0), hit.get("completion_tokens", 0),
                                       cached=True)
             self.ledger.reserve(est)
@@ -257,6 +274,28 @@ class LM:
         if c.api_base and not c.is_local:
             return {"api_key": os.environ.get("OPENAI_API_KEY", "no-key")}
         return {}
+
+
+def require_key(config: Any, *, field: str = "model", file: str | None = None) -> None:
+    """Refuse a remote model whose provider key is not in the environment, before its first call (without one,
+    `openai/gpt-4o-mini` was retried as a server error for 30 s). litellm names the variable the provider reads.
+
+    Skipped for the embedded model, for `api_key_env` (the call itself refuses an unset variable) and for a
+    self-hosted server (api_base not on api.openai.com), which may need no key. Only key and token variables
+    count: AWS, Vertex and Ollama settings have defaults outside the environment (profiles, ADC, localhost).
+    """
+    if config.is_local or config.api_key_env or (config.api_base and "api.openai.com" not in config.api_base):
+        return
+    try:
+        found = litellm().validate_environment(model=config.name)
+    except Exception:  # noqa: BLE001 - a model litellm cannot place: its first call says what is wrong
+        return
+    missing = [k for k in found.get("missing_keys") or ()
+               if ("API_KEY" in k or k.endswith("_TOKEN")) and not os.environ.get(k)]
+    if found.get("keys_in_environment") or not missing:
+        return
+    names = " or ".join(missing) + ("," if len(missing) > 1 else "")
+    raise TaskError(f"no key for {config.name}: set {names} or name a variable in {field}.api_key_env", file=file)
 
 
 def cacheable(model: str, msgs: list[dict[str, str]]) -> list[dict[str, Any]]:

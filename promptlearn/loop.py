@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from promptlearn.engine import Evaluation, Evaluator
 from promptlearn.errors import BudgetExceeded, ModelError
-from promptlearn.lm import LM
+from promptlearn.lm import LM, Completion
 from promptlearn.metrics import side_effects, violated
 from promptlearn.store import RunStore
 from promptlearn.task import Task
 from promptlearn.types import Candidate, Example, ExampleResult, Usage
 
-PASS = 1.0 - 1e-9
+# Proposals in a row that made no model request (so scored nothing new): no budget can stop such a loop, so the
+# engine does. Above every built-in optimizer's own give-up count (evolve 60, optuna 40, mutate 30).
+IDLE_PROPOSALS = 100
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Verdict:
     """What happened to one proposal."""
 
     id: str
-    status: str  # rejected | duplicate | screened_out | promoted | accepted | incomplete
+    status: str  # rejected | duplicate | screened_out | promoted | accepted
     val: float | None = None
     reason: str = ""
 
@@ -46,7 +48,6 @@ class Options:
     patience: int = 0  # stop after this many proposals with no new best (0: never)
     max_candidates: int | None = None
     test_front: int = 2  # extra Pareto-front candidates scored on test besides seed and best
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class StopRun(Exception):
@@ -76,6 +77,7 @@ class RunContext:
         self.since_best = 0
         self.started = time.monotonic()
         self.stop_reason: str | None = None
+        self.idle, self._requests_seen = 0, -1  # costless proposals in a row; requests counted at the last one
         self._replayed: set[str] = set()
         # Results this process has seen, in order. Choices depend on these, never on the whole store, so a
         # resumed run (whose store already holds "future" results) replays exactly the same decisions.
@@ -91,7 +93,7 @@ class RunContext:
         ev = self.evaluator.evaluate(prompt, exs, split=split, tag=tag, model_overrides=model_overrides)
         self.seen.setdefault(ev.candidate_id, {}).update(ev.results)
         if not ev.complete:
-            raise _budget_from(ev.stop_reason or "")
+            raise ev.stop or BudgetExceeded("budget", 0, 0)
         return ev
 
     def val_eval(self, cand_id: str) -> Evaluation:
@@ -113,6 +115,7 @@ class RunContext:
         self._promote(self.seed_candidate, ev)
         self.store.set_meta("seed", self.seed_candidate.id)
         self.store.set_meta("best", self.best_id)
+        self._count_idle()
         self._progress("seed", self.seed_candidate.id)
 
     def record(self, cand: Candidate, status: str) -> None:
@@ -126,12 +129,14 @@ class RunContext:
         self.check_stop()
         cand = Candidate(prompt, tuple(parents), operator, dict(meta or {}))
         if cand.id in self.candidates:
+            self._count_idle()
             return Verdict(cand.id, "duplicate", self.val_evals[cand.id].score if cand.id in self.val_evals else None)
         self.proposals += 1
         missing = self.task.violations(prompt)
         if missing or not prompt.strip():
             self.record(cand, "rejected")
             self._progress("rejected", cand.id)
+            self._count_idle()
             return Verdict(cand.id, "rejected", reason="lost " + ", ".join(missing) if missing else "empty prompt")
         self.record(cand, "proposed")
         parent_id = parents[0] if parents and parents[0] in self.candidates else self.best_id
@@ -156,7 +161,7 @@ class RunContext:
         if k == 0:
             return []
         stored = self.seen.get(parent_id, {})
-        failing = [e for e in self.train if e.id in stored and stored[e.id].score < PASS]
+        failing = [e for e in self.train if e.id in stored and not stored[e.id].passed]
         picked = self.rng.sample(failing, min(len(failing), k // 2))
         rest = [e for e in self.train if e not in picked]
         picked += self.rng.sample(rest, k - len(picked))
@@ -188,7 +193,16 @@ class RunContext:
         return Verdict(cand.id, "promoted", ev.score, f"val {ev.score:.3f} vs best {best_ev.score:.3f}, "
                                                       f"confidence {conf:.2f}")
 
+    def _count_idle(self) -> None:
+        """A proposal is idle when no model request (made, cached or replayed) came since the last one: a
+        duplicate, a rejected prompt, or one scored on no examples. Normal runs never have long idle streaks."""
+        u = self.evaluator.ledger.total
+        requests = u.calls + u.cached_calls
+        self.idle = self.idle + 1 if requests == self._requests_seen else 0
+        self._requests_seen = requests
+
     def _after(self, verdict: Verdict) -> Verdict:
+        self._count_idle()
         self.since_best += 1
         self._progress(verdict.status, verdict.id)
         return verdict
@@ -202,30 +216,38 @@ class RunContext:
         so a dead proposer never turns the run into a blind search that still reports success.
         """
         self.check_stop()
+        try:
+            return self.stored_call(self.proposer, messages, sample=sample, tag="proposer").text
+        except ModelError as e:
+            if not e.bad_request:
+                raise
+            return None
+
+    def stored_call(self, lm: LM, messages: Sequence[Mapping[str, str]], *, sample: int = 0,
+                    tag: str | None = None) -> Completion:
+        """A model call kept in the run store under its cache key, so a resumed run replays it (paying its
+        original cost once) instead of asking again: the one replay path for proposer and optimizer calls."""
         from promptlearn.cache import request_key
         from promptlearn.lm import usage_sink
 
-        key = request_key(self.proposer.name, self.proposer.params(), [dict(m) for m in messages], sample)
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        key = request_key(lm.name, lm.params(), msgs, lm.sample_key(sample))
         stored = self.store.get_generation(key)
         if stored is not None:
             text, usage = stored
             if key not in self._replayed:
                 self._replayed.add(key)
-                self.evaluator.ledger.add(usage, "proposer")
-            return text
+                self.evaluator.ledger.add(usage, tag)
+            return Completion(text, usage.prompt_tokens, usage.completion_tokens, cached=True)
         sink: list[Usage] = []
         token = usage_sink.set(sink)
         try:
-            text = self.evaluator.run(self.proposer.complete(messages, sample=sample, tag="proposer")).text
-        except ModelError as e:
-            if not e.bad_request:
-                raise
-            return None
+            done = self.evaluator.run(lm.complete(msgs, sample=sample, tag=tag))
         finally:
             usage_sink.reset(token)
         self._replayed.add(key)
-        self.store.put_generation(key, text, sum(sink, Usage()))
-        return text
+        self.store.put_generation(key, done.text, sum(sink, Usage()))
+        return done
 
     # ---- feedback for optimizers ------------------------------------------------------------------------
     def failures(self, cand_id: str, k: int = 4) -> list[tuple[Example, ExampleResult]]:
@@ -236,7 +258,7 @@ class RunContext:
             self.evaluate(cand.prompt, self.minibatch(cand_id), tag="reflect-batch",
                           model_overrides=cand.model_overrides)
             stored = self.seen.get(cand_id, {})
-        exs = [e for e in self.train if e.id in stored and stored[e.id].score < PASS]
+        exs = [e for e in self.train if e.id in stored and not stored[e.id].passed]
         return [(e, stored[e.id]) for e in self.rng.sample(exs, min(k, len(exs)))]
 
     def passing(self, k: int = 3) -> list[tuple[Example, str]]:
@@ -246,7 +268,7 @@ class RunContext:
             stored = self.seen.get(cid, {})
             for e in self.train:
                 r = stored.get(e.id)
-                if r is not None and r.score >= PASS and len(e.turns) == 1 and r.turns:
+                if r is not None and r.passed and len(e.turns) == 1 and r.turns:
                     out.append((e, r.turns[0].reply))
         out = sorted(dict(((e.id, reply), (e, reply)) for e, reply in out).values(), key=lambda p: (p[0].id, p[1]))
         return self.rng.sample(out, min(k, len(out)))
@@ -259,6 +281,8 @@ class RunContext:
             raise StopRun(f"no improvement in {self.options.patience} proposals")
         if self.options.max_candidates is not None and self.proposals >= self.options.max_candidates:
             raise StopRun(f"{self.options.max_candidates} candidates tried")
+        if self.idle >= IDLE_PROPOSALS:
+            raise StopRun(f"{IDLE_PROPOSALS} proposals in a row made no model call and scored nothing new")
         self.evaluator.ledger.check()
 
     def _progress(self, event: str, cand_id: str) -> None:
@@ -268,14 +292,6 @@ class RunContext:
                                           "proposals": self.proposals, "seconds": u.seconds})
         if self.on_progress:
             self.on_progress(self)
-
-
-def _budget_from(reason: str) -> BudgetExceeded:
-    """Rebuild the BudgetExceeded that cut an evaluation short from its message."""
-    import re
-
-    m = re.search(r"budget stop: (\w+) limit reached \(([\d.e+-]+) used of ([\d.e+-]+)\)", reason)
-    return BudgetExceeded(m.group(1), float(m.group(2)), float(m.group(3))) if m else BudgetExceeded("budget", 0, 0)
 
 
 def paired_confidence(new: Evaluation, old: Evaluation, n: int, rng: random.Random) -> float:

@@ -12,9 +12,6 @@ from typing import Any, Callable, Mapping, Sequence
 from promptlearn.engine import Evaluation
 from promptlearn.types import Example
 
-PASS = 1.0 - 1e-9
-
-
 def adherence(ev: Evaluation, examples: Sequence[Example] = ()) -> dict[str, Any]:
     """score, loose score, per-check rates, IFEval and SysBench aggregates where the checks exist."""
     out: dict[str, Any] = {"score": ev.score, "loose_score": ev.loose_score, "checks": ev.check_rates(),
@@ -22,7 +19,7 @@ def adherence(ev: Evaluation, examples: Sequence[Example] = ()) -> dict[str, Any
     per_prompt = []
     for res in ev.results.values():
         for t in res.turns:
-            ife = [r for name, r in t.checks.items() if ":" in name]
+            ife = [r for r in t.checks.values() if r.is_ifeval]
             if ife:
                 per_prompt.append(ife)
     if per_prompt:
@@ -45,8 +42,8 @@ def sysbench_turns(ev: Evaluation, examples: Sequence[Example]) -> list[dict[str
         ex = by_id.get(ex_id)
         generated = [t for t in ex.turns if t.given is None] if ex else []
         for i, t in enumerate(res.turns):
-            for name, r in t.checks.items():
-                if not name.startswith("checklist") or "criteria" not in r.details:
+            for r in t.checks.values():
+                if not r.is_checklist:
                     continue
                 meta = generated[i].meta if i < len(generated) else {}
                 rows.append({
@@ -74,7 +71,7 @@ def side_effects(ev: Evaluation, seed: Evaluation | None, examples: Sequence[Exa
             base = seed.results.get(ex_id)
             if base is None:
                 continue
-            was, now = base.score >= PASS, res.score >= PASS
+            was, now = base.passed, res.passed
             (fixed if now and not was else broken if was and not now else same).append(ex_id)
         out.update(fixed=len(fixed), broken=len(broken), same=len(same), broken_ids=broken, fixed_ids=fixed)
         mine, theirs = _mean_tokens(ev), _mean_tokens(seed)
@@ -84,10 +81,10 @@ def side_effects(ev: Evaluation, seed: Evaluation | None, examples: Sequence[Exa
         out["over_refusal"] = sum(any(is_refusal(t.reply) for t in r.turns) for r in benign) / len(benign)
     attacks = [r for k, r in ev.results.items() if k in by_id and by_id[k].attack]
     if attacks:
-        out["injection_robustness"] = sum(r.score >= PASS for r in attacks) / len(attacks)
+        out["injection_robustness"] = sum(r.passed for r in attacks) / len(attacks)
     helpful = [r for k, r in ev.results.items() if k in by_id and by_id[k].benign]
     if helpful and attacks:
-        out["helpful_rate"] = sum(r.score >= PASS for r in helpful) / len(helpful)
+        out["helpful_rate"] = sum(r.passed for r in helpful) / len(helpful)
     if prompt_tokens is not None:
         out["prompt_tokens"] = prompt_tokens
     out["mean_reply_tokens"] = _mean_tokens(ev)

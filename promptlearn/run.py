@@ -18,7 +18,7 @@ from promptlearn.store import RunStore, atomic_write, resolve_run
 from promptlearn.task import Task, load_task
 from promptlearn.types import Usage
 
-LOOP_OPTIONS = {f.name for f in dataclasses.fields(Options)} - {"extra"}
+LOOP_OPTIONS = {f.name for f in dataclasses.fields(Options)}
 
 
 @dataclass(frozen=True)
@@ -53,22 +53,23 @@ class Result:
         """val minus test for the best prompt: how much selection flattered it."""
         return None if self.best.test is None else self.best.val - self.best.test
 
-    def export(self, path: str | Path, key: str, *, fmt: str | None = None, provenance: bool = True) -> None:
+    def export(self, path: str | Path, key: str, *, fmt: str | None = None, provenance: bool = True) -> Any:
         """Write the best prompt into an app config file, keeping everything else in it.
 
-        Provenance (run id, val, test, sha256) goes next to the prompt; raises ConfigError when the file or key
-        cannot take it. Same output as `promptlearn export RUN`.
+        Provenance (run id, val, test, sha256 and the decoding options the prompt was scored with) goes next to
+        the prompt; raises ConfigError when the file or key cannot take it. The same code path as
+        `promptlearn export RUN` (gate.export_run, reading this run's store); returns its ExportInfo.
         """
-        from promptlearn.gate import provenance as prov_of, write_prompt
+        from promptlearn.gate import export_run
 
-        prov = prov_of(self.run_id, self.best.val, self.best.test, self.best.prompt) if provenance else None
-        write_prompt(path, key, self.best.prompt, fmt=fmt, provenance=prov)
+        return export_run(self.run_dir, path, key, fmt=fmt, with_provenance=provenance)
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "run_dir": str(self.run_dir),
                 "seed": {"val": self.seed.val, "test": self.seed.test},
                 "best": {"val": self.best.val, "test": self.best.test, "prompt": self.best.prompt, "id": self.best.id},
                 "overfit_gap": self.overfit_gap, "calls": self.ledger.calls, "cached_calls": self.ledger.cached_calls,
+                "requests": self.ledger.requests,
                 "usd": self.ledger.usd, "seconds": self.ledger.seconds, "candidates": self.candidates,
                 "stop_reason": self.stop_reason,
                 "front": [{"id": p.id, "val": p.val, "test": p.test} for p in self.front]}
@@ -83,6 +84,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     from promptlearn.optimizers import get_optimizer
 
     task = _with_budget(task if isinstance(task, Task) else load_task(task), budget)
+    task.require("train", "val", "test", proposer=True)  # before a run folder exists or a call is made
     if resume is not None:
         rdir = resolve_run(resume, runs_root)
         store = RunStore(rdir, create=False)

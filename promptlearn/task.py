@@ -137,11 +137,25 @@ class Budget(_Strict):
 
 
 class Objective(_Strict):
-    """Primary adherence score plus side-effect constraints like `broken: "<= 2"`."""
+    """What the search maximises and what it must not break.
+
+    `primary`: the score every decision uses (screening, acceptance, the reported val and test): "score" (strict)
+    or "loose" (IFEval's loose variant for the checks that have one). `weights`: check name -> weight in its
+    turn's score (times the check's own `weight:`; 1 by default). `constraints`: side-effect limits like
+    `broken: "<= 2"` a new best must keep.
+    """
 
     primary: Literal["score", "loose"] = "score"
     constraints: dict[str, str] = Field(default_factory=dict)
     weights: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, w in v.items():
+            if not 0 < w < float("inf"):
+                raise ValueError(f"weight of check '{name}' must be > 0, got {w:g}")
+        return v
 
     @field_validator("constraints")
     @classmethod
@@ -216,6 +230,48 @@ class Task:
             raise TaskError(f"unknown split '{split}'", fix="use train, val, test or all")
         return self.splits[split]
 
+    def require(self, *splits: str, proposer: bool = False) -> None:
+        """Refuse a command before it creates anything or calls a model: every split it scores must have
+        examples, and every remote model it will call (target; proposer when `proposer`; judge when a check on
+        those splits needs one) must find its key. Raises TaskError in one line naming the split or the key."""
+        names = list(dict.fromkeys(splits))
+        empty = [s for s in names if not self.examples(s)]  # an unknown split name is a TaskError of its own
+        if empty:
+            counts = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
+            which = " and ".join(empty)
+            raise TaskError(f"the {which} split{'s have' if len(empty) > 1 else ' has'} no examples ({counts})",
+                            file=str(self.path) if self.path else None, field="splits",
+                            fix=f"add examples or change `splits:` so that {which} get"
+                                f"{'' if len(empty) > 1 else 's'} at least one")
+        from promptlearn.lm import require_key
+
+        # an unset proposer is the model; an unset judge the proposer, else the model: check each config once,
+        # under the field that holds it
+        judge = self.uses_judge(*names)
+        uses_proposer = proposer or (judge and self.spec.judge is None)
+        models = [("model", self.spec.model), ("proposer", self.spec.proposer if uses_proposer else None),
+                  ("judge", self.spec.judge if judge else None)]
+        for field, config in models:
+            if config is not None:
+                require_key(config, field=field, file=str(self.path) if self.path else None)
+
+    def uses_judge(self, *splits: str) -> bool:
+        """Whether scoring these splits calls the judge model (a check with `needs_model`, e.g. checklist)."""
+        from promptlearn.checks import build_check
+
+        specs: list[Mapping[str, Any]] = list(self.spec.checks)
+        for split in splits:
+            for ex in self.examples(split):
+                specs += list(ex.checks) + [c for t in ex.turns for c in t.checks]
+        seen: set[str] = set()
+        for spec in specs:
+            key = json.dumps(spec, sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                if getattr(build_check(spec), "needs_model", False):
+                    return True
+        return False
+
     def violations(self, prompt: str) -> list[str]:
         """What a candidate prompt lost: protected clauses and placeholders that must survive verbatim."""
         missing = [f"protected clause '{c[:40]}'" for c in self.spec.protected if c not in prompt]
@@ -276,7 +332,27 @@ def task_from_dict(raw: Mapping[str, Any], *, base_dir: Path | str = ".", source
     for i, ds in enumerate(spec.data):
         _validate_checks(ds.checks, source, f"data[{i}].checks")
     examples = _load_examples(spec, base_dir, source)
+    _validate_weights(spec, [ex for _, ex in examples], source)
     return Task(spec, _split(spec, examples), path=Path(source) if source != "<task>" else None)
+
+
+def _validate_weights(spec: TaskSpec, examples: Sequence[Example], source: str) -> None:
+    """Every name in objective.weights must be the name of a check the task has (a typo would weigh nothing)."""
+    if not spec.objective.weights:
+        return
+    from promptlearn.checks import build_check
+
+    specs = list(spec.checks) + [c for ex in examples for c in ex.checks + tuple(x for t in ex.turns for x in t.checks)]
+    names = sorted({build_check(c).name for c in specs})
+    for name in spec.objective.weights:
+        if name not in names:
+            import difflib
+
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise TaskError(f"no check is named '{name}'", file=source, field=f"objective.weights.{name}",
+                            fix=f"{hint}use a check's name (its `name:`, or e.g. starts_with(Ahoy)); checks here: "
+                                + (", ".join(names[:8]) or "none"))
 
 
 def make_task(name: str, prompt: str, conversations: Iterable[Any], checks: Iterable[Any] = (),

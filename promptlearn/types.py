@@ -58,13 +58,23 @@ class Example:
         }
 
 
+#: The one pass threshold: a score counts as a pass from here up (float sums of 1.0s may land a hair below 1).
+PASS = 1.0 - 1e-9
+
+
+def passes(score: float) -> bool:
+    """Whether a score (of a check, a turn or an example) is a pass."""
+    return score >= PASS
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """What one check says about one reply. `score` in [0, 1], higher is better.
 
     `feedback` says what failed in words an optimizer can hand to a proposer model. `loose` is IFEval's
     loose variant where it applies. `judge_error` marks a judge that never gave a parsable verdict: it is
-    reported apart and is neither a pass nor a fail.
+    reported apart and is neither a pass nor a fail. `weight` is the check's weight in its turn's score
+    (the check's `weight:` times `objective.weights` for its name).
     """
 
     score: float
@@ -72,10 +82,25 @@ class CheckResult:
     loose: float | None = None
     judge_error: bool = False
     details: Mapping[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
 
     @property
     def passed(self) -> bool:
-        return self.score >= 1.0
+        return passes(self.score)
+
+    def value(self, loose: bool = False) -> float:
+        """The score, or the loose score where the check has one and `loose` is asked for."""
+        return self.loose if loose and self.loose is not None else self.score
+
+    @property
+    def is_ifeval(self) -> bool:
+        """An IFEval instruction (classified by what the check reported, never by its name)."""
+        return "instruction_id" in self.details
+
+    @property
+    def is_checklist(self) -> bool:
+        """A judge checklist with typed criteria (what SysBench's metrics aggregate)."""
+        return "criteria" in self.details
 
 
 @dataclass(frozen=True)
@@ -87,30 +112,61 @@ class TurnResult:
 
     @property
     def scored(self) -> bool:
-        """False when every check on this turn was a judge failure: the turn then counts toward no score."""
-        return bool(self.error) or not self.checks or any(not r.judge_error for r in self.checks.values())
+        """Whether this turn counts toward its example's score: it failed, or some check gave a verdict. A turn
+        no check applies to, or whose every check was a judge failure, counts toward no score."""
+        return bool(self.error) or any(not r.judge_error for r in self.checks.values())
+
+    def value(self, loose: bool = False) -> float:
+        """The one turn-scoring rule: 0 on an error, else the weighted mean of the checks that gave a verdict
+        (judge errors left out); 1.0 for a turn with no verdict. Only meaningful when `scored`."""
+        if self.error:
+            return 0.0
+        rated = [(r.value(loose), r.weight) for r in self.checks.values() if not r.judge_error]
+        if not rated:
+            return 1.0
+        total = sum(w for _, w in rated)  # plain sums: with unit weights, exactly the unweighted mean as before
+        return sum(v * w for v, w in rated) / total if total > 0 else 1.0
 
     @property
     def score(self) -> float:
-        scored = [r.score for r in self.checks.values() if not r.judge_error]
-        if self.error:
-            return 0.0
-        return sum(scored) / len(scored) if scored else 1.0
+        return self.value()
 
 
 @dataclass(frozen=True)
 class ExampleResult:
-    """All generated turns of one conversation with their check results."""
+    """All generated turns of one conversation with their check results.
+
+    `primary` is the task's `objective.primary`: "score" (strict) or "loose" (IFEval's loose variant where a
+    check has one). `score` is that primary score, the one every decision and report uses.
+    """
 
     example_id: str
     turns: tuple[TurnResult, ...]
+    primary: str = field(default="score", compare=False)
+
+    def value(self, loose: bool = False) -> float:
+        """Mean over the turns that were scored (see TurnResult.scored). With no scored turn: 1.0 when no check
+        applied to any turn (nothing to keep), 0.0 when every check was a judge failure (nothing was verified)."""
+        turns = [t for t in self.turns if t.scored]
+        if not turns:
+            return 0.0 if any(t.checks for t in self.turns) else 1.0
+        return sum(t.value(loose) for t in turns) / len(turns)
 
     @property
     def score(self) -> float:
-        turns = [t for t in self.turns if t.scored]
-        if not turns:
-            return 0.0
-        return sum(t.score for t in turns) / len(turns)
+        return self.value(self.primary == "loose")
+
+    @property
+    def strict_score(self) -> float:
+        return self.value(False)
+
+    @property
+    def loose_score(self) -> float:
+        return self.value(True)
+
+    @property
+    def passed(self) -> bool:
+        return passes(self.score)
 
     @property
     def feedback(self) -> str:
@@ -119,7 +175,7 @@ class ExampleResult:
             if t.error:
                 parts.append(f"turn {i}: error: {t.error}")
             for name, r in t.checks.items():
-                if r.score < 1.0 and r.feedback:
+                if not r.passed and r.feedback:
                     parts.append(f"turn {i}: {name}: {r.feedback}" if len(self.turns) > 1 else f"{name}: {r.feedback}")
         return "; ".join(parts)
 
@@ -150,6 +206,11 @@ class Usage:
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def requests(self) -> int:
+        """Requests made, whether the model or the cache answered them: what `max_calls` counts."""
+        return self.calls + self.cached_calls
+
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(**{k: getattr(self, k) + getattr(other, k) for k in self.__dataclass_fields__})
 
@@ -159,6 +220,7 @@ class Usage:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["tokens"] = self.tokens
+        d["requests"] = self.requests
         return d
 
 

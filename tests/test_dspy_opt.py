@@ -11,7 +11,6 @@ import itertools
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,6 +18,7 @@ dspy = pytest.importorskip("dspy")
 
 from promptlearn.engine import Evaluator  # noqa: E402
 from promptlearn.errors import ModelError, TaskError  # noqa: E402
+from promptlearn.loop import Options, RunContext  # noqa: E402
 from promptlearn.optimizers import get_optimizer  # noqa: E402
 from promptlearn.optimizers.dspy_opt import DSPyOptimizer, EngineLM, PromptAdapter, _Bridge  # noqa: E402
 from promptlearn.run import optimize  # noqa: E402
@@ -124,7 +124,7 @@ def test_adapter_sends_plain_system_and_verbatim_user():
 def bridge(tmp_path):
     task = make_task()
     ev = Evaluator(task, cache_path=tmp_path / "c.sqlite")
-    ctx = SimpleNamespace(evaluator=ev, store=RunStore(tmp_path / "run"), check_stop=lambda: None, task=task)
+    ctx = RunContext(task, ev, RunStore(tmp_path / "run"), seed=0, options=Options())
     yield _Bridge(ctx, None)
     ev.close()
 
@@ -183,12 +183,12 @@ def test_compile_share_leaves_budget_to_score_what_dspy_found(fake, tmp_path):
     versions = itertools.count(1)  # every proposal is new, so each costs DSPy a full train evaluation
     fake.responder = lambda m: proposer_reply(m, f"{BETTER} (v{next(versions)})") if is_proposer(m) else target_reply(m)
     res = optimize(make_task(), "dspy", budget=40, run_dir=tmp_path / "run",
-                   options={"breadth": 3, "depth": 3, "compile_share": 0.5})
+                   options={"breadth": 3, "depth": 3, "compile_share": 0.3})
     event = dspy_event(res)
     assert "share of the budget" in event["compile_error"]
     assert event["proposed"] >= 1 and event["verdicts"].get("accepted") == 1
     assert res.best.prompt.startswith(BETTER)  # scored by DSPy before its share ran out, then proposed
-    assert res.stop_reason == "optimizer finished" and res.ledger.calls <= 40
+    assert res.stop_reason == "optimizer finished" and res.ledger.requests <= 40
 
 
 def test_unparsable_proposer_is_survived(fake, tmp_path):

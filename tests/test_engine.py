@@ -163,12 +163,17 @@ def test_max_tokens_budget_stops(fake_lm, evaluator_factory):
     assert ev.ledger.total.tokens <= 100
 
 
-def test_cached_examples_still_score_after_budget_is_spent(fake_lm, evaluator_factory):
-    task = make_task(3, budget={"max_calls": 3})
+def test_cache_hits_count_toward_max_calls_but_cost_nothing(fake_lm, evaluator_factory):
+    task = make_task(3, budget={"max_calls": 6, "max_tokens": 10_000})
     ev = evaluator_factory(task)
-    assert ev.evaluate(task.prompt, task.examples("val")).complete
-    again = ev.evaluate(task.prompt, task.examples("val"))  # budget used up, but every request is cached
-    assert again.complete and again.usage.cached_calls == 3 and fake_lm.calls == 3
+    first = ev.evaluate(task.prompt, task.examples("val"))
+    again = ev.evaluate(task.prompt, task.examples("val"))  # every request is cached: 3 requests, 0 calls
+    assert first.complete and again.complete and fake_lm.calls == 3
+    assert (again.usage.calls, again.usage.cached_calls, again.usage.requests) == (0, 3, 3)
+    assert again.usage.tokens == 0 and again.usage.usd == 0  # tokens and USD count real spend only
+    third = ev.evaluate(task.prompt, task.examples("val"))  # 6 requests made: a seventh passes max_calls
+    assert not third.complete and "max_calls" in third.stop_reason and fake_lm.calls == 3
+    assert third.stop is not None and third.stop.limit == "max_calls" and third.stop.used == 6
 
 
 # ---- retries against the loopback server --------------------------------------------------------------

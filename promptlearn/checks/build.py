@@ -36,6 +36,7 @@ def build_check(spec: Mapping[str, Any]) -> Check:
         close = difflib.get_close_matches(str(kind), _REGISTRY, n=1)
         hint = f"did you mean '{close[0]}'?" if close else "run `promptlearn checks` to list the known types"
         raise CheckSpecError(f"unknown check type '{kind}': {hint}")
+    _check_weight_and_turns(spec)
     params = {k: v for k, v in spec.items() if k not in ("type", "name", "weight", "turns")}
     try:
         check = factory(kind=str(kind), **params)
@@ -44,6 +45,23 @@ def build_check(spec: Mapping[str, Any]) -> Check:
     name = spec.get("name") or default_check_name(spec)
     object.__setattr__(check, "name", str(name)) if _is_frozen(check) else setattr(check, "name", str(name))
     return check
+
+
+def _check_weight_and_turns(spec: Mapping[str, Any]) -> None:
+    """`weight:` (> 0, the check's share of its turn's score) and `turns:` (1-based turn numbers, negative from
+    the end) are read by the engine, not the check; they are validated here with the rest of the spec."""
+    kind = spec.get("type")
+    weight = spec.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0 or weight == float("inf"):
+        raise CheckSpecError(f"check '{kind}': weight must be a number > 0 (e.g. weight: 2), got {weight!r}")
+    turns = spec.get("turns")
+    if turns is not None:
+        if isinstance(turns, int) and not isinstance(turns, bool):
+            turns = [turns]
+        if (not isinstance(turns, (list, tuple)) or not turns
+                or any(isinstance(t, bool) or not isinstance(t, int) or t == 0 for t in turns)):
+            raise CheckSpecError(f"check '{kind}': turns must be a list of turn numbers (1 is the first turn, -1 "
+                                 f"the last), e.g. turns: [1, -1]; got {spec.get('turns')!r}")
 
 
 def _is_frozen(obj: Any) -> bool:

@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from promptlearn.checks import ifeval_rules as rules
 from promptlearn.checks.base import CheckContext, register_check
-from promptlearn.types import CheckResult
+from promptlearn.types import CheckResult, passes
 
 INSTRUCTION_IDS: tuple[str, ...] = tuple(rules.RULES)
 
@@ -156,7 +156,7 @@ def ifeval_aggregate(results: Iterable[Sequence[CheckResult]]) -> dict[str, floa
 
     def ok(r: CheckResult, loose: bool) -> bool:
         value = r.loose if loose and r.loose is not None else r.score
-        return value >= 1.0
+        return passes(value)
 
     flat = [r for p in prompts for r in p]
     out = {}

@@ -12,8 +12,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from promptlearn.store import RunStore, iter_parents
 
-PASS = 1.0 - 1e-9
-SCORED_EVENTS = ("seed", "promoted", "accepted", "incomplete")
+#: Progress events of a candidate that got a full val score (what the loop logs, see loop.Verdict).
+SCORED_EVENTS = ("seed", "promoted", "accepted")
 
 
 def run_summary(run_dir: str | Path, *, examples: bool = True) -> dict[str, Any]:
@@ -167,7 +167,7 @@ def _examples(store: RunStore, run_yaml: Mapping[str, Any], seed_id: str | None,
     rows: list[dict[str, Any]] = []
     for ex_id in ids:
         s, b = seed_res[ex_id], best_res[ex_id]
-        was, now = s.score >= PASS, b.score >= PASS
+        was, now = s.passed, b.passed
         status = "fixed" if now and not was else "broken" if was and not now else "same"
         rows.append({"id": ex_id, "status": status, "user": users.get(ex_id, []),
                      "seed": _result_view(s), "best": _result_view(b)})
@@ -181,7 +181,7 @@ def _result_view(res: Any) -> dict[str, Any]:
     return {"score": res.score, "turns": [
         {"reply": t.reply, "error": t.error, "score": t.score,
          "failed": [{"check": k, "score": r.score, "feedback": r.feedback} for k, r in t.checks.items()
-                    if r.score < 1.0 and not r.judge_error]} for t in res.turns]}
+                    if not r.passed and not r.judge_error]} for t in res.turns]}
 
 
 def runs_overview(root: str | Path = "runs") -> list[dict[str, Any]]:

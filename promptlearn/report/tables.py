@@ -9,7 +9,7 @@ import html
 from typing import Any, Mapping
 
 from promptlearn.report.formatting import _cls_gain, fmt, fmt_gain
-from promptlearn.report.summary import PASS
+from promptlearn.types import passes
 
 MAX_SAME_ROWS = 200
 
@@ -80,7 +80,7 @@ def _reply_html(view: Mapping[str, Any]) -> str:
     e = html.escape
     out = []
     for i, t in enumerate(view["turns"], 1):
-        mark = "ok" if t["score"] >= PASS else "bad"
+        mark = "ok" if passes(t["score"]) else "bad"
         head = f'<div class="turnhead {mark}">{"turn " + str(i) + " · " if len(view["turns"]) > 1 else ""}' \
                f'score {t["score"]:.2f}</div>'
         err = f'<div class="err">error: {e(t["error"])}</div>' if t["error"] else ""
