@@ -80,7 +80,26 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
              runs_root: str | Path = "runs", cache_path: str | Path | None = None,
              options: Mapping[str, Any] | None = None,
              on_progress: Callable[[RunContext], None] | None = None) -> Result:
-    """Optimize the task's system prompt. `budget` is max model calls (int) or a budget mapping."""
+    """Optimize the task's system prompt: search on train/val, then score seed and best once on test.
+
+    Args:
+        task: a Task (`make_task`, `load_task`) or the path of a task YAML file.
+        optimizer: evolve, mutate, dspy, optuna or a plugin's name (default: the task's `optimizer.name`).
+        budget: the most model calls (int), or a mapping of max_calls / max_tokens / max_usd / max_seconds;
+            replaces the task's `budget`. Calls for scoring seed and best on test are held back from the search.
+        seed: random seed: the same seed and cache give the same lineage.
+        run_dir: where to keep the run (default `runs_root/<task>-<time>-s<seed>-<ms>`).
+        resume: continue this run (its id, a unique prefix of it, `latest`, or its directory) with its own
+            seed and options; the task must be the same.
+        runs_root: the folder that holds runs (for the default `run_dir` and for finding `resume`).
+        cache_path: the model-reply cache file (default ~/.cache/promptlearn, or $PROMPTLEARN_CACHE_DIR).
+        options: optimizer and loop options (what `-o KEY=VALUE` sets on the command line).
+        on_progress: called with the RunContext after each scored candidate (e.g. to draw progress).
+
+    Returns the Result (seed, best, lineage, ledger); the run folder holds the store, run.yaml, lineage.json
+    and best_prompt.txt. Raises TaskError for a bad task or option before any call is made, RunError for a
+    run that cannot be resumed, ModelError when a model fault never heals (the run is saved and resumable).
+    """
     from promptlearn.optimizers import get_optimizer
 
     task = _with_budget(task if isinstance(task, Task) else load_task(task), budget)

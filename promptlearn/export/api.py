@@ -43,8 +43,8 @@ def detect_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
         return _SUFFIXES[p.suffix.lower()]
     if name == ".env" or name.endswith(".env") or name.startswith(".env."):
         return "env"
-    raise ValueError(f"cannot tell the config format of {p.name!r} from its name; pass --format "
-                     f"(one of: {', '.join(FORMATS)})")
+    raise ValueError(f"cannot tell the config format of {p.name!r} from its name; pass fmt= (--format on the "
+                     f"command line): one of {', '.join(FORMATS)}")
 
 
 def export_prompt(path: str | os.PathLike[str], key: str, prompt: str, *, fmt: str | None = None,
