@@ -17,6 +17,36 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Learn better system prompts: evaluate, optimize, export, gate.")
 
 
+def _plain_flags() -> None:
+    """Show boolean flags in --help as plain flags: typer 0.29's rich help labels them `<bool>` as if they
+    took a value (`--json <bool>`), which they do not."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: Any, ctx: Any) -> Optional[str]:
+        return None if self.is_flag and not self.count else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_plain_flags()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from promptlearn import __version__
+
+        print(f"promptlearn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="print the version and exit")) -> None:
+    """Learn better system prompts: evaluate, optimize, export, gate."""
+
+
 def _console(stderr: bool = False):
     from rich.console import Console
 
