@@ -166,7 +166,8 @@ def optimize_cmd(
     budget_calls: Optional[int] = typer.Option(None, "--budget-calls", help="hard cap on model calls"),
     seed: int = typer.Option(0, "--seed", help="random seed: same seed + same cache = same lineage"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where to keep the run (default runs/<id>)"),
-    resume: Optional[str] = typer.Option(None, "--resume", help="continue this run (id or path)"),
+    resume: Optional[str] = typer.Option(None, "--resume",
+                                         help="continue this run (id, unique prefix, latest or path)"),
     option: list[str] = typer.Option([], "--option", "-o", help="optimizer option KEY=VALUE (repeatable)"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
@@ -282,7 +283,7 @@ def checks_cmd() -> None:
 
 @app.command("export")
 def export_cmd(
-    run: str = typer.Argument(..., help="run id (under --root) or run directory"),
+    run: str = typer.Argument(..., help="run id (under --root), a unique prefix of one, latest, or a run directory"),
     to: Path = typer.Option(..., "--to", help="the app's config file (created when missing)"),
     key: str = typer.Option(..., "--key", help="dotted path of the prompt in it, e.g. assistant.system_prompt"),
     fmt: Optional[str] = typer.Option(None, "--format", help="yaml, json, toml, env, py or md (default: from --to)"),
@@ -371,7 +372,7 @@ def _print_check(report: Any, source: str) -> None:
 
 @app.command("report")
 def report_cmd(
-    run: str = typer.Argument(..., help="run id (under --root) or run directory"),
+    run: str = typer.Argument(..., help="run id (under --root), a unique prefix of one, latest, or a run directory"),
     out: Optional[Path] = typer.Option(None, "--out", help="where to write the HTML (default <run>/report.html)"),
     open_: bool = typer.Option(False, "--open", help="open the report in a web browser"),
     root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
@@ -389,31 +390,54 @@ def report_cmd(
 
 
 @app.command("runs")
-def runs_cmd(root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs")) -> None:
-    """List the runs under --root: task, optimizer, status, seed and best scores, calls, date."""
+def runs_cmd(
+    root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
+    task: Optional[str] = typer.Option(None, "--task", help="only runs of this task"),
+    status: Optional[str] = typer.Option(None, "--status",
+                                         help="only runs with this status: finished, running, interrupted, "
+                                              "failed or unreadable"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON list on stdout"),
+) -> None:
+    """List the runs under --root: id, status, seed and best scores, calls; task, optimizer, start time."""
+    from promptlearn.errors import RunError
     from promptlearn.report import runs_overview
-    from promptlearn.views import runs_table
+    from promptlearn.views import runs_json, runs_table
 
-    summaries = runs_overview(root)
+    if not root.is_dir():
+        raise RunError(f"no folder '{root}' (give the folder that holds runs with --root)")
+    summaries = [s for s in runs_overview(root) if (task is None or s.get("task") == task)
+                 and (status is None or s.get("status") == status)]
+    if as_json:
+        print(json.dumps([runs_json(s) for s in summaries], default=str))
+        return
     if not summaries:
-        _console(stderr=True).print(f"no runs in {root}", markup=False, highlight=False)
+        which = " ".join(f"with {k} {v}" for k, v in (("task", task), ("status", status)) if v is not None)
+        _console(stderr=True).print(f"no runs {which + ' ' if which else ''}in {root}", markup=False,
+                                    highlight=False)
         return
     _console().print(runs_table(summaries, title=f"runs in {root}"))
 
 
 @app.command("show")
 def show_cmd(
-    run: str = typer.Argument(..., help="run id (under --root) or run directory"),
+    run: str = typer.Argument(..., help="run id (under --root), a unique prefix of one, latest, or a run directory"),
     root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
+    all_: bool = typer.Option(False, "--all", help="every candidate under its parent, not only the path to the best"),
+    as_json: bool = typer.Option(False, "--json", help="print the run's data (what the report shows) as JSON"),
 ) -> None:
     """Show the path from the seed to the best prompt (operator, val, gain, diff) and the checks, seed vs best."""
     from promptlearn.report import run_summary
     from promptlearn.store import resolve_run
-    from promptlearn.views import checks_table, lineage_tree
+    from promptlearn.views import checks_table, lineage_tree, not_accepted_lines
 
     summary = run_summary(resolve_run(run, root))
+    if as_json:
+        print(json.dumps(summary, default=str))
+        return
     console = _console()
-    console.print(lineage_tree(summary, plain=console.no_color or not console.is_terminal))
+    console.print(lineage_tree(summary, plain=console.no_color or not console.is_terminal, all_candidates=all_))
+    for line in not_accepted_lines(summary):
+        console.print(line, highlight=False)
     console.print(checks_table(summary))
 
 

@@ -49,6 +49,12 @@ def _best_prompt(s: Mapping[str, Any]) -> str:
         out.append('<p class="muted">No candidate beat the seed prompt with enough confidence; the best prompt is '
                    "the seed.</p>")
     out.append(f'<pre class="prompt">{e(best["prompt"])}</pre>')
+    passed_over = sorted((n for n in s["candidates"] if n.get("not_accepted")), key=lambda n: -n["val"])
+    if passed_over:
+        items = "".join(f'<li><a href="#c-{e(n["id"])}"><code>{e(n["id"])}</code></a> {e(str(n["operator"]))} · '
+                        f'val {fmt(n["val"])}: {e(n["not_accepted"])}</li>' for n in passed_over)
+        out.append(f'<p id="not-accepted">Higher val score than the best ({fmt(best["val"])}) but not accepted:</p>'
+                   f'<ul class="not-accepted">{items}</ul>')
     if not same:
         out.append(f'<h3>Change from the seed</h3><div class="diff">{diff_html(seed["prompt"], best["prompt"])}</div>')
     out.append("</section>")
