@@ -273,12 +273,28 @@ def _print_result(result: Any) -> None:
 
 
 @app.command("checks")
-def checks_cmd() -> None:
-    """List the check types a task file can use."""
-    from promptlearn.checks import check_types
+def checks_cmd(
+    name: Optional[str] = typer.Argument(None, help="one check type (default: all of them)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON list on stdout"),
+) -> None:
+    """List the check types a task file can use, with their parameters, types, defaults and an example."""
+    import shutil
 
-    for name in check_types():
-        print(name)
+    from promptlearn.checks import CheckSpecError, check_types, describe_check
+    from promptlearn.errors import TaskError
+
+    try:
+        descs = [describe_check(t) for t in ([name] if name is not None else check_types())]
+    except CheckSpecError as e:
+        raise TaskError(str(e), field="checks NAME") from None
+    if as_json:
+        print(json.dumps(descs if name is None else descs[0], default=str))
+        return
+    from promptlearn.views import check_lines
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    for i, d in enumerate(sorted(descs, key=lambda d: (d["family"], d["type"]))):
+        print(("\n" if i else "") + "\n".join(check_lines(d, width)))
 
 
 @app.command("export")

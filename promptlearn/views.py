@@ -194,3 +194,30 @@ def checks_table(summary: Mapping[str, Any]) -> Table:
         c = ex["counts"]
         table.caption = f"{ex['split']} examples: {c['fixed']} fixed, {c['broken']} broken, {c['same']} same"
     return table
+
+
+def check_lines(desc: Mapping[str, Any], width: int = 80) -> list[str]:
+    """One check type for `promptlearn checks`: name and family, summary, parameters with types and defaults,
+    and an example spec (a YAML flow mapping, so its wrapped lines still paste as one spec), wrapped to `width`."""
+    import json
+    import textwrap
+
+    def param(p: Mapping[str, Any]) -> str:
+        bits = [p["type"]] if p["type"] else []
+        if p["required"]:
+            bits.append("required")
+        elif p["default"] is not None:
+            bits.append("default " + json.dumps(p["default"], default=str))
+        return p["name"] + (f" ({', '.join(bits)})" if bits else "")
+
+    wrap = textwrap.TextWrapper(width=max(40, width), initial_indent="  ", subsequent_indent="    ",
+                                break_long_words=False, break_on_hyphens=False)
+    out = [f"{desc['type']}  ({desc['family']})"]
+    if desc["summary"]:
+        out += wrap.wrap(desc["summary"])
+    params = "; ".join(param(p) for p in desc["params"]) or "none"
+    out += wrap.wrap("params: " + params)
+    out += textwrap.wrap(f"e.g. {desc['example']}", width=max(40, width), initial_indent="  ",
+                         subsequent_indent="      ", break_long_words=False, break_on_hyphens=False)
+    return out
+

@@ -194,3 +194,48 @@ def test_show_all_and_json(tmp_path, monkeypatch, capsys):
     data = json.loads(out)
     assert code == 0 and data["run_id"] == "pirate-1" and len(data["candidates"]) == 5
     assert data["best"]["val"] == 1.0 and data["examples"]["counts"] == {"fixed": 1, "broken": 1, "same": 1}
+
+
+# ---- checks -----------------------------------------------------------------------------------------------------
+
+
+def test_checks_lists_parameters_types_defaults_and_an_example(monkeypatch, capsys):
+    from promptlearn.checks import check_types
+
+    code, out, _ = cli(monkeypatch, capsys, "checks")
+    assert code == 0
+    assert max(len(line) for line in out.splitlines()) <= 80
+    blocks = [" ".join(b.split()) for b in out.strip().split("\n\n")]  # one line each, for the asserts
+    assert len(blocks) == len(check_types())
+    starts = next(b for b in blocks if b.startswith("starts_with (assertions)"))
+    assert "ignore_case (bool, default false)" in starts and "e.g. {type: starts_with, value: Ahoy}" in starts
+    words = next(b for b in blocks if b.startswith("length_constraints:number_words (ifeval)"))
+    assert "num_words (int, required)" in words and "relation (str, required)" in words
+    assert "num_words: 50, relation: at least}" in words
+
+
+def test_checks_one_name_json_and_unknown(monkeypatch, capsys):
+    code, out, _ = cli(monkeypatch, capsys, "checks", "regex")
+    assert code == 0 and out.startswith("regex  (assertions)") and out.count("e.g.") == 1
+    code, out, _ = cli(monkeypatch, capsys, "checks", "regex", "--json")
+    d = json.loads(out)
+    assert code == 0 and d["type"] == "regex" and d["family"] == "assertions"
+    assert {"name": "match", "type": "str", "required": False, "default": "search"} in d["params"]
+    code, out, _ = cli(monkeypatch, capsys, "checks", "--json")
+    assert code == 0 and len(json.loads(out)) > 40
+    code, out, err = cli(monkeypatch, capsys, "checks", "starts_witt")
+    assert code == 2 and "did you mean 'starts_with'?" in err and "Traceback" not in err
+
+
+def test_every_check_example_builds():
+    import yaml
+
+    from promptlearn.checks import build_check, check_types, describe_check
+
+    for kind in check_types():
+        d = describe_check(kind)
+        spec = yaml.safe_load(d["example"])
+        assert spec["type"] == kind, d
+        assert d["summary"], kind
+        if kind not in ("python", "python_callable"):  # these name a file or a callable of the user's
+            build_check(spec)

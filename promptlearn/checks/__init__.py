@@ -1,5 +1,14 @@
 """Checks score one reply: verifiable IFEval instructions, app-rule assertions, LLM-judge checklists."""
 
-from promptlearn.checks.base import Check, CheckContext, CheckSpecError, build_check, check_types, register_check
+from promptlearn.checks.base import (
+    Check,
+    CheckContext,
+    CheckSpecError,
+    build_check,
+    check_types,
+    describe_check,
+    register_check,
+)
 
-__all__ = ["Check", "CheckContext", "CheckSpecError", "build_check", "check_types", "register_check"]
+__all__ = ["Check", "CheckContext", "CheckSpecError", "build_check", "check_types", "describe_check",
+           "register_check"]
