@@ -233,9 +233,10 @@ class _LiveView:
         cap = ctx.evaluator.ledger.budget.max_calls
         best = ctx.val_evals[ctx.best_id].score
         eta = ""
-        if cap and u.calls:
-            eta = f" · ETA {max(0.0, u.seconds * (cap - u.calls) / u.calls):.0f}s"
-        line = (f"best val {best:.3f} · calls {u.calls}{f'/{cap}' if cap else ''} (cached {u.cached_calls})"
+        if cap and u.requests:
+            eta = f" · ETA {max(0.0, u.seconds * (cap - u.requests) / u.requests):.0f}s"
+        # max_calls counts requests (cache hits too); cap is the search's share of it (report.budget_text)
+        line = (f"best val {best:.3f} · search calls {u.requests}{f'/{cap}' if cap else ''} (cached {u.cached_calls})"
                 f" · ${u.usd:.4f} · candidates {ctx.proposals} · {u.seconds:.0f}s{eta}")
         if self.live is not None:
             self.live.update(line)
@@ -263,10 +264,14 @@ def _print_result(result: Any) -> None:
             table.add_row(f"test side effect: {k}", "", "", "", f"{v:.3f}" if isinstance(v, float) else str(v))
     out = _console()
     out.print(table)
+    from promptlearn.report import budget_text
+
     gap = result.overfit_gap
-    out.print(f"overfit gap (best val - best test): {fmt(gap)} · calls {result.ledger.calls} "
-              f"(cached {result.ledger.cached_calls}) · ${result.ledger.usd:.4f} · {result.ledger.seconds:.0f}s · "
-              f"{result.candidates} candidates · stopped: {result.stop_reason}")
+    out.print(f"overfit gap (best val - best test): {fmt(gap)} · {result.candidates} candidates · "
+              f"stopped: {result.stop_reason}")
+    spent = budget_text(result.budget, result.ledger.requests) or f"{result.ledger.requests} calls used"
+    out.print(f"{spent} ({result.ledger.cached_calls} from the cache) · ${result.ledger.usd:.4f} · "
+              f"{result.ledger.seconds:.0f}s")
     out.print(f"best prompt: {result.run_dir / 'best_prompt.txt'}")
     out.print("[bold]best prompt:[/bold]")
     out.print(result.best.prompt, markup=False, highlight=False)

@@ -47,6 +47,7 @@ class Result:
     ledger: Usage  #: calls, cached calls, tokens, USD and seconds the run spent
     stop_reason: str | None  #: why the search ended (optimizer finished, budget stop, patience, ...)
     candidates: int  #: how many distinct prompts were recorded
+    budget: Mapping[str, Any] | None = None  #: max_calls asked, the search's share and the test reserve
 
     @property
     def overfit_gap(self) -> float | None:
@@ -71,7 +72,7 @@ class Result:
                 "overfit_gap": self.overfit_gap, "calls": self.ledger.calls, "cached_calls": self.ledger.cached_calls,
                 "requests": self.ledger.requests,
                 "usd": self.ledger.usd, "seconds": self.ledger.seconds, "candidates": self.candidates,
-                "stop_reason": self.stop_reason,
+                "stop_reason": self.stop_reason, "budget": dict(self.budget) if self.budget else None,
                 "front": [{"id": p.id, "val": p.val, "test": p.test} for p in self.front]}
 
 
@@ -133,13 +134,19 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     test_reserve = 2 * sum(sum(t.given is None for t in e.turns) for e in task.examples("test"))
     if full_calls is not None:
         evaluator.ledger.budget.max_calls = max(0, full_calls - test_reserve)
+    budget = {"max_calls": full_calls, "search": evaluator.ledger.budget.max_calls, "test_reserve":
+              None if full_calls is None else full_calls - evaluator.ledger.budget.max_calls}
+    store.set_meta("budget", budget)
     store.set_meta("status", "running")
     stop_reason = None
     try:
         ctx.start()
         opt.run(ctx)
         stop_reason = "optimizer finished"
-    except (StopRun, BudgetExceeded) as e:
+    except BudgetExceeded as e:  # the numbers are in the budget line (report.budget_text), stated once
+        stop_reason = ("budget stop: max_calls (the search's share) used up" if e.limit == "max_calls"
+                       else str(e))
+    except StopRun as e:
         stop_reason = str(e)
     except KeyboardInterrupt:
         _close(store, ctx, "interrupted")
@@ -156,7 +163,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
         evaluator.close()
         raise RunError(f"the budget does not cover scoring the seed prompt on val ({stop_reason}); raise it")
     try:
-        result = _finish(task, ctx, stop_reason)
+        result = _finish(task, ctx, stop_reason, budget)
     except ModelError as e:  # a fault that never healed while scoring on test: as resumable as one before
         _close(store, ctx, "failed")
         raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
@@ -168,7 +175,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     return result
 
 
-def _finish(task: Task, ctx: RunContext, stop_reason: str | None) -> Result:
+def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mapping[str, Any]) -> Result:
     """Score seed, best (and, budget allowing, the Pareto front) on test; write the run's files."""
     store, test = ctx.store, task.examples("test")
     seed_id, best_id = ctx.seed_candidate.id, ctx.best_id
@@ -198,7 +205,7 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None) -> Result:
                                         "best": adherence(tests[best_id], test)})
     return Result(store.run_id, store.dir, scores(seed_id), scores(best_id),
                   tuple(scores(c) for c in extra if c in tests), store.lineage(), ctx.evaluator.ledger.snapshot(),
-                  stop_reason, len(ctx.candidates))
+                  stop_reason, len(ctx.candidates), budget)
 
 
 def _close(store: RunStore, ctx: RunContext, status: str) -> None:

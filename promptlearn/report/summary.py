@@ -103,6 +103,7 @@ def _summary(store: RunStore, with_examples: bool) -> dict[str, Any]:
         "counts": _count_status(nodes),
         "points": points, "best_line": best_line,
         "ledger": ledger or {}, "ledger_by_tag": store.get_meta("ledger_by_tag") or {},
+        "budget": store.get_meta("budget"),
         "test_metrics": store.get_meta("test_metrics") or {},
     }
     seed, best = out["seed"], out["best"]
