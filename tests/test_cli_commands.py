@@ -239,3 +239,23 @@ def test_every_check_example_builds():
         assert d["summary"], kind
         if kind not in ("python", "python_callable"):  # these name a file or a callable of the user's
             build_check(spec)
+
+
+# ---- runs/ in a fresh clone -------------------------------------------------------------------------------------
+
+
+def test_runs_folder_ships_its_readme_and_ignores_the_rest():
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "runs" / "README.md").read_text()
+    for name in ("store.sqlite", "run.yaml", "lineage.json", "best_prompt.txt", "report.html", "commit"):
+        assert name in text, name
+    if shutil.which("git") and (repo / ".git").exists():
+        def ignored(path: str) -> bool:
+            return subprocess.run(["git", "check-ignore", "-q", path], cwd=repo).returncode == 0
+
+        assert ignored("runs/pirate-1/store.sqlite") and ignored("runs/notes.txt")
+        assert not ignored("runs/README.md")
