@@ -131,6 +131,10 @@ def _progress(total: int, *, quiet: bool):
     return bar()
 
 
+LOOSE_SCORE = ("loose score: IFEval's loose variant, a reply passes if it passes with markdown '*' removed or its "
+               "first or last line dropped")
+
+
 def _print_eval(name: str, split: str, out: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -149,13 +153,16 @@ def _print_eval(name: str, split: str, out: dict[str, Any]) -> None:
                 table.add_row(f"{group} {k}", ", ".join(f"{a}={b:.2f}" for a, b in v.items()))
     if out["metrics"].get("judge_errors"):
         table.add_row("judge errors", str(out["metrics"]["judge_errors"]))
-    for k, v in out["side_effects"].items():
-        if not k.endswith("_ids"):
-            table.add_row(f"side effect: {k}", f"{v:.3f}" if isinstance(v, float) else str(v))
+    effects = {k: v for k, v in out["side_effects"].items() if not k.endswith("_ids")}
+    if effects:  # short labels under one heading row, so no row wraps at 80 columns
+        table.add_row("side effects vs seed:", "")
+    for k, v in effects.items():
+        table.add_row(f"  {k.replace('_', ' ')}", f"{v:.3f}" if isinstance(v, float) else str(v))
     table.add_row("calls (cached)", f"{out['calls']} ({out['cached_calls']})")
     table.add_row("tokens", str(out["tokens"]))
     table.add_row("cost USD", f"{out['usd']:.4f}")
     table.add_row("wall time s", f"{out['seconds']:.1f}")
+    table.caption = LOOSE_SCORE
     _console().print(table)
 
 
@@ -259,9 +266,11 @@ def _print_result(result: Any) -> None:
     for check in sorted(set(s.val_checks) | set(b.val_checks)):
         table.add_row(f"  {check}", fmt(s.val_checks.get(check)), fmt(b.val_checks.get(check)),
                       fmt((s.test_checks or {}).get(check)), fmt((b.test_checks or {}).get(check)))
-    for k, v in (b.test_side_effects or {}).items():
-        if not k.endswith("_ids"):
-            table.add_row(f"test side effect: {k}", "", "", "", f"{v:.3f}" if isinstance(v, float) else str(v))
+    effects = {k: v for k, v in (b.test_side_effects or {}).items() if not k.endswith("_ids")}
+    if effects:  # short labels under one heading row, so no row wraps at 80 columns
+        table.add_row("side effects on test:", "", "", "", "")
+    for k, v in effects.items():
+        table.add_row(f"  {k.replace('_', ' ')}", "", "", "", f"{v:.3f}" if isinstance(v, float) else str(v))
     out = _console()
     out.print(table)
     from promptlearn.report import budget_text

@@ -259,3 +259,25 @@ def test_runs_folder_ships_its_readme_and_ignores_the_rest():
 
         assert ignored("runs/pirate-1/store.sqlite") and ignored("runs/notes.txt")
         assert not ignored("runs/README.md")
+
+
+# ---- 80 columns -------------------------------------------------------------------------------------------------
+
+
+def test_eval_and_optimize_fit_80_columns(tmp_path, monkeypatch, capsys):
+    from promptlearn.testing import FakeLM, wording_sensitive_responder
+    from test_cli_export_check import write_task
+
+    task = write_task(tmp_path / "task.yaml")
+    with FakeLM(wording_sensitive_responder):
+        code, out, err = cli(monkeypatch, capsys, "eval", task, "--prompt", "You are a pirate. Say Ahoy.")
+        assert code == 0, err
+        assert max(len(line) for line in out.splitlines()) <= 80, out
+        assert out.count("loose score:") == 1 and "side effects vs seed:" in out
+        assert not any(line.strip().startswith("effect") for line in out.splitlines()), out  # no wrapped labels
+        code, out, err = cli(monkeypatch, capsys, "optimize", task, "--run-dir", tmp_path / "run",
+                             "--budget-calls", "40", "--cache", tmp_path / "c.sqlite")
+    assert code == 0, err
+    table = out.split("best prompt:")[0]
+    assert max(len(line) for line in table.splitlines()) <= 80, out
+    assert "side effects on test:" in table and "budget 40 calls:" in table
