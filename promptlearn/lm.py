@@ -203,7 +203,8 @@ class LM:
                 self.ledger.release(est)
         self.ledger.add(Usage(calls=1, retries=result.retries, prompt_tokens=result.prompt_tokens,
                               completion_tokens=result.completion_tokens,
-                              cached_prompt_tokens=result.cached_prompt_tokens, usd=result.usd), tag)
+                              cached_prompt_tokens=result.cached_prompt_tokens, usd=result.usd,
+                              seconds=result.seconds), tag)  # call time, so the ledger's per-tag seconds add up
         if self.cache is not None:
             self.cache.put(key, self.name, {"text": result.text, "prompt_tokens": result.prompt_tokens,
                                             "completion_tokens": result.completion_tokens, "usd": result.usd})

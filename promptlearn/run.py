@@ -47,6 +47,7 @@ class Result:
     ledger: Usage  #: calls, cached calls, tokens, USD and seconds the run spent
     stop_reason: str | None  #: why the search ended (optimizer finished, budget stop, patience, ...)
     candidates: int  #: how many distinct prompts were recorded
+    budget: Mapping[str, Any] | None = None  #: max_calls asked, the search's share and the test reserve
 
     @property
     def overfit_gap(self) -> float | None:
@@ -71,7 +72,7 @@ class Result:
                 "overfit_gap": self.overfit_gap, "calls": self.ledger.calls, "cached_calls": self.ledger.cached_calls,
                 "requests": self.ledger.requests,
                 "usd": self.ledger.usd, "seconds": self.ledger.seconds, "candidates": self.candidates,
-                "stop_reason": self.stop_reason,
+                "stop_reason": self.stop_reason, "budget": dict(self.budget) if self.budget else None,
                 "front": [{"id": p.id, "val": p.val, "test": p.test} for p in self.front]}
 
 
@@ -80,7 +81,26 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
              runs_root: str | Path = "runs", cache_path: str | Path | None = None,
              options: Mapping[str, Any] | None = None,
              on_progress: Callable[[RunContext], None] | None = None) -> Result:
-    """Optimize the task's system prompt. `budget` is max model calls (int) or a budget mapping."""
+    """Optimize the task's system prompt: search on train/val, then score seed and best once on test.
+
+    Args:
+        task: a Task (`make_task`, `load_task`) or the path of a task YAML file.
+        optimizer: evolve, mutate, dspy, optuna or a plugin's name (default: the task's `optimizer.name`).
+        budget: the most model calls (int), or a mapping of max_calls / max_tokens / max_usd / max_seconds;
+            replaces the task's `budget`. Calls for scoring seed and best on test are held back from the search.
+        seed: random seed: the same seed and cache give the same lineage.
+        run_dir: where to keep the run (default `runs_root/<task>-<time>-s<seed>-<ms>`).
+        resume: continue this run (its id, a unique prefix of it, `latest`, or its directory) with its own
+            seed and options; the task must be the same.
+        runs_root: the folder that holds runs (for the default `run_dir` and for finding `resume`).
+        cache_path: the model-reply cache file (default ~/.cache/promptlearn, or $PROMPTLEARN_CACHE_DIR).
+        options: optimizer and loop options (what `-o KEY=VALUE` sets on the command line).
+        on_progress: called with the RunContext after each scored candidate (e.g. to draw progress).
+
+    Returns the Result (seed, best, lineage, ledger); the run folder holds the store, run.yaml, lineage.json
+    and best_prompt.txt. Raises TaskError for a bad task or option before any call is made, RunError for a
+    run that cannot be resumed, ModelError when a model fault never heals (the run is saved and resumable).
+    """
     from promptlearn.optimizers import get_optimizer
 
     task = _with_budget(task if isinstance(task, Task) else load_task(task), budget)
@@ -114,13 +134,20 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     test_reserve = 2 * sum(sum(t.given is None for t in e.turns) for e in task.examples("test"))
     if full_calls is not None:
         evaluator.ledger.budget.max_calls = max(0, full_calls - test_reserve)
+    search_calls = evaluator.ledger.budget.max_calls
+    budget = {"max_calls": full_calls, "search": search_calls, "test_reserve":
+              None if full_calls is None or search_calls is None else full_calls - search_calls}
+    store.set_meta("budget", budget)
     store.set_meta("status", "running")
     stop_reason = None
     try:
         ctx.start()
         opt.run(ctx)
         stop_reason = "optimizer finished"
-    except (StopRun, BudgetExceeded) as e:
+    except BudgetExceeded as e:  # the numbers are in the budget line (report.budget_text), stated once
+        stop_reason = ("budget stop: max_calls (the search's share) used up" if e.limit == "max_calls"
+                       else str(e))
+    except StopRun as e:
         stop_reason = str(e)
     except KeyboardInterrupt:
         _close(store, ctx, "interrupted")
@@ -137,7 +164,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
         evaluator.close()
         raise RunError(f"the budget does not cover scoring the seed prompt on val ({stop_reason}); raise it")
     try:
-        result = _finish(task, ctx, stop_reason)
+        result = _finish(task, ctx, stop_reason, budget)
     except ModelError as e:  # a fault that never healed while scoring on test: as resumable as one before
         _close(store, ctx, "failed")
         raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
@@ -149,7 +176,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     return result
 
 
-def _finish(task: Task, ctx: RunContext, stop_reason: str | None) -> Result:
+def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mapping[str, Any]) -> Result:
     """Score seed, best (and, budget allowing, the Pareto front) on test; write the run's files."""
     store, test = ctx.store, task.examples("test")
     seed_id, best_id = ctx.seed_candidate.id, ctx.best_id
@@ -179,7 +206,7 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None) -> Result:
                                         "best": adherence(tests[best_id], test)})
     return Result(store.run_id, store.dir, scores(seed_id), scores(best_id),
                   tuple(scores(c) for c in extra if c in tests), store.lineage(), ctx.evaluator.ledger.snapshot(),
-                  stop_reason, len(ctx.candidates))
+                  stop_reason, len(ctx.candidates), budget)
 
 
 def _close(store: RunStore, ctx: RunContext, status: str) -> None:

@@ -277,3 +277,27 @@ def test_check_prompt_bad_arguments(fake_lm):
         check_prompt(task, "x", "val", max_broken=-1)
     with pytest.raises(ConfigError, match="must be a string"):
         check_prompt(task, 3, "val")  # type: ignore[arg-type]
+
+
+# ---- discoverability ----------------------------------------------------------------------------------------
+
+
+def test_dir_shows_the_public_names():
+    names = dir(promptlearn)
+    assert {"optimize", "evaluate", "make_task", "check_prompt", "export_prompt", "Result"} <= set(names)
+    assert "importlib" not in names and "os" not in names and "annotations" not in names
+
+
+def test_optimize_documents_every_argument():
+    import inspect
+
+    doc = inspect.getdoc(promptlearn.optimize)
+    for name in inspect.signature(promptlearn.optimize).parameters:
+        assert f"{name}:" in doc, name
+
+
+def test_export_prompt_errors_name_python_arguments(tmp_path):
+    with pytest.raises(ValueError) as e:
+        promptlearn.export_prompt(tmp_path / "settings.conf", "system_prompt", "Be brief.")
+    assert "fmt=" in str(e.value)
+    promptlearn.export_prompt(tmp_path / "settings.conf", "system_prompt", "Be brief.", fmt="yaml")
