@@ -63,10 +63,21 @@ def test_registered_under_optuna():
     assert get_optimizer("optuna") is OptunaSearch
 
 
+#: Seed 0, fresh cache: the first seven candidates TPE proposes are screened out and the eighth, the first to say
+#: "IMPORTANT", is accepted. 45 calls run out after six candidates; 120 go on past the eighth.
+STATUSES = ["seed"] + ["screened_out"] * 7 + ["accepted"]
+
+
 @pytest.mark.parametrize("budget", [45, 120])
 def test_finds_a_better_prompt_within_budget(fake, tmp_path, budget):
     res = optimize(make_task(), "optuna", budget=budget, seed=0, run_dir=tmp_path / "run")
-    assert res.best.val >= res.seed.val
+    statuses = [n["status"] for n in res.lineage["nodes"]]
+    if budget < 120:
+        assert statuses == STATUSES[:7] and res.best.id == res.seed.id
+    else:
+        assert statuses[:len(STATUSES)] == STATUSES and res.best.val > res.seed.val
+        best = next(n for n in res.lineage["nodes"] if n["id"] == res.best.id)
+        assert best["operator"] == "optuna" and best["status"] == "accepted" and best["parents"] == [res.seed.id]
     assert res.ledger.calls <= budget and fake.calls <= budget
     ops = [n["operator"] for n in res.lineage["nodes"]]
     assert ops[0] == "seed" and "optuna" in ops
