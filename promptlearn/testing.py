@@ -172,7 +172,8 @@ def run_contract(optimizer: str, tmp_path: Any, options: dict[str, Any] | None =
         resumed = optimize(task, resume=tmp_path / "r", cache_path=tmp_path / "c3.sqlite")
         total = fake.calls - 1  # the interrupted call never returned
     assert total == calls_first, f"interrupted+resumed made {total} calls, an uninterrupted run {calls_first}"
-    assert before == calls_first // 2, "the interruption should have happened mid-run"
+    # Calls in flight in other threads may still return after the interrupted one: hence <=, not ==.
+    assert calls_first // 2 <= before < calls_first, "the interruption should have happened mid-run"
     assert lineage(tmp_path / "r") == lineage(tmp_path / "a"), "resume changed the lineage"
     assert resumed.best.prompt == first.best.prompt
 
