@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import time
 from dataclasses import dataclass
@@ -81,8 +82,6 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
              options: Mapping[str, Any] | None = None,
              on_progress: Callable[[RunContext], None] | None = None) -> Result:
     """Optimize the task's system prompt. `budget` is max model calls (int) or a budget mapping."""
-    from promptlearn.optimizers import get_optimizer
-
     task = _with_budget(task if isinstance(task, Task) else load_task(task), budget)
     task.require("train", "val", "test", proposer=True)  # before a run folder exists or a call is made
     if resume is not None:
@@ -95,9 +94,11 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
             raise RunError(f"run {rdir.name} was made with a different task (data, checks or prompt changed); "
                            "start a new run instead of --resume")
         name, seed, opt_options = saved["optimizer"], saved["seed"], saved["options"]
+        opt, loop_opts = _build_optimizer(name, opt_options)
     else:
         name = optimizer or task.spec.optimizer.name
         opt_options = {**(task.spec.optimizer.model_extra or {}), **(options or {})}
+        opt, loop_opts = _build_optimizer(name, opt_options)  # a bad name or option: no run folder yet
         rdir = Path(run_dir) if run_dir else Path(runs_root) / _run_id(task.name, seed)
         if (rdir / "store.sqlite").exists():
             raise RunError(f"{rdir} already holds a run; use --resume {rdir} or another --run-dir")
@@ -105,9 +106,6 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
         store.set_meta("config", {"optimizer": name, "seed": seed, "options": opt_options,
                                   "fingerprint": task.fingerprint()})
         atomic_write(rdir / "run.yaml", _run_yaml(task, name, seed, opt_options))
-    opt_cls = get_optimizer(name)
-    loop_opts = Options(**{k: v for k, v in opt_options.items() if k in LOOP_OPTIONS})
-    opt = opt_cls(**{k: v for k, v in opt_options.items() if k not in LOOP_OPTIONS})
     evaluator = Evaluator(task, store=store, cache_path=cache_path)
     ctx = RunContext(task, evaluator, store, seed=seed, options=loop_opts, on_progress=on_progress)
     full_calls = evaluator.ledger.budget.max_calls
@@ -147,6 +145,37 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     finally:
         evaluator.close()
     return result
+
+
+def optimizer_options(name: str) -> list[str] | None:
+    """The options an optimizer takes (its constructor's keywords plus the loop's); None when it takes any."""
+    from promptlearn.optimizers import get_optimizer
+
+    cls = get_optimizer(name)
+    if cls.__init__ is object.__init__:
+        own: set[str] = set()
+    else:
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        own = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return sorted(own | LOOP_OPTIONS)
+
+
+def _build_optimizer(name: str, options: Mapping[str, Any]) -> tuple[Any, Options]:
+    """The optimizer and the loop options, or a TaskError naming the option that does not exist."""
+    from promptlearn.optimizers import get_optimizer
+
+    cls, known = get_optimizer(name), optimizer_options(name)
+    unknown = [k for k in options if known is not None and k not in known]
+    if unknown:
+        raise TaskError(f"optimizer '{name}' has no option {', '.join(repr(k) for k in unknown)}",
+                        field="optimizer", fix="use one of " + ", ".join(known or ()))
+    try:
+        loop_opts = Options(**{k: v for k, v in options.items() if k in LOOP_OPTIONS})
+        return cls(**{k: v for k, v in options.items() if k not in LOOP_OPTIONS}), loop_opts
+    except TypeError as e:  # a plugin's constructor refusing what its signature seemed to take
+        raise TaskError(f"optimizer '{name}': {e}", field="optimizer", fix="check its options") from None
 
 
 def _finish(task: Task, ctx: RunContext, stop_reason: str | None) -> Result:

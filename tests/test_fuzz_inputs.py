@@ -582,3 +582,49 @@ def test_proposals_that_cost_nothing_stop_the_run(tmp_path, fake_lm, kind):
     assert res.seed.test is not None and res.best.id == res.seed.id  # the run finished: seed scored on test
     assert fake_lm.calls == 3 + 3  # seed on val, seed on test: nothing else
     assert res.candidates == (1 if kind == "duplicate" else 101)
+
+
+# ---- nothing starts before the input is checked (issue 20) ---------------------------------------------------
+# Each of these used to create a run folder, retry for seconds, or end in a traceback; each is now refused (or
+# warned about) before a run folder exists or a model call is made.
+
+TEN = {**ONE_EXAMPLE, "data": [{"examples": [{"user": f"q{i}"} for i in range(10)]}]}
+
+
+def test_cli_optimize_unknown_optimizer_leaves_no_run_folder(tmp_path):
+    task = write_task(tmp_path, TEN)
+    line = one_error_line(cli(["optimize", str(task), "--optimizer", "gepa"], tmp_path))
+    assert "unknown optimizer 'gepa'" in line and "dspy, evolve, mutate, optuna" in line, line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_optimize_unknown_option_names_the_known_ones(tmp_path):
+    """`-o nosuch=1` was a TypeError traceback (exit 1) after the run folder was made."""
+    task = write_task(tmp_path, TEN)
+    line = one_error_line(cli(["optimize", str(task), "-o", "nosuch=1", "-o", "minibatch=4"], tmp_path))
+    assert "optimizer 'evolve' has no option 'nosuch'" in line, line
+    for known in ("crossover_rate", "operators", "max_failed_proposals", "minibatch", "patience", "test_front"):
+        assert known in line, (known, line)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name, options, match", [
+    ("gepa", {}, "unknown optimizer 'gepa'"),
+    ("evolve", {"nosuch": 1}, "optimizer 'evolve' has no option 'nosuch'"),
+    ("mutate", {"crossover_rate": 0.5}, "optimizer 'mutate' has no option 'crossover_rate'.*paraphrase_every"),
+    ("evolve", {"operators": ["nosuch"]}, "unknown operators"),  # the optimizer's own check, before the folder
+])
+def test_api_checks_optimizer_and_options_before_a_run_folder(tmp_path, fake_lm, name, options, match):
+    from promptlearn.run import optimize
+
+    with pytest.raises(TaskError, match=match):
+        optimize(task_from_dict(TEN), name, run_dir=tmp_path / "run", options=options)
+    assert fake_lm.calls == 0 and not (tmp_path / "run").exists()
+
+
+def test_api_option_from_the_task_file_is_checked_too(tmp_path, fake_lm):
+    from promptlearn.run import optimize
+
+    with pytest.raises(TaskError, match="optimizer 'evolve' has no option 'crossover'"):
+        optimize(task_from_dict({**TEN, "optimizer": {"name": "evolve", "crossover": 0.5}}), run_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
