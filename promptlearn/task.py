@@ -230,8 +230,9 @@ class Task:
 
     def require(self, *splits: str, proposer: bool = False) -> None:
         """Refuse a command before it creates anything or calls a model: every split it scores must have
-        examples, and every remote model it will call (target; proposer when `proposer`; judge when a check on
-        those splits needs one) must find its key. Raises TaskError in one line naming the split or the key."""
+        examples, and every model it will call (target; proposer when `proposer`; judge when a check on those
+        splits needs one) must find its key, or its GGUF file for a `local/` model. Raises TaskError in one
+        line naming the split, the key or the model."""
         names = list(dict.fromkeys(splits))
         empty = [s for s in names if not self.examples(s)]  # an unknown split name is a TaskError of its own
         if empty:
@@ -241,6 +242,7 @@ class Task:
                             file=str(self.path) if self.path else None, field="splits",
                             fix=f"add examples or change `splits:` so that {which} get"
                                 f"{'' if len(empty) > 1 else 's'} at least one")
+        from promptlearn.local import require_gguf
         from promptlearn.lm import require_key
 
         # an unset proposer is the model; an unset judge the proposer, else the model: check each config once,
@@ -251,7 +253,8 @@ class Task:
                   ("judge", self.spec.judge if judge else None)]
         for field, config in models:
             if config is not None:
-                require_key(config, field=field, file=str(self.path) if self.path else None)
+                check = require_gguf if config.is_local else require_key
+                check(config, field=field, file=str(self.path) if self.path else None)
 
     def uses_judge(self, *splits: str) -> bool:
         """Whether scoring these splits calls the judge model (a check with `needs_model`, e.g. checklist)."""

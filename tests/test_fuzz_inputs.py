@@ -628,3 +628,20 @@ def test_api_option_from_the_task_file_is_checked_too(tmp_path, fake_lm):
     with pytest.raises(TaskError, match="optimizer 'evolve' has no option 'crossover'"):
         optimize(task_from_dict({**TEN, "optimizer": {"name": "evolve", "crossover": 0.5}}), run_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_a_local_gguf_that_does_not_exist_exits_2_at_once(tmp_path):
+    """`model: local/nonexistent` was retried for 30 s (an APIConnectionError per attempt), then exit 1."""
+    task = write_task(tmp_path, {**TEN, "model": "local/nonexistent"})
+    start = time.monotonic()
+    for args in (["eval", str(task)], ["optimize", str(task)]):
+        line = one_error_line(cli(args, tmp_path))
+        assert "model.name: local/nonexistent: GGUF file 'nonexistent' not found" in line, line
+    assert time.monotonic() - start < 20 and not (tmp_path / "runs").exists()
+
+
+def test_a_missing_gguf_for_the_proposer_is_refused_by_require(tmp_path):
+    task = task_from_dict({**TEN, "proposer": {"name": f"local/{tmp_path}/none.gguf"}})
+    task.require("val")  # eval never calls the proposer
+    with pytest.raises(TaskError, match=r"proposer.name: local/.*none.gguf: GGUF file .* not found"):
+        task.require("val", proposer=True)
