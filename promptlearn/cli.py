@@ -23,6 +23,13 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr)
 
 
+def _say_retries() -> None:
+    """Commands that call models say so on stderr while a server refuses connections (one line per backoff)."""
+    from promptlearn.lm import set_retry_notice
+
+    set_retry_notice(lambda line: print(f"promptlearn: {line}", file=sys.stderr, flush=True))
+
+
 def _read_prompt_arg(prompt: Optional[str], prompt_file: Optional[Path]) -> Optional[str]:
     from promptlearn.errors import TaskError
 
@@ -47,6 +54,7 @@ def eval_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
 ) -> None:
     """Score a system prompt on a split of the task's conversations."""
+    _say_retries()
     from promptlearn.engine import Evaluator
     from promptlearn.lm import count_tokens
     from promptlearn.metrics import summary
@@ -142,6 +150,7 @@ def optimize_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Search for a better system prompt; score seed and best on the held-out test split."""
+    _say_retries()
     from promptlearn.run import optimize
 
     options = _parse_options(option)
@@ -298,6 +307,7 @@ def check_cmd(
                                                   "export's provenance says so); embedded model only"),
 ) -> None:
     """Gate a build: re-evaluate the prompt the app will load; exit 1 when it scores too low or breaks examples."""
+    _say_retries()
     from promptlearn.gate import check_prompt, read_prompt_ref
 
     path, key, text = read_prompt_ref(prompt_from, fmt=fmt)

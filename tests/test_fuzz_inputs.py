@@ -645,3 +645,51 @@ def test_a_missing_gguf_for_the_proposer_is_refused_by_require(tmp_path):
     task.require("val")  # eval never calls the proposer
     with pytest.raises(TaskError, match=r"proposer.name: local/.*none.gguf: GGUF file .* not found"):
         task.require("val", proposer=True)
+
+
+def _refused_url() -> str:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: every connection is refused
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+@pytest.mark.parametrize("transport", ["http", "litellm"])
+def test_cli_says_so_while_retrying_a_refused_connection(tmp_path, transport):
+    """A server that refused every connection gave 22 s of silence, then one error line."""
+    model = {"name": "openai/x", "api_base": _refused_url(), "retries": 2, "transport": transport,
+             "api_key_env": "MY_TEST_KEY"}
+    task = write_task(tmp_path, {**TEN, "model": model})
+    import os
+
+    proc = subprocess.run([str(PROMPTLEARN), "eval", str(task)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "MY_TEST_KEY": "sk-secretsecret123"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    notes = [ln for ln in lines if "retrying" in ln]
+    assert len(notes) == 2, lines  # one per backoff (the 2 concurrent calls share a line), then the error
+    for i, note in enumerate(notes, 1):
+        assert note.startswith("promptlearn: openai/x: cannot reach the server (") and "onnect" in note, note
+        assert note.endswith(f"); retrying ({i} of 2) in {note.rsplit(' in ', 1)[1]}"), note
+    assert lines[-1].startswith("promptlearn: error: openai/x: failed after 3 attempts")
+    assert "secretsecret" not in proc.stderr
+
+
+def test_library_users_get_no_retry_lines_unless_they_ask(tmp_path, capsys):
+    from promptlearn import lm
+    from promptlearn.engine import evaluate
+    from promptlearn.errors import ModelError
+
+    task = task_from_dict({**TEN, "model": {"name": "openai/x", "api_base": _refused_url(), "retries": 1}})
+    with pytest.raises(ModelError):
+        evaluate(task, split="val")
+    assert capsys.readouterr().err == ""
+    seen: list[str] = []
+    lm.set_retry_notice(seen.append)
+    try:
+        with pytest.raises(ModelError):
+            evaluate(task, split="val", use_cache=False)
+    finally:
+        lm.set_retry_notice(None)
+    assert len(seen) == 1 and seen[0].startswith("openai/x: cannot reach the server"), seen
