@@ -30,6 +30,14 @@ def _say_retries() -> None:
     set_retry_notice(lambda line: print(f"promptlearn: {line}", file=sys.stderr, flush=True))
 
 
+def _check_min_score(value: Optional[float]) -> None:
+    from promptlearn.errors import TaskError
+
+    if value is not None and not 0 <= value <= 1:  # also refuses NaN
+        raise TaskError(f"{value:g} is out of range: scores are between 0 and 1", field="--min-score",
+                        fix="give e.g. --min-score 0.6")
+
+
 def _read_prompt_arg(prompt: Optional[str], prompt_file: Optional[Path]) -> Optional[str]:
     from promptlearn.errors import TaskError
 
@@ -54,6 +62,7 @@ def eval_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
 ) -> None:
     """Score a system prompt on a split of the task's conversations."""
+    _check_min_score(min_score)
     _say_retries()
     from promptlearn.engine import Evaluator
     from promptlearn.lm import count_tokens
@@ -307,6 +316,7 @@ def check_cmd(
                                                   "export's provenance says so); embedded model only"),
 ) -> None:
     """Gate a build: re-evaluate the prompt the app will load; exit 1 when it scores too low or breaks examples."""
+    _check_min_score(min_score)
     _say_retries()
     from promptlearn.gate import check_prompt, read_prompt_ref
 

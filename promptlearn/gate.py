@@ -207,6 +207,8 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
     text = t.prompt if prompt is None else prompt
     if not isinstance(text, str):
         raise ConfigError(f"the prompt must be a string, got {type(text).__name__}")
+    if min_score is not None and not 0 <= min_score <= 1:  # also refuses NaN
+        raise ConfigError(f"min_score must be between 0 and 1 (scores are 0-1), got {min_score:g}")
     if max_broken is not None and max_broken < 0:
         raise ConfigError(f"max_broken must be >= 0, got {max_broken}")
     unknown = sorted(set(decoding or {}) - set(DECODING_KEYS))

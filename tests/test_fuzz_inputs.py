@@ -693,3 +693,24 @@ def test_library_users_get_no_retry_lines_unless_they_ask(tmp_path, capsys):
     finally:
         lm.set_retry_notice(None)
     assert len(seen) == 1 and seen[0].startswith("openai/x: cannot reach the server"), seen
+
+
+@pytest.mark.parametrize("value", ["60", "-0.1", "1.5", "nan"])
+def test_cli_refuses_a_score_threshold_outside_0_1(tmp_path, value):
+    """`check --min-score 60` was accepted: every prompt failed the gate (scores are 0-1)."""
+    task = write_task(tmp_path, TEN)
+    (tmp_path / "app.yaml").write_text("assistant:\n  system_prompt: Start with Ahoy!\n")
+    ref = f"{tmp_path / 'app.yaml'}:assistant.system_prompt"
+    for args in (["check", str(task), "--prompt-from", ref, "--min-score", value],
+                 ["eval", str(task), "--min-score", value]):
+        line = one_error_line(cli(args, tmp_path))
+        assert "--min-score" in line and "scores are between 0 and 1" in line, line
+
+
+def test_api_refuses_a_score_threshold_outside_0_1(fake_lm):
+    from promptlearn.errors import ConfigError
+    from promptlearn.gate import check_prompt
+
+    with pytest.raises(ConfigError, match="min_score must be between 0 and 1 .scores are 0-1., got 60"):
+        check_prompt(task_from_dict(TEN), "Ahoy!", "test", min_score=60)
+    assert fake_lm.calls == 0
