@@ -234,14 +234,17 @@ def test_check_fresh_cache_same_score(fake_run, monkeypatch, capsys):
 
 def test_check_fails_below_min_score_with_reasons(fake_run, monkeypatch, capsys):
     tmp, task_file, result = fake_run
-    result.export(tmp / "app.yaml", "assistant.system_prompt")
+    from promptlearn.export import export_prompt
+
+    export_prompt(tmp / "app.yaml", "assistant.system_prompt", result.seed.prompt)  # scores below the best
+    assert result.seed.test < 0.99
     with FakeLM(wording_sensitive_responder):
         code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from",
                              f"{tmp / 'app.yaml'}:assistant.system_prompt", "--cache", tmp / "c.sqlite",
-                             "--min-score", "1.01")
+                             "--min-score", "0.99")
     assert code == 1, err
-    assert f"{result.best.test:.4f}" in out and "seed" in out and "ahoy" in out
-    assert f"FAIL: score {result.best.test:.4f} is below the minimum 1.01" in out
+    assert f"{result.seed.test:.4f}" in out and "seed" in out and "ahoy" in out
+    assert f"FAIL: score {result.seed.test:.4f} is below the minimum 0.99" in out
 
 
 def test_check_fails_when_it_breaks_seed_passes(tmp_path, monkeypatch, capsys):
@@ -295,8 +298,8 @@ def test_check_bad_split_and_task_exit_2(tmp_path, monkeypatch, capsys):
 
 def test_check_subprocess_gate_failure_on_loopback(tmp_path):
     """Across a real process boundary: one JSON line on stdout, and exit 1 when the gate fails."""
-    def responder(body: dict) -> str:
-        return "Ahoy! " + body["messages"][-1]["content"]
+    def responder(body: dict) -> str:  # no reply starts with Ahoy: the score is 0 for any prompt
+        return "Arr! " + body["messages"][-1]["content"]
 
     with LoopbackServer(responder=responder) as srv:
         task = write_task(tmp_path / "task.yaml", model={"name": "openai/loopback", "api_base": srv.base_url})
@@ -304,12 +307,12 @@ def test_check_subprocess_gate_failure_on_loopback(tmp_path):
         env = {**os.environ, "PROMPTLEARN_CACHE_DIR": str(tmp_path / "cache")}
         proc = subprocess.run([str(PROMPTLEARN), "check", str(task), "--prompt-from",
                                "app.yaml:assistant.system_prompt", "--json", "--max-broken", "0", "--min-score",
-                               "1.5"], capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env)
+                               "0.5"], capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stdout.strip().splitlines()) == 1
     rep = json.loads(proc.stdout)
-    assert rep["score"] == 1.0 and rep["broken"] == 0 and rep["calls"] == 10 and rep["n_examples"] == 5
-    assert rep["passed"] is False and rep["reasons"] == ["score 1.0000 is below the minimum 1.5"]
+    assert rep["score"] == 0.0 and rep["broken"] == 0 and rep["calls"] == 10 and rep["n_examples"] == 5
+    assert rep["passed"] is False and rep["reasons"] == ["score 0.0000 is below the minimum 0.5"]
 
 
 # ---- reproduce on the embedded model ---------------------------------------------------------------------------
