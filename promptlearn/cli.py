@@ -73,6 +73,7 @@ def eval_cmd(
     text = _read_prompt_arg(prompt, prompt_file)
     text = t.prompt if text is None else text
     t.require(split)
+    t.warn()
     examples = t.examples(split)
     start = time.perf_counter()
     ev = Evaluator(t, cache_path=cache, use_cache=not no_cache)
@@ -420,8 +421,20 @@ def _write_report_quietly(run_dir: Path) -> str:
 def main() -> None:
     """Entry point: library errors and bad command lines become one line on stderr and exit code 2, never a
     traceback or a usage box."""
-    from promptlearn.errors import PromptlearnError
+    import warnings
 
+    from promptlearn.errors import PromptlearnError, TaskWarning
+
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, TaskWarning):
+            print(f"promptlearn: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", TaskWarning)
     try:
         code = app(standalone_mode=False, prog_name="promptlearn")
     except PromptlearnError as e:

@@ -219,6 +219,7 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
         raise ConfigError(f"decoding options {overrides} need the embedded model (local/...); "
                           f"{t.model.name} cannot apply them")
     t.require(split)
+    t.warn()
     examples = t.examples(split)
     ev = Evaluator(t, cache_path=cache_path, use_cache=use_cache)
     try:

@@ -99,6 +99,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
         name = optimizer or task.spec.optimizer.name
         opt_options = {**(task.spec.optimizer.model_extra or {}), **(options or {})}
         opt, loop_opts = _build_optimizer(name, opt_options)  # a bad name or option: no run folder yet
+        task.warn(search=True)
         rdir = Path(run_dir) if run_dir else Path(runs_root) / _run_id(task.name, seed)
         if (rdir / "store.sqlite").exists():
             raise RunError(f"{rdir} already holds a run; use --resume {rdir} or another --run-dir")

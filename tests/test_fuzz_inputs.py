@@ -714,3 +714,37 @@ def test_api_refuses_a_score_threshold_outside_0_1(fake_lm):
     with pytest.raises(ConfigError, match="min_score must be between 0 and 1 .scores are 0-1., got 60"):
         check_prompt(task_from_dict(TEN), "Ahoy!", "test", min_score=60)
     assert fake_lm.calls == 0
+
+
+def test_cli_warns_on_a_task_that_measures_nothing(tmp_path):
+    """An empty prompt, a protected clause the seed lacks and no checks ran silently (every score 1.000)."""
+    from promptlearn.testing_server import LoopbackServer
+
+    with LoopbackServer() as srv:
+        doc = {**TEN, "prompt": " ", "protected": ["Never swear."], "checks": [],
+               "model": {"name": "openai/loopback", "api_base": srv.base_url}}
+        proc = subprocess.run([str(PROMPTLEARN), "eval", str(write_task(tmp_path, doc)), "--json"],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    json.loads(proc.stdout)  # stdout stays machine-readable
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "promptlearn: warning: prompt: the seed prompt is empty",
+        "promptlearn: warning: protected: 'Never swear.' is not in the seed prompt: every candidate must keep it "
+        "verbatim, so the seed is the only prompt without it",
+        "promptlearn: warning: checks: the task has no checks: every reply scores 1.0, so every prompt ties",
+    ], lines
+
+
+def test_api_warns_on_splits_too_small_for_acceptance(tmp_path, fake_lm):
+    from promptlearn.errors import TaskWarning
+    from promptlearn.run import optimize
+
+    task = task_from_dict({**TEN, "data": [{"examples": [{"user": f"q{i}"} for i in range(4)]}],
+                           "splits": {"train": 0.5, "val": 0.25, "test": 0.25}})
+    assert task.warnings() == []  # eval and check compare nothing: small splits are fine there
+    with pytest.warns(TaskWarning) as got:
+        optimize(task, budget=20, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    assert [str(w.message) for w in got if w.category is TaskWarning] == [
+        "splits: val has 1 example: accepting a prompt over another rests on it alone; give val at least 5",
+        "splits: test has 1 example: the held-out score rests on it alone; give test at least 5"]
