@@ -158,6 +158,8 @@ def optimize_cmd(
     option: list[str] = typer.Option([], "--option", "-o", help="optimizer option KEY=VALUE (repeatable)"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    extend_budget: bool = typer.Option(False, "--extend-budget",
+                                       help="with --resume: continue the run with a larger budget"),
 ) -> None:
     """Search for a better system prompt; score seed and best on the held-out test split."""
     _say_retries()
@@ -168,7 +170,8 @@ def optimize_cmd(
     try:
         with live:
             result = optimize(task, optimizer, budget=budget_calls, seed=seed, run_dir=run_dir, resume=resume,
-                              cache_path=cache, options=options, on_progress=live.update)
+                              cache_path=cache, options=options, on_progress=live.update,
+                              extend_budget=extend_budget)
     except KeyboardInterrupt:
         where = live.run_dir or "the run directory"
         print(f"promptlearn: interrupted; the run is saved: continue it with --resume {where}", file=sys.stderr)
@@ -288,6 +291,12 @@ def export_cmd(
 
     print(f"exported best prompt {info.candidate_id} of run {info.run_id} (val {fmt_score(info.val)}, test "
           f"{fmt_score(info.test)}) to {info.path}:{info.key} ({info.format})")
+    if info.status != "finished":
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[yellow]run {escape(info.run_id)} is {info.status or 'unfinished'}: this is "
+                                    "the best prompt so far, not a finished run's; continue it with promptlearn "
+                                    f"optimize TASK --resume {escape(str(info.run_dir))}[/yellow]", highlight=False)
     if info.test is None:
         _console(stderr=True).print("[yellow]this prompt has no test score: the run stopped before scoring "
                                     "it on test[/yellow]")

@@ -54,6 +54,8 @@ class ExportInfo:
     format: str
     provenance: Mapping[str, Any] | None
     decoding: Mapping[str, Any] = field(default_factory=dict)  #: decoding options the prompt was scored with
+    status: str | None = None  #: the run's status: finished, or failed / interrupted / running (best so far)
+    run_dir: Path | None = None  #: the run's directory
 
 
 def best_of_run(run: str | Path, root: str | Path = "runs"
@@ -81,10 +83,18 @@ def best_of_run(run: str | Path, root: str | Path = "runs"
 def export_run(run: str | Path, to: str | Path, key: str, *, fmt: str | None = None, with_provenance: bool = True,
                root: str | Path = "runs") -> ExportInfo:
     """Write the best prompt of `run` under the dotted `key` of the config file `to`, keeping the rest of it."""
+    from promptlearn.store import RunStore, resolve_run
+
     run_id, cid, prompt, val, test, decoding = best_of_run(run, root)
+    rdir = resolve_run(run, root)
+    store = RunStore(rdir, create=False)
+    try:
+        status = store.get_meta("status")
+    finally:
+        store.close()
     prov = provenance(run_id, val, test, prompt, decoding) if with_provenance else None
     f = write_prompt(to, key, prompt, fmt=fmt, provenance=prov)
-    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, decoding)
+    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, decoding, status, rdir)
 
 
 def write_prompt(path: str | Path, key: str, prompt: str, *, fmt: str | None = None,

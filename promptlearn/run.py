@@ -80,9 +80,14 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
              seed: int = 0, run_dir: str | Path | None = None, resume: str | Path | None = None,
              runs_root: str | Path = "runs", cache_path: str | Path | None = None,
              options: Mapping[str, Any] | None = None,
-             on_progress: Callable[[RunContext], None] | None = None) -> Result:
-    """Optimize the task's system prompt. `budget` is max model calls (int) or a budget mapping."""
-    task = _with_budget(task if isinstance(task, Task) else load_task(task), budget)
+             on_progress: Callable[[RunContext], None] | None = None, extend_budget: bool = False) -> Result:
+    """Optimize the task's system prompt. `budget` is max model calls (int) or a budget mapping.
+
+    `resume` continues a run with its own budget: another one (from `budget` or the task file) is refused
+    unless `extend_budget`, which only raises limits. A finished run stays finished whatever happens later.
+    """
+    file_task = task if isinstance(task, Task) else load_task(task)
+    task = _with_budget(file_task, budget)
     task.require("train", "val", "test", proposer=True)  # before a run folder exists or a call is made
     if resume is not None:
         rdir = resolve_run(resume, runs_root)
@@ -95,6 +100,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
                            "start a new run instead of --resume")
         name, seed, opt_options = saved["optimizer"], saved["seed"], saved["options"]
         opt, loop_opts = _build_optimizer(name, opt_options)
+        task = _resume_budget(store, saved, file_task, budget, extend_budget)
     else:
         name = optimizer or task.spec.optimizer.name
         opt_options = {**(task.spec.optimizer.model_extra or {}), **(options or {})}
@@ -105,7 +111,8 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
             raise RunError(f"{rdir} already holds a run; use --resume {rdir} or another --run-dir")
         store = RunStore(rdir)
         store.set_meta("config", {"optimizer": name, "seed": seed, "options": opt_options,
-                                  "fingerprint": task.fingerprint()})
+                                  "fingerprint": task.fingerprint(), "budget": _limits(task),
+                                  "task_budget": _limits(file_task)})
         atomic_write(rdir / "run.yaml", _run_yaml(task, name, seed, opt_options))
     evaluator = Evaluator(task, store=store, cache_path=cache_path)
     ctx = RunContext(task, evaluator, store, seed=seed, options=loop_opts, on_progress=on_progress)
@@ -113,7 +120,8 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     test_reserve = 2 * sum(sum(t.given is None for t in e.turns) for e in task.examples("test"))
     if full_calls is not None:
         evaluator.ledger.budget.max_calls = max(0, full_calls - test_reserve)
-    store.set_meta("status", "running")
+    if store.get_meta("status") != "finished":  # a finished run extended stays finished until it finishes again
+        store.set_meta("status", "running")
     stop_reason = None
     try:
         ctx.start()
@@ -126,7 +134,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
         evaluator.close()
         raise
     except ModelError as e:
-        _close(store, ctx, "failed")
+        _close(store, ctx, "failed", str(e))
         evaluator.close()
         raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
     finally:
@@ -138,7 +146,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     try:
         result = _finish(task, ctx, stop_reason)
     except ModelError as e:  # a fault that never healed while scoring on test: as resumable as one before
-        _close(store, ctx, "failed")
+        _close(store, ctx, "failed", str(e))
         raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
     except KeyboardInterrupt:
         _close(store, ctx, "interrupted")
@@ -212,7 +220,12 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None) -> Result:
                   stop_reason, len(ctx.candidates))
 
 
-def _close(store: RunStore, ctx: RunContext, status: str) -> None:
+def _close(store: RunStore, ctx: RunContext, status: str, error: str | None = None) -> None:
+    """Record how the run ended. A finished run is never downgraded: a later fault (while extending it) is kept
+    as a `fault` event, and its status, best prompt and files stay those of the finished run."""
+    if status != "finished" and store.get_meta("status") == "finished":
+        store.log_event("fault", {"status": status, "error": error})
+        return
     store.set_meta("status", status)
     store.set_meta("best", ctx.best_id)
     store.write_files(ctx.candidates[ctx.best_id].prompt if ctx.best_id in ctx.candidates else None)
@@ -228,6 +241,40 @@ def _with_budget(task: Task, budget: int | Mapping[str, Any] | None) -> Task:
         raise TaskError(f"bad budget {budget!r}: {e}", field="budget", fix="give max_calls as an integer") from None
     new = Task(spec, task.splits, path=task.path)
     return new
+
+
+def _limits(task: Task) -> dict[str, Any]:
+    return {k: v for k, v in task.budget.model_dump().items() if v is not None}
+
+
+def _show_limits(limits: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in limits.items()) or "no limits"
+
+
+def _resume_budget(store: RunStore, saved: Mapping[str, Any], file_task: Task,
+                   budget: int | Mapping[str, Any] | None, extend: bool) -> Task:
+    """The task with the run's own budget. Asked for another one (the `budget` argument, or a task file whose
+    budget changed since the run was made): a RunError, unless `extend` and every limit only goes up."""
+    had = saved.get("budget")
+    if had is None:  # a run made before budgets were saved: as asked
+        return _with_budget(file_task, budget)
+    file_limits = _limits(file_task)
+    base = had if file_limits == saved.get("task_budget") else file_limits
+    asked = {} if budget is None else {"max_calls": budget} if isinstance(budget, int) else dict(budget)
+    wanted = {k: v for k, v in {**base, **asked}.items() if v is not None}
+    if wanted != had:
+        name = store.run_id
+        if not extend:
+            raise RunError(f"run {name} has the budget {_show_limits(had)}; --resume continues it with the same "
+                           f"budget (asked: {_show_limits(wanted)}): resume without a new budget, or add "
+                           f"--extend-budget to continue it with {_show_limits(wanted)}")
+        lowered = [f"{k} {had.get(k, 'unlimited')} -> {wanted.get(k, 'unlimited')}" for k in sorted({*had, *wanted})
+                   if k not in had or (k in wanted and wanted[k] < had[k])]
+        if lowered:
+            raise RunError(f"--extend-budget only raises limits: {', '.join(lowered)}")
+        store.set_meta("config", {**saved, "budget": wanted, "task_budget": file_limits})
+        store.log_event("budget", {"from": had, "to": wanted})
+    return _with_budget(file_task, {k: wanted.get(k) for k in file_task.budget.model_dump()})
 
 
 def _run_id(name: str, seed: int) -> str:

@@ -748,3 +748,120 @@ def test_api_warns_on_splits_too_small_for_acceptance(tmp_path, fake_lm):
     assert [str(w.message) for w in got if w.category is TaskWarning] == [
         "splits: val has 1 example: accepting a prompt over another rests on it alone; give val at least 5",
         "splits: test has 1 example: the held-out score rests on it alone; give test at least 5"]
+
+
+# ---- resume keeps the run's budget; a finished run stays finished -------------------------------------------
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    """A run of the contract task stopped by its 60-call budget (status finished)."""
+    from promptlearn.run import optimize
+    from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
+
+    run, cache = tmp_path / "run", tmp_path / "c.sqlite"
+    with FakeLM(wording_sensitive_responder):
+        res = optimize(contract_task(max_calls=60), seed=3, run_dir=run, cache_path=cache)
+    assert "max_calls" in res.stop_reason
+    return run, cache, res
+
+
+def _status(run: Path) -> str:
+    from promptlearn.store import RunStore
+
+    return RunStore(run, create=False).get_meta("status")
+
+
+@pytest.mark.parametrize("how", ["argument", "task file"])
+def test_resume_with_another_budget_is_refused(finished_run, how):
+    """The README says resume takes the same budget; another one silently extended the run."""
+    from promptlearn.errors import RunError
+    from promptlearn.run import optimize
+    from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
+
+    run, cache, res = finished_run
+    task, budget = (contract_task(max_calls=60), 120) if how == "argument" else (contract_task(max_calls=120), None)
+    with FakeLM(wording_sensitive_responder) as fake:
+        with pytest.raises(RunError) as info:
+            optimize(task, budget=budget, resume=run, cache_path=cache)
+        assert fake.calls == 0
+        assert str(info.value) == (f"run run has the budget max_calls=60; --resume continues it with the same budget "
+                                   "(asked: max_calls=120): resume without a new budget, or add --extend-budget to "
+                                   "continue it with max_calls=120")
+        again = optimize(contract_task(max_calls=60), resume=run, cache_path=cache)  # same budget: fine
+    assert fake.calls == 0 and again.best.prompt == res.best.prompt and _status(run) == "finished"
+
+
+def test_resume_without_a_budget_keeps_the_runs_own(tmp_path):
+    """A run started with --budget-calls and resumed without it ran with the task's budget (here: none)."""
+    from promptlearn.run import optimize
+    from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
+
+    task = task_from_dict({**contract_task().spec.model_dump(exclude_none=True), "budget": {}})
+
+    def capped(messages):  # without a budget the resumed run would search on until its optimizer gives up
+        if fake.calls > 300:
+            raise RuntimeError("far past the run's budget")
+        return wording_sensitive_responder(messages)
+
+    with FakeLM(capped) as fake:
+        first = optimize(task, budget=60, seed=3, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+        again = optimize(task, resume=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    assert again.candidates == first.candidates and again.best.prompt == first.best.prompt
+    assert fake.calls < 60 + 10
+
+
+def test_extend_budget_continues_a_finished_run(finished_run):
+    from promptlearn.errors import RunError
+    from promptlearn.run import optimize
+    from promptlearn.store import RunStore
+    from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
+
+    run, cache, res = finished_run
+    with FakeLM(wording_sensitive_responder):
+        with pytest.raises(RunError, match="--extend-budget only raises limits: max_calls 60 -> 30"):
+            optimize(contract_task(max_calls=60), budget=30, resume=run, cache_path=cache, extend_budget=True)
+        more = optimize(contract_task(max_calls=60), budget=120, resume=run, cache_path=cache, extend_budget=True)
+        assert more.candidates > res.candidates and more.ledger.requests > res.ledger.requests
+        later = optimize(contract_task(max_calls=60), resume=run, cache_path=cache)  # keeps the extended budget
+    assert later.candidates == more.candidates and _status(run) == "finished"
+    store = RunStore(run, create=False)
+    assert store.get_meta("config")["budget"]["max_calls"] == 120
+    assert [(e["from"], e["to"]) for e in store.events("budget")] == [({"max_calls": 60}, {"max_calls": 120})]
+
+
+@pytest.mark.parametrize("fault", ["model error", "ctrl-c"])
+def test_a_fault_never_downgrades_a_finished_run(finished_run, fault):
+    """Extending a finished run, then a fault, turned it into `failed` (and rewrote its best prompt)."""
+    from promptlearn.errors import ModelError
+    from promptlearn.run import optimize
+    from promptlearn.store import RunStore
+    from promptlearn.testing import FakeLM, contract_task
+
+    run, cache, res = finished_run
+    best_file = (run / "best_prompt.txt").read_text()
+
+    def broken(messages):
+        raise KeyboardInterrupt if fault == "ctrl-c" else RuntimeError("the provider is down")
+
+    with FakeLM(broken):
+        with pytest.raises(KeyboardInterrupt if fault == "ctrl-c" else ModelError):
+            optimize(contract_task(max_calls=60), budget=200, resume=run, cache_path=cache, extend_budget=True)
+    assert _status(run) == "finished" and (run / "best_prompt.txt").read_text() == best_file
+    store = RunStore(run, create=False)
+    assert store.get_meta("best") == res.best.id
+    (event,) = store.events("fault")
+    assert event["status"] == ("interrupted" if fault == "ctrl-c" else "failed")
+
+
+@pytest.mark.parametrize("status", ["failed", "interrupted"])
+def test_cli_export_of_an_unfinished_run_warns(finished_run, tmp_path, status):
+    from promptlearn.store import RunStore
+
+    run, _, _ = finished_run
+    RunStore(run, create=False).set_meta("status", status)
+    proc = cli(["export", str(run), "--to", str(tmp_path / "app.yaml"), "--key", "assistant.system_prompt"],
+               tmp_path)
+    assert proc.returncode == 0 and "exported best prompt" in proc.stdout, proc.stderr
+    assert (f"run run is {status}: this is the best prompt so far, not a finished run's; continue it with "
+            f"promptlearn optimize TASK --resume {run}") in " ".join(proc.stderr.split()), proc.stderr
