@@ -311,7 +311,9 @@ def export_cmd(
 @app.command("check")
 def check_cmd(
     task: Path = typer.Argument(..., help="task YAML file"),
-    prompt_from: str = typer.Option(..., "--prompt-from", help="FILE:dotted.key of the prompt in the app's config"),
+    prompt_from: str = typer.Option(..., "--prompt-from",
+                                    help="FILE:dotted.key of the prompt in the app's config, a plain-text file "
+                                         "(a run's best_prompt.txt) or a run (id or directory)"),
     fmt: Optional[str] = typer.Option(None, "--format", help="config format (default: from the file name)"),
     split: str = typer.Option("test", "--split", help="train, val, test or all"),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="fail when the score is below this"),
@@ -319,6 +321,8 @@ def check_cmd(
                                              help="fail when more examples than this pass with the seed prompt "
                                                   "and fail with this one"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    show_all: bool = typer.Option(False, "--show-all", help="list every failing example (default: the first 10)"),
+    root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs (for a run id)"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
     guidance: Optional[float] = typer.Option(None, "--guidance",
@@ -328,21 +332,21 @@ def check_cmd(
     """Gate a build: re-evaluate the prompt the app will load; exit 1 when it scores too low or breaks examples."""
     _check_min_score(min_score)
     _say_retries()
-    from promptlearn.gate import check_prompt, read_prompt_ref
+    from promptlearn.gate import check_prompt, read_prompt_source
 
-    path, key, text = read_prompt_ref(prompt_from, fmt=fmt)
-    decoding = {"guidance": guidance} if guidance is not None else None
+    path, key, text, recorded = read_prompt_source(prompt_from, fmt=fmt, root=root)
+    decoding = {"guidance": guidance} if guidance is not None else (recorded or None)
     report = check_prompt(task, text, split, min_score, max_broken, cache_path=cache, use_cache=not no_cache,
                           decoding=decoding)
     if as_json:
         print(json.dumps({"config": str(path), "key": key, **report.to_json()}, default=str))
     else:
-        _print_check(report, f"{path}:{key}")
+        _print_check(report, f"{path}:{key}" if key else str(path), show_all)
     if not report.passed:
         raise typer.Exit(1)
 
 
-def _print_check(report: Any, source: str) -> None:
+def _print_check(report: Any, source: str, show_all: bool = False) -> None:
     from rich.table import Table
 
     out = _console()
@@ -357,11 +361,12 @@ def _print_check(report: Any, source: str) -> None:
     table.add_row("fixed / broken vs seed", f"{report.fixed} / {report.broken}", "")
     table.add_row("calls (cached)", f"{report.usage.calls} ({report.usage.cached_calls})", "")
     out.print(table)
-    for f in report.failures[:10]:
+    shown = report.failures if show_all else report.failures[:10]  # broken ones first
+    for f in shown:
         tag = " [red](broken)[/red]" if f["broken"] else ""
         out.print(f"  fails {f['id']}{tag}: {f['feedback'] or 'score ' + format(f['score'], '.2f')}", highlight=False)
-    if len(report.failures) > 10:
-        out.print(f"  ... and {len(report.failures) - 10} more failing examples")
+    if len(report.failures) > len(shown):
+        out.print(f"  ... and {len(report.failures) - len(shown)} more failing examples (--show-all lists them)")
     if report.passed:
         out.print("[green]PASS[/green]")
     else:

@@ -120,7 +120,7 @@ def parse_prompt_ref(ref: str) -> tuple[Path, str]:
     path, sep, key = str(ref).rpartition(":")
     if not sep or not path or not key or os.sep in key or "/" in key:
         raise ConfigError(f"--prompt-from must look like FILE:dotted.key (e.g. app/config.yaml:assistant."
-                          f"system_prompt), got {ref!r}")
+                          f"system_prompt), a plain-text file or a run, got {ref!r}")
     return Path(path), key
 
 
@@ -137,6 +137,38 @@ def read_prompt_ref(ref: str, *, fmt: str | None = None) -> tuple[Path, str, str
         raise ConfigError(f"cannot read key {key!r} from {path}: {_one_line(e)}") from None
 
 
+def read_prompt_source(ref: str | Path, *, fmt: str | None = None, root: str | Path = "runs"
+                       ) -> tuple[Path, str | None, str, dict[str, Any]]:
+    """(where, key, prompt, decoding) for what `check --prompt-from` takes: a run (id under `root`, or its
+    directory: its best prompt and the decoding it was scored with), a plain-text file such as a run's
+    best_prompt.txt (read exactly), or `FILE:dotted.key` of an app config (key None for the first two)."""
+    from promptlearn.export import detect_format
+    from promptlearn.store import resolve_run
+
+    try:
+        rdir = resolve_run(ref, root)
+    except RunError:
+        rdir = None
+    if rdir is not None:
+        _, _, prompt, _, _, decoding = best_of_run(rdir)
+        return rdir, None, prompt, decoding
+    path = Path(ref)
+    if path.is_file():
+        try:
+            kind = detect_format(path, fmt)
+        except ValueError:
+            kind = None  # not a config format: plain text
+        if kind is not None and path.suffix.lower() != ".txt":
+            raise ConfigError(f"{path} is a {kind} config: give the prompt's key as {path}:dotted.key (e.g. "
+                              "assistant.system_prompt)")
+        try:
+            return path, None, path.read_text(encoding="utf-8"), {}
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read the prompt from {path}: {_one_line(e)}") from None
+    file, key, prompt = read_prompt_ref(str(ref), fmt=fmt)
+    return file, key, prompt, {}
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
@@ -150,7 +182,7 @@ class CheckReport:
 
     `score` is the mean example score (what `optimize` records per split); `checks` the pass rate of each check;
     `fixed` / `broken` count examples the seed failed and this prompt passes, and the reverse; `reasons` says
-    why the gate fails (empty when it passes); `failures` lists failing examples with the checks' feedback.
+    why the gate fails (empty when it passes); `failures` lists failing examples with the checks' feedback, the broken ones first.
     """
 
     task: str
@@ -250,9 +282,10 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
     if max_broken is not None and len(broken_ids) > max_broken:
         reasons.append(f"breaks {len(broken_ids)} {split} example(s) the seed prompt passed "
                        f"(allowed {max_broken}): {', '.join(broken_ids)}")
-    failures = tuple({"id": ex_id, "score": res.score, "broken": ex_id in broken_ids, "feedback": res.feedback,
-                      "reply": res.turns[-1].reply if res.turns else ""}
-                     for ex_id, res in mine.results.items() if not res.passed)
+    failures = tuple(sorted(({"id": ex_id, "score": res.score, "broken": ex_id in broken_ids,
+                              "feedback": res.feedback, "reply": res.turns[-1].reply if res.turns else ""}
+                             for ex_id, res in mine.results.items() if not res.passed),
+                            key=lambda f: not f["broken"]))  # what this prompt broke, then what the seed fails too
     return CheckReport(t.name, split, text, _sha(text), mine.score, mine.check_rates(), seed.score,
                        seed.check_rates(), len(mine.results), int(effects.get("fixed", 0)), len(broken_ids),
                        tuple(effects.get("fixed_ids", ())), broken_ids, min_score, max_broken,

@@ -209,6 +209,55 @@ def test_check_reproduces_the_run_and_passes(fake_run, monkeypatch, capsys):
     assert rep["prompt_sha256"] == prompt_sha256(result.best.prompt) and rep["split"] == "test"
 
 
+@pytest.mark.parametrize("source", ["best_prompt.txt", "run id", "run dir"])
+def test_check_takes_the_runs_best_prompt_file_or_the_run_itself(fake_run, monkeypatch, capsys, source):
+    """`--prompt-from runs/r1/best_prompt.txt` (plain text) or a run: was 'must look like FILE:dotted.key'."""
+    tmp, task_file, result = fake_run
+    ref = {"best_prompt.txt": result.run_dir / "best_prompt.txt", "run id": "r1", "run dir": result.run_dir}[source]
+    with FakeLM(wording_sensitive_responder) as fake:
+        code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from", ref, "--json",
+                             "--cache", tmp / "c.sqlite")
+        assert fake.calls == 0
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["prompt_sha256"] == prompt_sha256(result.best.prompt) and rep["score"] == result.best.test
+    where = {"best_prompt.txt": ref, "run id": Path("runs") / "r1", "run dir": result.run_dir}[source]
+    assert rep["key"] is None and rep["config"] == str(where)
+
+
+def test_check_a_config_file_without_a_key_says_to_give_one(fake_run, monkeypatch, capsys):
+    tmp, task_file, _ = fake_run
+    (tmp / "app.yaml").write_text(APP_CONFIG)
+    code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from", tmp / "app.yaml")
+    assert code == 2 and err.strip().splitlines() == [
+        f"promptlearn: error: {tmp / 'app.yaml'} is a yaml config: give the prompt's key as "
+        f"{tmp / 'app.yaml'}:dotted.key (e.g. assistant.system_prompt)"]
+
+
+def test_check_lists_broken_examples_first_and_all_with_show_all(tmp_path, monkeypatch, capsys):
+    """Failures came in example order, broken ones mixed with those the seed fails too, cut at 10."""
+    task_file = write_task(tmp_path / "task.yaml")
+    (tmp_path / "new.txt").write_text("Be terse. Ahoy")
+    broken = {"q3", "q12"}  # pass with the seed, fail with the new prompt; every other example fails with both
+
+    def responder(messages):
+        system, user = messages[0]["content"], messages[-1]["content"]
+        number = user.split(":")[0].split()[-1]
+        return "Ahoy!" if f"q{number}" in broken and "terse" not in system else "Plain answer."
+
+    with FakeLM(responder):
+        code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from", tmp_path / "new.txt",
+                             "--split", "all")
+        lines = [ln.strip() for ln in out.splitlines() if ln.strip().startswith(("fails", "..."))]
+        assert code == 0, err
+        assert {ln.split()[1].rstrip(":") for ln in lines[:2]} == broken, lines
+        assert all("(broken)" in ln for ln in lines[:2]) and not any("(broken)" in ln for ln in lines[2:])
+        assert len(lines) == 11 and lines[-1] == "... and 5 more failing examples (--show-all lists them)"
+        code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from", tmp_path / "new.txt",
+                             "--split", "all", "--show-all")
+    assert len([ln for ln in out.splitlines() if ln.strip().startswith("fails")]) == 15
+
+
 def test_check_guidance_on_a_remote_model_is_a_one_line_error(fake_run, monkeypatch, capsys):
     tmp, task_file, result = fake_run
     result.export(tmp / "app.yaml", "assistant.system_prompt")
@@ -268,7 +317,9 @@ def test_check_fails_when_it_breaks_seed_passes(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("ref, message", [
-    ("app.yaml", "--prompt-from must look like FILE:dotted.key"),
+    ("app.yaml", "app.yaml is a yaml config: give the prompt's key as app.yaml:dotted.key"),
+    ("nothing", "--prompt-from must look like FILE:dotted.key (e.g. app/config.yaml:assistant.system_prompt), "
+                "a plain-text file or a run, got 'nothing'"),
     ("missing.yaml:a.b", "config file missing.yaml not found"),
     ("app.yaml:assistant.nope", "has no key 'assistant.nope'"),
     ("app.yaml:assistant", "holds a mapping, not a string"),
