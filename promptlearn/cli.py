@@ -57,6 +57,21 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr)
 
 
+def _say_retries() -> None:
+    """Commands that call models say so on stderr while a server refuses connections (one line per backoff)."""
+    from promptlearn.lm import set_retry_notice
+
+    set_retry_notice(lambda line: print(f"promptlearn: {line}", file=sys.stderr, flush=True))
+
+
+def _check_min_score(value: Optional[float]) -> None:
+    from promptlearn.errors import TaskError
+
+    if value is not None and not 0 <= value <= 1:  # also refuses NaN
+        raise TaskError(f"{value:g} is out of range: scores are between 0 and 1", field="--min-score",
+                        fix="give e.g. --min-score 0.6")
+
+
 def _read_prompt_arg(prompt: Optional[str], prompt_file: Optional[Path]) -> Optional[str]:
     from promptlearn.errors import TaskError
 
@@ -81,6 +96,8 @@ def eval_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
 ) -> None:
     """Score a system prompt on a split of the task's conversations."""
+    _check_min_score(min_score)
+    _say_retries()
     from promptlearn.engine import Evaluator
     from promptlearn.lm import count_tokens
     from promptlearn.metrics import summary
@@ -90,6 +107,7 @@ def eval_cmd(
     text = _read_prompt_arg(prompt, prompt_file)
     text = t.prompt if text is None else text
     t.require(split)
+    t.warn()
     examples = t.examples(split)
     start = time.perf_counter()
     ev = Evaluator(t, cache_path=cache, use_cache=not no_cache)
@@ -182,8 +200,11 @@ def optimize_cmd(
     option: list[str] = typer.Option([], "--option", "-o", help="optimizer option KEY=VALUE (repeatable)"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    extend_budget: bool = typer.Option(False, "--extend-budget",
+                                       help="with --resume: continue the run with a larger budget"),
 ) -> None:
     """Search for a better system prompt; score seed and best on the held-out test split."""
+    _say_retries()
     from promptlearn.run import optimize
 
     options = _parse_options(option)
@@ -191,7 +212,8 @@ def optimize_cmd(
     try:
         with live:
             result = optimize(task, optimizer, budget=budget_calls, seed=seed, run_dir=run_dir, resume=resume,
-                              cache_path=cache, options=options, on_progress=live.update)
+                              cache_path=cache, options=options, on_progress=live.update,
+                              extend_budget=extend_budget)
     except KeyboardInterrupt:
         where = live.run_dir or "the run directory"
         print(f"promptlearn: interrupted; the run is saved: continue it with --resume {where}", file=sys.stderr)
@@ -334,6 +356,12 @@ def export_cmd(
 
     print(f"exported best prompt {info.candidate_id} of run {info.run_id} (val {fmt_score(info.val)}, test "
           f"{fmt_score(info.test)}) to {info.path}:{info.key} ({info.format})")
+    if info.status != "finished":
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[yellow]run {escape(info.run_id)} is {info.status or 'unfinished'}: this is "
+                                    "the best prompt so far, not a finished run's; continue it with promptlearn "
+                                    f"optimize TASK --resume {escape(str(info.run_dir))}[/yellow]", highlight=False)
     if info.test is None:
         _console(stderr=True).print("[yellow]this prompt has no test score: the run stopped before scoring "
                                     "it on test[/yellow]")
@@ -348,7 +376,9 @@ def export_cmd(
 @app.command("check")
 def check_cmd(
     task: Path = typer.Argument(..., help="task YAML file"),
-    prompt_from: str = typer.Option(..., "--prompt-from", help="FILE:dotted.key of the prompt in the app's config"),
+    prompt_from: str = typer.Option(..., "--prompt-from",
+                                    help="FILE:dotted.key of the prompt in the app's config, a plain-text file "
+                                         "(a run's best_prompt.txt) or a run (id or directory)"),
     fmt: Optional[str] = typer.Option(None, "--format", help="config format (default: from the file name)"),
     split: str = typer.Option("test", "--split", help="train, val, test or all"),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="fail when the score is below this"),
@@ -356,6 +386,8 @@ def check_cmd(
                                              help="fail when more examples than this pass with the seed prompt "
                                                   "and fail with this one"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    show_all: bool = typer.Option(False, "--show-all", help="list every failing example (default: the first 10)"),
+    root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs (for a run id)"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
     guidance: Optional[float] = typer.Option(None, "--guidance",
@@ -363,21 +395,23 @@ def check_cmd(
                                                   "export's provenance says so); embedded model only"),
 ) -> None:
     """Gate a build: re-evaluate the prompt the app will load; exit 1 when it scores too low or breaks examples."""
-    from promptlearn.gate import check_prompt, read_prompt_ref
+    _check_min_score(min_score)
+    _say_retries()
+    from promptlearn.gate import check_prompt, read_prompt_source
 
-    path, key, text = read_prompt_ref(prompt_from, fmt=fmt)
-    decoding = {"guidance": guidance} if guidance is not None else None
+    path, key, text, recorded = read_prompt_source(prompt_from, fmt=fmt, root=root)
+    decoding = {"guidance": guidance} if guidance is not None else (recorded or None)
     report = check_prompt(task, text, split, min_score, max_broken, cache_path=cache, use_cache=not no_cache,
                           decoding=decoding)
     if as_json:
         print(json.dumps({"config": str(path), "key": key, **report.to_json()}, default=str))
     else:
-        _print_check(report, f"{path}:{key}")
+        _print_check(report, f"{path}:{key}" if key else str(path), show_all)
     if not report.passed:
         raise typer.Exit(1)
 
 
-def _print_check(report: Any, source: str) -> None:
+def _print_check(report: Any, source: str, show_all: bool = False) -> None:
     from rich.table import Table
 
     out = _console()
@@ -392,11 +426,12 @@ def _print_check(report: Any, source: str) -> None:
     table.add_row("fixed / broken vs seed", f"{report.fixed} / {report.broken}", "")
     table.add_row("calls (cached)", f"{report.usage.calls} ({report.usage.cached_calls})", "")
     out.print(table)
-    for f in report.failures[:10]:
+    shown = report.failures if show_all else report.failures[:10]  # broken ones first
+    for f in shown:
         tag = " [red](broken)[/red]" if f["broken"] else ""
         out.print(f"  fails {f['id']}{tag}: {f['feedback'] or 'score ' + format(f['score'], '.2f')}", highlight=False)
-    if len(report.failures) > 10:
-        out.print(f"  ... and {len(report.failures) - 10} more failing examples")
+    if len(report.failures) > len(shown):
+        out.print(f"  ... and {len(report.failures) - len(shown)} more failing examples (--show-all lists them)")
     if report.passed:
         out.print("[green]PASS[/green]")
     else:
@@ -488,8 +523,20 @@ def _write_report_quietly(run_dir: Path) -> str:
 def main() -> None:
     """Entry point: library errors and bad command lines become one line on stderr and exit code 2, never a
     traceback or a usage box."""
-    from promptlearn.errors import PromptlearnError
+    import warnings
 
+    from promptlearn.errors import PromptlearnError, TaskWarning
+
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, TaskWarning):
+            print(f"promptlearn: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", TaskWarning)
     try:
         code = app(standalone_mode=False, prog_name="promptlearn")
     except PromptlearnError as e:

@@ -392,6 +392,7 @@ def evaluate(task: Task | str | Path, prompt: str | None = None, *, split: str =
 
     task = task if isinstance(task, Task) else load_task(task)
     task.require(split)
+    task.warn()
     ev = Evaluator(task, cache_path=cache_path, use_cache=use_cache)
     try:
         return ev.evaluate(prompt if prompt is not None else task.prompt, task.examples(split), split=split)

@@ -160,6 +160,29 @@ def test_write_report_default_and_out(run_dir, tmp_path):
     assert other.read_text() == path.read_text()
 
 
+def test_report_out_a_directory_writes_report_html_in_it(run_dir, tmp_path):
+    """`--out DIR` ended in IsADirectoryError and left a temp file in DIR."""
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    path = write_report(run_dir, folder)
+    assert path == folder / "report.html" and path.read_text().startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in folder.iterdir()) == ["report.html"]
+
+
+def test_a_write_that_fails_leaves_no_temp_file(tmp_path):
+    from promptlearn.errors import PromptlearnError
+    from promptlearn.store import atomic_write
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(IsADirectoryError):
+        atomic_write(tmp_path / "taken", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(PromptlearnError, match="cannot write the report to"):
+        write_report(build_store(tmp_path / "run"), blocker / "r.html")
+
+
 def test_report_of_unfinished_run(tmp_path):
     """A run still going (no ledger, no test scores yet) still renders, with totals from the last progress."""
     run = build_store(tmp_path / "live", finished=False)
@@ -220,6 +243,8 @@ def test_cli_runs_show_report(run_dir, tmp_path):
     assert out.output.strip() == str(target) and target.read_text().startswith("<!DOCTYPE html>")
     out = runner.invoke(app, ["report", "pirate-1", "--root", str(root)])
     assert out.exit_code == 0 and (run_dir / "report.html").exists()
+    out = runner.invoke(app, ["report", "pirate-1", "--root", str(root), "--out", str(tmp_path)])
+    assert out.exit_code == 0 and out.output.strip() == str(tmp_path / "report.html"), out.output
 
 
 def test_cli_runs_empty_and_missing_run(tmp_path):

@@ -189,9 +189,17 @@ def _json_for_script(text: str) -> str:
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the report (default <run_dir>/report.html) atomically and return its path."""
+    """Write the report (default <run_dir>/report.html; `out` a directory: report.html in it) atomically and
+    return its path. A path that cannot be written is a PromptlearnError in one line."""
+    from promptlearn.errors import PromptlearnError
     from promptlearn.store import atomic_write
 
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    atomic_write(path, render_report(run_dir))
+    if path.is_dir():
+        path = path / "report.html"
+    page = render_report(run_dir)
+    try:
+        atomic_write(path, page)
+    except OSError as e:
+        raise PromptlearnError(f"cannot write the report to {path}: {e.strerror or e}") from None
     return path
