@@ -293,6 +293,8 @@ def set_retry_notice(fn: Callable[[str], None] | None) -> None:
     """Have `fn(line)` told of each backoff after a refused connection (None: stay quiet)."""
     global _retry_notice
     _retry_notice = fn
+    with _noticed_lock:
+        _noticed.clear()  # a new listener hears the next backoff whatever an earlier one was told
 
 
 def _connection_error(err: BaseException) -> BaseException | None:
@@ -312,7 +314,7 @@ def _notice(model: str, attempt: int, line: str) -> None:
     now = time.monotonic()
     with _noticed_lock:
         last = _noticed.get(model)
-        if last is not None and last[0] == attempt and now - last[1] < 5.0:
+        if last is not None and attempt <= last[0] and now - last[1] < 5.0:  # a late call's earlier backoff too
             return
         _noticed[model] = (attempt, now)
     fn = _retry_notice
