@@ -165,8 +165,12 @@ class Metered:
 
 def run_gepa(task: Any, budget: int, seed: int, scorer: Any, memo: Any) -> dict[str, Any]:
     """gepa.optimize (DefaultAdapter) on the task's train/val within `budget` target + reflection calls."""
+    import logging
+
     import gepa
     from gepa.adapters.default_adapter.default_adapter import EvaluationResult
+
+    logging.getLogger("gepa.lm").setLevel(logging.ERROR)  # warns on every reply cut at max_tokens (most of them)
 
     train, val = task.examples("train"), task.examples("val")
     bad = [e.id for e in train + val if len(e.turns) != 1 or e.turns[0].given is not None]
