@@ -13,8 +13,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     # name: (module, one-line description)
     "overhead": ("bench.overhead", "wall time of promptlearn's evaluation path vs llama-cpp-python direct"),
     "guidance": ("bench.guidance", "classifier-free guidance on the system prompt: adherence, side effects, cost vs g"),
-    "llama_tuning": ("bench.llama_tuning", "prompt and generation tokens/s of the embedded model per llama.cpp setting"),
-    "prefix_reuse": ("bench.prefix_reuse", "wall time with a ~1,500- vs ~50-token system prompt, KV-cache reuse vs naive"),
+    "llama_tuning": ("bench.llama_tuning",
+                     "prompt and generation tokens/s of the embedded model per llama.cpp setting"),
+    "prefix_reuse": ("bench.prefix_reuse",
+                     "wall time with a ~1,500- vs ~50-token system prompt, KV-cache reuse vs naive"),
     "quality": ("bench.quality", "test score per call budget: evolve/optuna/mutate vs DSPy MIPROv2/COPRO/GEPA"),
     "suite": ("bench.rules_suite", "rule-adherence suite: promptlearn vs gepa and DSPy on tasks/rules/*.yaml, same budget"),
     "concurrency": ("bench.concurrency", "engine throughput vs ideal at 1-64 requests in flight (100 ms server)"),

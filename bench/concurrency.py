@@ -8,7 +8,7 @@ to the server (transport auto = promptlearn.openai_http); one more row at the hi
 requests through litellm (`transport: litellm`), the path every other provider takes, for comparison.
 With C requests in flight the ideal throughput is C / latency; the benchmark reports the measured throughput as a
 fraction of it. The first (warm-up) evaluation of a few requests pays for imports and client setup outside the
-clock. Levels shorter than 8 seconds run 5 times; the median run is reported, with the range. Levels shorter than 8 seconds run 5 times; the median run is reported, with the range.
+clock. Levels shorter than 8 seconds run 5 times; the median run is reported, with the range.
 
     python -m bench concurrency            # 2,000 requests at 1, 8, 32 and 64 in flight
     python -m bench concurrency --quick    # 100 at 1, 400 at 8, 1,000 at 32, 2,000 at 64
@@ -96,7 +96,8 @@ def run_level(base_url: str, concurrency: int, n: int, transport: str = "auto") 
         ev.close()
     if not res.complete or len(res.results) != n:
         raise SystemExit(f"bench concurrency: evaluation incomplete at {concurrency} in flight: {res.stop_reason}")
-    return {"in_flight": concurrency, "transport": "http" if task.model.direct_http else "litellm", "requests": n, "seconds": round(wall, 3),
+    return {"in_flight": concurrency, "transport": "http" if task.model.direct_http else "litellm", "requests": n,
+            "seconds": round(wall, 3),
             "throughput_rps": round(n / wall, 2), "score": round(res.score, 4), "calls": res.usage.calls,
             "client_cpu_s": round(cpu, 3), "client_cpu_ms_per_request": round(cpu / n * 1000, 3)}
 

@@ -198,7 +198,8 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"| {r['task']} | {r['g']:g} | {r['n']} | {r['score']:.3f} | {r['loose']:.3f} | "
                      f"{r['pass_all']:.2f} | {helpful} | {r['refusal_rate']:.2f} | {r['mean_words']:.1f} | "
                      f"{r['loop_rate']:.2f} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
-                     f"{r.get('cpu_ratio') or 0:.2f} | {r.get('prompt_token_ratio') or 0:.2f} | {r['completion_tokens']} |")
+                     f"{r.get('cpu_ratio') or 0:.2f} | {r.get('prompt_token_ratio') or 0:.2f} | "
+                     f"{r['completion_tokens']} |")
     return "\n".join(lines)
 
 

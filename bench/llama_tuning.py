@@ -89,17 +89,17 @@ def measure(model: str, settings: dict[str, dict[str, Any]], order: list[str], p
         load = os.getloadavg()[0]
         used = []
 
-        def auto() -> None:
+        def auto(llama: Any, params: dict[str, Any], used: list[int]) -> None:
             if params.get("auto_threads"):
                 n = threads()
                 llama_cpp.llama_set_n_threads(llama._ctx.ctx, n, n)
                 used.append(n)
 
-        auto()
+        auto(llama, params, used)
         t0 = time.perf_counter()
         llama.eval(tokens)
         pp_end = time.perf_counter()
-        auto()
+        auto(llama, params, used)
         t1 = time.perf_counter()  # the /proc look-up is not generation time
         for i in range(gen_tokens):
             llama.eval([tokens[i]])
@@ -186,7 +186,8 @@ def write_md(path: Path, report: dict) -> None:
         "(a shared machine: other test runs were competing for the cores). Medians over rounds; "
         "x base = ratio to the first row of the default build.",
         "",
-        "| build | setting | prompt tok/s | x base | gen tok/s | x base | prompt tok/s per round | gen tok/s per round |",
+        "| build | setting | prompt tok/s | x base | gen tok/s | x base | prompt tok/s per round "
+        "| gen tok/s per round |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in report["results"]:

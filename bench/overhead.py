@@ -250,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"overhead: promptlearn {result['promptlearn_s']:.2f} s vs direct {result['direct_s']:.2f} s "
           f"(median of {result['repeats']}, {result['n_requests']} requests) -> ratio {result['ratio']:.3f}x, "
           f"{result['overhead_ms_per_request']:+.1f} ms/request; promptlearn's own cost with the model stubbed: "
-          f"{result['stub_overhead_ms_per_request']:.1f} ms/request ({result['stub_ratio']:.3f}x); wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}"
+          f"{result['stub_overhead_ms_per_request']:.1f} ms/request ({result['stub_ratio']:.3f}x); "
+          f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}"
           f"{flag}")
     return 0 if result["identical_outputs"] else 1
 

@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = a.out or ("prefix_reuse_quick" if a.quick else "prefix_reuse")
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     write_md(RESULTS / f"{stem}.md", report)
-    print(f"ratio long/short with reuse {ratio['reuse']['wall_median']:.2f}x, naive {ratio['naive']['wall_median']:.2f}x"
+    print(f"ratio long/short with reuse {ratio['reuse']['wall_median']:.2f}x, "
+          f"naive {ratio['naive']['wall_median']:.2f}x"
           f" (goal <= 1.2x: {'met' if report['goal']['met'] else 'not met'}); wrote {RESULTS / (stem + '.json')}")
     return 0
 
@@ -239,7 +240,8 @@ def write_md(path: Path, report: dict[str, Any]) -> None:
         f"{c['system_tokens']['short']} tokens as rendered by the chat template, {c['rounds']} interleaved rounds, "
         f"load average {c['load_min']:.1f}–{c['load_max']:.1f} on {c['cpus']} cores. Medians.",
         "",
-        "| condition | wall s | prompt tokens | reused from KV cache | completion tokens | ms per completion token | wall s per round |",
+        "| condition | wall s | prompt tokens | reused from KV cache | completion tokens | ms per completion token "
+        "| wall s per round |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, s in report["conditions"].items():
@@ -252,7 +254,8 @@ def write_md(path: Path, report: dict[str, Any]) -> None:
         "| --- | ---: | ---: | --- |",
         f"| with reuse (promptlearn) | **{r['reuse']['wall_median']:.2f}x** | {r['reuse']['per_token_median']:.2f}x | "
         f"{', '.join(f'{v:.2f}' for v in r['reuse']['wall_per_round'])} |",
-        f"| naive (KV cache reset per request) | {r['naive']['wall_median']:.2f}x | {r['naive']['per_token_median']:.2f}x | "
+        f"| naive (KV cache reset per request) | {r['naive']['wall_median']:.2f}x | "
+        f"{r['naive']['per_token_median']:.2f}x | "
         f"{', '.join(f'{v:.2f}' for v in r['naive']['wall_per_round'])} |",
         "",
         f"Goal: long/short with reuse <= 1.2x — **{'met' if report['goal']['met'] else 'not met'}**. "

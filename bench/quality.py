@@ -352,8 +352,10 @@ def run_dspy(task: Any, line: str, budget: int, seed: int, scorer: Scorer, memo:
     test = scorer.test(prompt)
     seed_test = scorer.test(task.prompt)
     score_s = time.perf_counter() - t1
-    return {"line": line, "family": "dspy", "optimizer": {"copro": "dspy.COPRO", "mipro": "dspy.MIPROv2", "gepa": "dspy.GEPA"}[tp_name],
-            "options": settings, "seed": seed, "test": test, "val": None, "seed_test": seed_test, "calls": counted["calls"],
+    return {"line": line, "family": "dspy",
+            "optimizer": {"copro": "dspy.COPRO", "mipro": "dspy.MIPROv2", "gepa": "dspy.GEPA"}[tp_name],
+            "options": settings, "seed": seed, "test": test, "val": None, "seed_test": seed_test,
+            "calls": counted["calls"],
             "budget": budget, "capped": counted["capped"] > 0, "refused_calls": counted["capped"],
             "wall_s": round(wall + score_s, 2), "est_wall_s": round(wall + score_s + counted["replayed_s"], 2),
             "replayed_calls": counted["replayed"], "error": error, "parse": dict(PARSE_COUNTS),
@@ -431,7 +433,7 @@ COLORS = {"evolve": "#2563eb", "optuna": "#16a34a", "mutate": "#9333ea", "dspy-m
 def svg_plot(task: str, summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], budget: int,
              quick: bool) -> str:
     """Mean test score vs calls: step lines for promptlearn's lines (and the wrapper), one marker per DSPy run."""
-    from promptlearn.report import _nice_range, _ticks
+    from promptlearn.report.plots import _nice_range, _ticks  # the report's own axes
 
     w, h, ml, mr, mt, mb = 720, 380, 56, 170, 34, 46
     pw, ph = w - ml - mr, h - mt - mb
@@ -531,7 +533,8 @@ def measure(*, quick: bool, tasks: Sequence[str], lines: Sequence[str], seeds: S
     native_failed: dict[str, set[str]] = {t: set() for t in tasks}
     for t in tasks:
         task = loaded[t]
-        kept = [r for r in prev.get("tasks", {}).get(t, {}).get("runs", []) if r["line"] in lines and r["seed"] in seeds]
+        kept = [r for r in prev.get("tasks", {}).get(t, {}).get("runs", [])
+                if r["line"] in lines and r["seed"] in seeds]
         result["tasks"][t] = {"splits": {k: len(v) for k, v in task.splits.items()}, "runs": kept,
                               "max_tokens": task.model.max_tokens, "seed_prompt": task.prompt,
                               "seed_test": scorers[t].test(task.prompt)}
@@ -607,7 +610,8 @@ def _write(path: Path, result: Mapping[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench quality", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller data, 30 calls, seed 0, proposer max_tokens 96, no wrapper lines")
+    p.add_argument("--quick", action="store_true",
+                   help="smaller data, 30 calls, seed 0, proposer max_tokens 96, no wrapper lines")
     p.add_argument("--tasks", default="sifeval_rules,tensortrust_guard", help="comma-separated task names")
     p.add_argument("--lines", default=",".join(OURS + NATIVE + WRAPPED), help="comma-separated lines to run")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; quick 0)")

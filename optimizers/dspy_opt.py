@@ -27,7 +27,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from promptlearn.errors import BudgetExceeded, ModelError, TaskError
 from promptlearn.lm import LM, Completion
-from promptlearn.loop import StopRun
+from promptlearn.loop import RunContext, StopRun
 from promptlearn.task import render_prompt
 from promptlearn.types import ExampleResult
 
@@ -203,7 +203,7 @@ class DSPyOptimizer:
         self.compile_error: str | None = None
 
     # ---- the run --------------------------------------------------------------------------------------------------
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RunContext) -> None:
         self.ctx, self.examples = ctx, {e.id: e for e in ctx.train + ctx.val}
         self.with_vars = bool(ctx.task.placeholders)
         train, val = self._dspy_examples(ctx.train), self._dspy_examples(ctx.val)
@@ -225,7 +225,7 @@ class DSPyOptimizer:
                 program = self._compile(target, proposer, train, val)
             except AdapterParseError as e:  # the proposer did not answer in DSPy's field format
                 self.compile_error = f"proposer reply not parsable: {str(e).splitlines()[0][:200]}"
-            except Exception:  # noqa: BLE001 - DSPy turns a stop into its own errors; the bridge knows
+            except Exception:  # DSPy turns a stop into its own errors; the bridge knows
                 if self.bridge.stop is None:
                     raise
         if self.bridge.stop is not None:

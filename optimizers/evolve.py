@@ -7,9 +7,12 @@ overall best); operators are drawn by their track record (promotions per try), s
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptlearn.optimizers.operators import LLM_OPERATORS, MUTATIONS, crossover
+
+if TYPE_CHECKING:
+    from promptlearn.loop import RunContext
 
 
 class Evolution:
@@ -30,7 +33,7 @@ class Evolution:
         self.tries: Counter[str] = Counter()
         self.wins: Counter[str] = Counter()
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RunContext) -> None:
         failed_in_a_row = 0
         while failed_in_a_row < self.max_failed:
             pool = ctx.pool
@@ -38,13 +41,14 @@ class Evolution:
                 a, b = self.pick_parent(ctx), self.pick_parent(ctx)
                 if a.id == b.id:
                     continue
-                child, op, parents = crossover(a.prompt, b.prompt, ctx.rng), "crossover", (a.id, b.id)
+                parents: tuple[str, ...] = (a.id, b.id)
+                child, op = crossover(a.prompt, b.prompt, ctx.rng), "crossover"
             else:
                 parent = self.pick_parent(ctx)
                 op = self.pick_operator(ctx)
                 child = MUTATIONS[op](parent.prompt, ctx.rng, protected=ctx.task.spec.protected,
-                                      passing=ctx.passing(k=8) if op in ("add_example", "opening_template") else (), ctx=ctx,
-                                      parent_id=parent.id)
+                                      passing=ctx.passing(k=8) if op in ("add_example", "opening_template") else (),
+                                      ctx=ctx, parent_id=parent.id)
                 parents = (parent.id,)
             self.tries[op] += 1
             if child is None:

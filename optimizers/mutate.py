@@ -7,9 +7,12 @@ are rejected or screened out (the engine's guards keep that cheap), which is why
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from promptlearn.optimizers.operators import paraphrase, reflect
+
+if TYPE_CHECKING:
+    from promptlearn.loop import RunContext
 
 
 class ReflectiveMutation:
@@ -19,7 +22,7 @@ class ReflectiveMutation:
         self.paraphrase_every = paraphrase_every
         self.max_failed = max_failed_proposals
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RunContext) -> None:
         failed, step = 0, 0
         while failed < self.max_failed:
             step += 1

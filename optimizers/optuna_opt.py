@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import optuna
 
 from promptlearn.optimizers.operators import (EMPHASIS, RESTATE, as_list, demo_block, extract_prompt, keep_list,
                                               reword, rules, sentences)
+
+if TYPE_CHECKING:
+    from promptlearn.loop import RunContext
 
 PARAPHRASE_RULE = """Rewrite this instruction for an AI assistant in different words, keeping its meaning.
 Keep these exact phrases unchanged: {keep}
@@ -140,7 +143,7 @@ class OptunaSearch:
             return 0.0
         return max(0.0, ctx.val_eval(parent_id).score - 0.05)
 
-    def run(self, ctx: Any) -> None:
+    def run(self, ctx: RunContext) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=ctx.seed))
         self.parse(ctx)

@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 SECRET_KEYS = ("api_key", "authorization", "x-api-key", "api-key", "extra_headers", "headers")
 
@@ -21,7 +21,7 @@ def default_cache_path() -> Path:
     return Path(root) / "cache.sqlite"
 
 
-def request_key(model: str, params: Mapping[str, Any], messages: list[Mapping[str, str]], sample: int = 0) -> str:
+def request_key(model: str, params: Mapping[str, Any], messages: Sequence[Mapping[str, str]], sample: int = 0) -> str:
     """Content hash of one request. Secrets never enter the key (nor the cache)."""
     clean = {k: v for k, v in sorted(params.items()) if k.lower() not in SECRET_KEYS}
     blob = json.dumps({"model": model, "params": clean, "messages": messages, "sample": sample},

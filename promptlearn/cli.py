@@ -7,9 +7,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Optional
 
 import typer
+
+if TYPE_CHECKING:  # rich loads on first use: `promptlearn --help` stays fast
+    from rich.console import Console
+    from rich.live import Live
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -17,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Learn better system prompts: evaluate, optimize, export, gate.")
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr)
@@ -55,6 +59,7 @@ def eval_cmd(
     t = load_task(task)
     text = _read_prompt_arg(prompt, prompt_file)
     text = t.prompt if text is None else text
+    t.require(split)
     examples = t.examples(split)
     start = time.perf_counter()
     ev = Evaluator(t, cache_path=cache, use_cache=not no_cache)
@@ -81,12 +86,12 @@ def eval_cmd(
         raise typer.Exit(1)
 
 
-def _progress(total: int, *, quiet: bool):
+def _progress(total: int, *, quiet: bool) -> ContextManager[Callable[[], None]]:
     """A rich progress bar on stderr; a no-op when output must stay machine-readable."""
     from contextlib import contextmanager
 
     @contextmanager
-    def bar():
+    def bar() -> Iterator[Callable[[], None]]:
         if quiet or not sys.stderr.isatty():
             yield lambda: None
             return
@@ -152,7 +157,7 @@ def optimize_cmd(
     except KeyboardInterrupt:
         where = live.run_dir or "the run directory"
         print(f"promptlearn: interrupted; the run is saved: continue it with --resume {where}", file=sys.stderr)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     if as_json:
         print(json.dumps(result.to_json(), default=str))
         return
@@ -179,7 +184,7 @@ class _LiveView:
 
     def __init__(self, quiet: bool):
         self.quiet = quiet or not sys.stderr.isatty()
-        self.live = None
+        self.live: Live | None = None
         self.run_dir: Optional[str] = None
         self._last_best: Optional[str] = None
 
@@ -409,7 +414,7 @@ def main() -> None:
     except KeyboardInterrupt:
         print("promptlearn: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - click's own errors, found by name: typer vendors click
+    except Exception as e:  # click's own errors, found by name: typer vendors click
         names = {c.__name__ for c in type(e).__mro__}
         if "NoArgsIsHelpError" in names:  # `promptlearn` alone: the help was printed; click's exit code
             sys.exit(getattr(e, "exit_code", 2))

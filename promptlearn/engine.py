@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from promptlearn.cache import Cache
-from promptlearn.checks.base import Check, CheckContext, build_check
+from promptlearn.checks import Check, CheckContext, build_check
+from promptlearn.checks.base import is_model_check
 from promptlearn.errors import BudgetExceeded, PromptlearnError
 from promptlearn.lm import LM, Budget, Ledger, usage_sink
 from promptlearn.task import Task, render_prompt
@@ -341,7 +342,7 @@ class Evaluator:
             while name in out:
                 name, n = f"{check.name}#{n}", n + 1
             try:
-                if getattr(check, "needs_model", False):
+                if is_model_check(check):
                     result = await check.ascore(reply, ctx, self.judge_lm)
                 else:
                     result = check.score(reply, ctx)
@@ -390,6 +391,7 @@ def evaluate(task: Task | str | Path, prompt: str | None = None, *, split: str =
     from promptlearn.task import load_task
 
     task = task if isinstance(task, Task) else load_task(task)
+    task.require(split)
     ev = Evaluator(task, cache_path=cache_path, use_cache=use_cache)
     try:
         return ev.evaluate(prompt if prompt is not None else task.prompt, task.examples(split), split=split)

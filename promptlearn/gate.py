@@ -30,8 +30,8 @@ def provenance(run_id: str, val: float | None, test: float | None, prompt: str,
     """What an export writes next to the prompt: where it came from, how it scored (and decoding options, if any)."""
     from promptlearn.export import prompt_sha256
 
-    prov = {"run_id": run_id, "val": None if val is None else round(val, 4),
-            "test": None if test is None else round(test, 4), "sha256": prompt_sha256(prompt)}
+    prov: dict[str, Any] = {"run_id": run_id, "val": None if val is None else round(val, 4),
+                            "test": None if test is None else round(test, 4), "sha256": prompt_sha256(prompt)}
     if decoding:
         prov["decoding"] = dict(decoding)
     return prov
@@ -216,6 +216,7 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
     if overrides and not t.model.is_local:
         raise ConfigError(f"decoding options {overrides} need the embedded model (local/...); "
                           f"{t.model.name} cannot apply them")
+    t.require(split)
     examples = t.examples(split)
     ev = Evaluator(t, cache_path=cache_path, use_cache=use_cache)
     try:

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from promptlearn.local import LocalReply
+from promptlearn.local_reply import LocalReply
 
 MASK_RATIO = 0.1
 _UNCOND: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()

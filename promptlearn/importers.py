@@ -10,17 +10,29 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from promptlearn.task import build_turns
+from promptlearn.errors import TaskError
 from promptlearn.types import Example, Turn
 
 ACCESS_GRANTED = r"^\W*access granted\b"
 
 
+def read_text(path: Path, *, file: str, field: str | None = None, what: str = "the file") -> str:
+    """A file's UTF-8 text, or a TaskError naming the file (and, for bad bytes, the line)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise TaskError(f"cannot read {what}: {e.strerror or e}", file=file, field=field,
+                        fix="give the path of a readable file") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise TaskError(f"line {line}: {what} is not UTF-8 text (byte {data[e.start]:#04x})", file=file,
+                        field=field, fix="save it as UTF-8") from None
+
+
 def read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
     """(line number, parsed row) pairs; a bad line raises ValueError naming its line."""
-    from promptlearn.errors import TaskError
-    from promptlearn.task import read_text
-
     text = read_text(path, file=str(path), what="the dataset")
     if fmt == "sysbench" or path.suffix == ".json":
         try:
@@ -80,6 +92,37 @@ def _native(row: Mapping[str, Any], default_id: str) -> Example:
     meta = dict(row.get("meta", {}))
     meta["vars"] = {**variables, **meta.get("vars", {}), **row.get("vars", {})}
     return Example(str(row.get("id", default_id)), turns, tuple(checks), meta)
+
+
+def build_turns(messages: list[Mapping[str, Any]]) -> tuple[tuple[Turn, ...], dict[str, Any]]:
+    """Conversation messages -> turns. An assistant message after a user turn is a given reply (history)."""
+    turns: list[Turn] = []
+    variables: dict[str, Any] = {}
+    pending: dict[str, Any] | None = None
+    for m in messages:
+        role, content = m.get("role"), m.get("content")
+        if not isinstance(content, str):
+            raise ValueError(f"message content must be a string, got {type(content).__name__}")
+        if role == "system":
+            variables["system"] = content
+        elif role == "user":
+            if pending is not None:
+                turns.append(Turn(pending["content"], tuple(pending.get("checks", ())), None,
+                                  meta=pending.get("meta", {})))
+            pending = dict(m)
+        elif role == "assistant":
+            if pending is None:
+                raise ValueError("an assistant message must follow a user message")
+            turns.append(Turn(pending["content"], tuple(pending.get("checks", ())),
+                              None if m.get("generate") else content, meta=pending.get("meta", {})))
+            pending = None
+        else:
+            raise ValueError(f"unknown role '{role}' (use system, user or assistant)")
+    if pending is not None:
+        turns.append(Turn(pending["content"], tuple(pending.get("checks", ())), None, meta=pending.get("meta", {})))
+    if not turns:
+        raise ValueError("a conversation needs at least one user message")
+    return tuple(turns), variables
 
 
 def _sys_ifeval(row: Mapping[str, Any], default_id: str) -> Example:

@@ -13,8 +13,8 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from promptlearn.cache import Cache, request_key
 from promptlearn.errors import BudgetExceeded, ModelError, TaskError
@@ -28,7 +28,7 @@ usage_sink: contextvars.ContextVar[list[Usage] | None] = contextvars.ContextVar(
 _litellm_lock = threading.Lock()
 
 
-def litellm():
+def litellm() -> Any:
     """Import litellm once, offline, with the local provider registered."""
     global _litellm
     with _litellm_lock:
@@ -46,6 +46,10 @@ def litellm():
             atexit.register(gc.unfreeze)  # frozen objects would be finalized after module teardown (llama-cpp errors)
             _litellm = _lt
     return _litellm
+
+
+# One model call: (messages, call arguments) -> (reply text, (prompt, completion, cached prompt) tokens, USD).
+_Send = Callable[[list[dict[str, str]], dict[str, Any]], Awaitable[tuple[str, tuple[int, int, int], float]]]
 
 
 @dataclass(frozen=True)
@@ -232,7 +236,7 @@ class LM:
                 await asyncio.sleep(_backoff(e, attempt, rng))
         raise AssertionError("unreachable")
 
-    def _litellm_send(self) -> tuple[Any, tuple[type[BaseException], ...], type[BaseException]]:
+    def _litellm_send(self) -> tuple[_Send, tuple[type[Exception], ...], type[Exception]]:
         """One call through litellm: (send, errors no retry can fix, the bad-request error type)."""
         lt, c = litellm(), self.config
 
@@ -244,7 +248,7 @@ class LM:
         return send, (lt.AuthenticationError, lt.BadRequestError, lt.NotFoundError, lt.PermissionDeniedError,
                       lt.ContextWindowExceededError, TaskError), lt.BadRequestError
 
-    def _http_send(self) -> tuple[Any, tuple[type[BaseException], ...], type[BaseException]]:
+    def _http_send(self) -> tuple[_Send, tuple[type[Exception], ...], type[Exception]]:
         """One call straight to an OpenAI-compatible server (promptlearn.openai_http), priced from litellm's
         cost map when the model is in it."""
         from promptlearn import openai_http as http
@@ -270,6 +274,28 @@ class LM:
         if c.api_base and not c.is_local:
             return {"api_key": os.environ.get("OPENAI_API_KEY", "no-key")}
         return {}
+
+
+def require_key(config: Any, *, field: str = "model", file: str | None = None) -> None:
+    """Refuse a remote model whose provider key is not in the environment, before its first call (without one,
+    `openai/gpt-4o-mini` was retried as a server error for 30 s). litellm names the variable the provider reads.
+
+    Skipped for the embedded model, for `api_key_env` (the call itself refuses an unset variable) and for a
+    self-hosted server (api_base not on api.openai.com), which may need no key. Only key and token variables
+    count: AWS, Vertex and Ollama settings have defaults outside the environment (profiles, ADC, localhost).
+    """
+    if config.is_local or config.api_key_env or (config.api_base and "api.openai.com" not in config.api_base):
+        return
+    try:
+        found = litellm().validate_environment(model=config.name)
+    except Exception:  # noqa: BLE001 - a model litellm cannot place: its first call says what is wrong
+        return
+    missing = [k for k in found.get("missing_keys") or ()
+               if ("API_KEY" in k or k.endswith("_TOKEN")) and not os.environ.get(k)]
+    if found.get("keys_in_environment") or not missing:
+        return
+    names = " or ".join(missing) + ("," if len(missing) > 1 else "")
+    raise TaskError(f"no key for {config.name}: set {names} or name a variable in {field}.api_key_env", file=file)
 
 
 def cacheable(model: str, msgs: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -419,12 +445,12 @@ def _register_local(lt: Any) -> None:
                 # the same request can never fit: not a fault to retry (an optimizer skips such a proposal)
                 raise lt.ContextWindowExceededError(message=str(e), model=f"local/{model}",
                                                     llm_provider="local") from None
+            usage = lt.Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                             total_tokens=reply.prompt_tokens + reply.completion_tokens,
+                             prompt_tokens_details={"cached_tokens": reply.reused_prompt_tokens})
             resp = ModelResponse(model=f"local/{model}", choices=[{
                 "index": 0, "finish_reason": reply.finish_reason,
-                "message": {"role": "assistant", "content": reply.text}}])
-            resp.usage = lt.Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                                  total_tokens=reply.prompt_tokens + reply.completion_tokens,
-                                  prompt_tokens_details={"cached_tokens": reply.reused_prompt_tokens})
+                "message": {"role": "assistant", "content": reply.text}}], usage=usage)
             return resp
 
         async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:

@@ -9,24 +9,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from promptlearn.errors import TaskError
+from promptlearn.local_reply import LocalReply
 
 _MODELS: dict[str, "LocalModel"] = {}
 _MODELS_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class LocalReply:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    reused_prompt_tokens: int
-    seconds: float
-    finish_reason: str = "stop"
 
 
 def resolve_gguf(name: str) -> Path:
@@ -203,7 +193,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _chat_formatter(llama: Any):
+def _chat_formatter(llama: Any) -> Callable[[Sequence[dict[str, str]]], str]:
     """Render with the GGUF's tokenizer.chat_template (Jinja), as llama-cpp-python does for chat completions."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -212,7 +202,8 @@ def _chat_formatter(llama: Any):
         raise TaskError(f"{llama.model_path} has no chat template in its metadata", field="model.name",
                         fix="use a GGUF that carries tokenizer.chat_template")
     eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "ignore")
-    bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "ignore") if llama.token_bos() >= 0 else ""
+    bos = (llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "ignore") if llama.token_bos() >= 0
+           else "")
     fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
 
     def render(messages: Sequence[dict[str, str]]) -> str:

@@ -21,6 +21,11 @@ from promptlearn.store import RunStore
 from promptlearn.task import Task
 from promptlearn.types import Candidate, Example, ExampleResult, Usage
 
+# Proposals in a row that made no model request (so scored nothing new): no budget can stop such a loop, so the
+# engine does. Above every built-in optimizer's own give-up count (evolve 60, optuna 40, mutate 30).
+IDLE_PROPOSALS = 100
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What happened to one proposal."""
@@ -72,6 +77,7 @@ class RunContext:
         self.since_best = 0
         self.started = time.monotonic()
         self.stop_reason: str | None = None
+        self.idle, self._requests_seen = 0, -1  # costless proposals in a row; requests counted at the last one
         self._replayed: set[str] = set()
         # Results this process has seen, in order. Choices depend on these, never on the whole store, so a
         # resumed run (whose store already holds "future" results) replays exactly the same decisions.
@@ -109,6 +115,7 @@ class RunContext:
         self._promote(self.seed_candidate, ev)
         self.store.set_meta("seed", self.seed_candidate.id)
         self.store.set_meta("best", self.best_id)
+        self._count_idle()
         self._progress("seed", self.seed_candidate.id)
 
     def record(self, cand: Candidate, status: str) -> None:
@@ -122,12 +129,14 @@ class RunContext:
         self.check_stop()
         cand = Candidate(prompt, tuple(parents), operator, dict(meta or {}))
         if cand.id in self.candidates:
+            self._count_idle()
             return Verdict(cand.id, "duplicate", self.val_evals[cand.id].score if cand.id in self.val_evals else None)
         self.proposals += 1
         missing = self.task.violations(prompt)
         if missing or not prompt.strip():
             self.record(cand, "rejected")
             self._progress("rejected", cand.id)
+            self._count_idle()
             return Verdict(cand.id, "rejected", reason="lost " + ", ".join(missing) if missing else "empty prompt")
         self.record(cand, "proposed")
         parent_id = parents[0] if parents and parents[0] in self.candidates else self.best_id
@@ -184,7 +193,16 @@ class RunContext:
         return Verdict(cand.id, "promoted", ev.score, f"val {ev.score:.3f} vs best {best_ev.score:.3f}, "
                                                       f"confidence {conf:.2f}")
 
+    def _count_idle(self) -> None:
+        """A proposal is idle when no model request (made, cached or replayed) came since the last one: a
+        duplicate, a rejected prompt, or one scored on no examples. Normal runs never have long idle streaks."""
+        u = self.evaluator.ledger.total
+        requests = u.calls + u.cached_calls
+        self.idle = self.idle + 1 if requests == self._requests_seen else 0
+        self._requests_seen = requests
+
     def _after(self, verdict: Verdict) -> Verdict:
+        self._count_idle()
         self.since_best += 1
         self._progress(verdict.status, verdict.id)
         return verdict
@@ -263,6 +281,8 @@ class RunContext:
             raise StopRun(f"no improvement in {self.options.patience} proposals")
         if self.options.max_candidates is not None and self.proposals >= self.options.max_candidates:
             raise StopRun(f"{self.options.max_candidates} candidates tried")
+        if self.idle >= IDLE_PROPOSALS:
+            raise StopRun(f"{IDLE_PROPOSALS} proposals in a row made no model call and scored nothing new")
         self.evaluator.ledger.check()
 
     def _progress(self, event: str, cand_id: str) -> None:

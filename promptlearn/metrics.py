@@ -64,7 +64,9 @@ def side_effects(ev: Evaluation, seed: Evaluation | None, examples: Sequence[Exa
     by_id = {e.id: e for e in examples}
     out: dict[str, Any] = {}
     if seed is not None:
-        fixed, broken, same = [], [], []
+        fixed: list[str] = []
+        broken: list[str] = []
+        same: list[str] = []
         for ex_id, res in ev.results.items():
             base = seed.results.get(ex_id)
             if base is None:

@@ -73,8 +73,8 @@ _BY_STATUS: dict[int, type[APIError]] = {400: BadRequestError, 401: Authenticati
                                          429: RateLimitError}
 
 # One session per (event loop, server): connections are reused across calls, and a session never outlives its loop.
-_sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[aiohttp.ClientSession, dict[str, Any]]]]" = \
-    weakref.WeakKeyDictionary()
+_Sessions = dict[str, tuple[aiohttp.ClientSession, dict[str, Any]]]  # api_base -> (session, proxy arguments)
+_sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sessions]" = weakref.WeakKeyDictionary()
 
 
 def endpoint(api_base: str) -> str:

@@ -84,6 +84,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     from promptlearn.optimizers import get_optimizer
 
     task = _with_budget(task if isinstance(task, Task) else load_task(task), budget)
+    task.require("train", "val", "test", proposer=True)  # before a run folder exists or a call is made
     if resume is not None:
         rdir = resolve_run(resume, runs_root)
         store = RunStore(rdir, create=False)

@@ -163,7 +163,8 @@ class RunStore:
         return total
 
     def put_generation(self, key: str, text: str, usage: Usage) -> None:
-        self._db().execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?)", (key, text, json.dumps(asdict(usage))))
+        self._db().execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?)",
+                           (key, text, json.dumps(asdict(usage))))
 
     def get_generation(self, key: str) -> tuple[str, Usage] | None:
         row = self._db().execute("SELECT text, usage FROM generations WHERE key = ?", (key,)).fetchone()

@@ -11,8 +11,10 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from promptlearn import importers
 from promptlearn.errors import TaskError
-from promptlearn.types import Example, Message, Turn
+from promptlearn.importers import read_text
+from promptlearn.types import Example, Message
 
 PLACEHOLDER_RE = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 
@@ -228,6 +230,48 @@ class Task:
             raise TaskError(f"unknown split '{split}'", fix="use train, val, test or all")
         return self.splits[split]
 
+    def require(self, *splits: str, proposer: bool = False) -> None:
+        """Refuse a command before it creates anything or calls a model: every split it scores must have
+        examples, and every remote model it will call (target; proposer when `proposer`; judge when a check on
+        those splits needs one) must find its key. Raises TaskError in one line naming the split or the key."""
+        names = list(dict.fromkeys(splits))
+        empty = [s for s in names if not self.examples(s)]  # an unknown split name is a TaskError of its own
+        if empty:
+            counts = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
+            which = " and ".join(empty)
+            raise TaskError(f"the {which} split{'s have' if len(empty) > 1 else ' has'} no examples ({counts})",
+                            file=str(self.path) if self.path else None, field="splits",
+                            fix=f"add examples or change `splits:` so that {which} get"
+                                f"{'' if len(empty) > 1 else 's'} at least one")
+        from promptlearn.lm import require_key
+
+        # an unset proposer is the model; an unset judge the proposer, else the model: check each config once,
+        # under the field that holds it
+        judge = self.uses_judge(*names)
+        uses_proposer = proposer or (judge and self.spec.judge is None)
+        models = [("model", self.spec.model), ("proposer", self.spec.proposer if uses_proposer else None),
+                  ("judge", self.spec.judge if judge else None)]
+        for field, config in models:
+            if config is not None:
+                require_key(config, field=field, file=str(self.path) if self.path else None)
+
+    def uses_judge(self, *splits: str) -> bool:
+        """Whether scoring these splits calls the judge model (a check with `needs_model`, e.g. checklist)."""
+        from promptlearn.checks import build_check
+
+        specs: list[Mapping[str, Any]] = list(self.spec.checks)
+        for split in splits:
+            for ex in self.examples(split):
+                specs += list(ex.checks) + [c for t in ex.turns for c in t.checks]
+        seen: set[str] = set()
+        for spec in specs:
+            key = json.dumps(spec, sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                if getattr(build_check(spec), "needs_model", False):
+                    return True
+        return False
+
     def violations(self, prompt: str) -> list[str]:
         """What a candidate prompt lost: protected clauses and placeholders that must survive verbatim."""
         missing = [f"protected clause '{c[:40]}'" for c in self.spec.protected if c not in prompt]
@@ -419,21 +463,6 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def read_text(path: Path, *, file: str, field: str | None = None, what: str = "the file") -> str:
-    """A file's UTF-8 text, or a TaskError naming the file (and, for bad bytes, the line)."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise TaskError(f"cannot read {what}: {e.strerror or e}", file=file, field=field,
-                        fix="give the path of a readable file") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise TaskError(f"line {line}: {what} is not UTF-8 text (byte {data[e.start]:#04x})", file=file,
-                        field=field, fix="save it as UTF-8") from None
-
-
 def _validate_checks(checks: list[dict[str, Any]], source: str, field: str) -> None:
     from promptlearn.checks import CheckSpecError, build_check
 
@@ -502,7 +531,7 @@ def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, A
 
 
 def _load_examples(spec: TaskSpec, base_dir: Path, source: str) -> list[tuple[DataSource, Example]]:
-    from promptlearn import importers
+    from promptlearn.checks import build_check
 
     out: list[tuple[DataSource, Example]] = []
     seen: set[str] = set()
@@ -512,6 +541,7 @@ def _load_examples(spec: TaskSpec, base_dir: Path, source: str) -> list[tuple[Da
             rows = [(n + 1, r) for n, r in enumerate(ds.examples)]
             where = f"{source} {field}.examples"
         else:
+            assert ds.file is not None  # DataSource._one_source: examples or a file
             fpath = base_dir / ds.file
             if not _exists(fpath) or fpath.is_dir():
                 what = "is a directory" if _exists(fpath) else "not found"
@@ -524,7 +554,8 @@ def _load_examples(spec: TaskSpec, base_dir: Path, source: str) -> list[tuple[Da
             try:
                 ex = importers.to_example(row, ds.format, default_id=f"{Path(ds.file or 'inline').stem}-{lineno}")
             except Exception as e:  # noqa: BLE001 - any row that does not convert is a data error
-                msg = {KeyError: f"missing field {e}", IndexError: f"too few items ({e})"}.get(type(e), str(e))
+                known: dict[type[Exception], str] = {KeyError: f"missing field {e}", IndexError: f"too few items ({e})"}
+                msg = known.get(type(e), str(e))
                 raise TaskError(f"line {lineno}: {msg}", file=where,
                                 fix="each row needs 'messages' (or 'user') and optional 'checks'") from None
             ex = Example(ex.id, ex.turns, tuple(ds.checks) + ex.checks, {**ds.meta, **ex.meta})
@@ -532,14 +563,12 @@ def _load_examples(spec: TaskSpec, base_dir: Path, source: str) -> list[tuple[Da
                 raise TaskError(f"line {lineno}: duplicate example id '{ex.id}'", file=where,
                                 fix="give every example a unique 'id'")
             seen.add(ex.id)
-            try:
-                for spec_i, c in enumerate(ex.checks + tuple(ch for t in ex.turns for ch in t.checks)):
-                    from promptlearn.checks import build_check
-
+            for spec_i, c in enumerate(ex.checks + tuple(ch for t in ex.turns for ch in t.checks)):
+                try:
                     build_check(c)
-            except Exception as e:  # noqa: BLE001 - any bad check spec is a data error
-                raise TaskError(f"line {lineno}: check {spec_i}: {e}", file=where,
-                                fix="see `promptlearn checks`") from None
+                except Exception as e:  # noqa: BLE001 - any bad check spec is a data error
+                    raise TaskError(f"line {lineno}: check {spec_i}: {e}", file=where,
+                                    fix="see `promptlearn checks`") from None
             out.append((ds, ex))
     if not out:
         raise TaskError("no examples", file=source, field="data", fix="add rows to the data files")
@@ -570,34 +599,3 @@ def render_prompt(template: str, variables: Mapping[str, Any]) -> str:
         return template
     return PLACEHOLDER_RE.sub(lambda m: str(variables[m.group(1)]) if m.group(1) in variables else m.group(0),
                               template)
-
-
-def build_turns(messages: list[Mapping[str, Any]]) -> tuple[tuple[Turn, ...], dict[str, Any]]:
-    """Conversation messages -> turns. An assistant message after a user turn is a given reply (history)."""
-    turns: list[Turn] = []
-    variables: dict[str, Any] = {}
-    pending: dict[str, Any] | None = None
-    for m in messages:
-        role, content = m.get("role"), m.get("content")
-        if not isinstance(content, str):
-            raise ValueError(f"message content must be a string, got {type(content).__name__}")
-        if role == "system":
-            variables["system"] = content
-        elif role == "user":
-            if pending is not None:
-                turns.append(Turn(pending["content"], tuple(pending.get("checks", ())), None,
-                                  meta=pending.get("meta", {})))
-            pending = dict(m)
-        elif role == "assistant":
-            if pending is None:
-                raise ValueError("an assistant message must follow a user message")
-            turns.append(Turn(pending["content"], tuple(pending.get("checks", ())),
-                              None if m.get("generate") else content, meta=pending.get("meta", {})))
-            pending = None
-        else:
-            raise ValueError(f"unknown role '{role}' (use system, user or assistant)")
-    if pending is not None:
-        turns.append(Turn(pending["content"], tuple(pending.get("checks", ())), None, meta=pending.get("meta", {})))
-    if not turns:
-        raise ValueError("a conversation needs at least one user message")
-    return tuple(turns), variables

@@ -67,12 +67,11 @@ def install_fake_provider() -> None:
                 raise RuntimeError("fake/ model used outside a `with FakeLM():` block")
             params = dict(kwargs.get("optional_params") or {})
             text = fake.reply(messages, params)
-            resp = ModelResponse(model=f"fake/{model}", choices=[{
-                "index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}])
             prompt_tokens = sum(len(m["content"].split()) for m in messages)
-            resp.usage = lt.Usage(prompt_tokens=prompt_tokens, completion_tokens=len(text.split()),
-                                  total_tokens=prompt_tokens + len(text.split()))
-            return resp
+            usage = lt.Usage(prompt_tokens=prompt_tokens, completion_tokens=len(text.split()),
+                             total_tokens=prompt_tokens + len(text.split()))
+            return ModelResponse(model=f"fake/{model}", choices=[{
+                "index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}], usage=usage)
 
         async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:
             return self.completion(model, messages, *args, **kwargs)

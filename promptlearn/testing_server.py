@@ -77,7 +77,7 @@ class FaultPlan:
         Independent of arrival order (so concurrent runs reproduce), and a retry of an identical
         body is a fresh draw, so retries heal with probability 1 - rate each.
         """
-        kinds, seen = cls._check(kinds), {}
+        kinds, seen = cls._check(kinds), dict[str, int]()
         if not kinds:
             raise ValueError("kinds must not be empty")
 
@@ -147,7 +147,7 @@ class LoopbackServer:
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(self._serve())
-            except BaseException as exc:  # reported to start() instead of dying silently
+            except BaseException as exc:  # noqa: BLE001 - reported to start() instead of dying silently
                 error.append(exc)
                 ready.set()
                 loop.close()
@@ -186,8 +186,8 @@ class LoopbackServer:
                 loop.call_soon_threadsafe(self._closing.set)
             if self._runner is not None:
                 asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout)
-        except Exception:
-            pass  # best effort: stopping the loop below still ends the thread
+        except Exception:  # noqa: BLE001 - best effort: stopping the loop below still ends the thread
+            pass
         finally:
             try:
                 loop.call_soon_threadsafe(loop.stop)
@@ -231,7 +231,7 @@ class LoopbackServer:
         try:
             body = json.loads(await request.read())
             assert isinstance(body, dict)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any body that is not a JSON object is a 400
             self._record(None, request, None)
             return self._error(400, "request body is not a JSON object", "invalid_request_error")
         fault = self.faults(body) if self.faults else None
@@ -253,6 +253,7 @@ class LoopbackServer:
         if fault in ("500", "503"):
             return self._error(int(fault), f"server error {fault} (injected)", "server_error")
         if fault == "timeout":  # outlast the client's timeout; released early when the server stops
+            assert self._closing is not None  # made before the server takes requests
             try:
                 await asyncio.wait_for(self._closing.wait(), self.hang_seconds)
                 return self._error(503, "server shutting down", "server_error")
@@ -260,7 +261,7 @@ class LoopbackServer:
                 pass
         try:
             reply = "" if fault in ("malformed", "empty_choices") else str(self.responder(body))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken test responder is the server's 500
             return self._error(500, f"responder failed: {exc!r}", "server_error")
         cid, created, model = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), body.get("model") or self.model
         prompt_tokens = sum(_words(_text(m.get("content"))) for m in body.get("messages") or [] if isinstance(m, dict))

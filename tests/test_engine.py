@@ -15,9 +15,8 @@ import pytest
 
 from promptlearn.engine import Evaluator, evaluate
 from promptlearn.errors import ModelError
-from promptlearn.lm import LM, Ledger
+from promptlearn.lm import Ledger
 from promptlearn.task import load_task, task_from_dict
-from promptlearn.testing import FakeLM
 from promptlearn.testing_server import FaultPlan, LoopbackServer
 
 from conftest import requires_model

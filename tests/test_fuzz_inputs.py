@@ -8,11 +8,11 @@ through `promptlearn eval` in a subprocess, which must exit 2 with one `promptle
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from promptlearn.errors import PromptlearnError, TaskError
-from promptlearn.task import load_task
+from promptlearn.task import load_task, task_from_dict
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
@@ -190,14 +190,17 @@ def test_mutated_task_field(tmp_path, path, value, how):
         assert str(path[0]) in str(err) or "line " in str(err), f"{path[0]} not named in: {err}"
 
 
+TASK = {"name": "t", "model": "fake/x", "prompt": "p"}
+
+
 @FUZZ
 @given(doc=values)
-@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"messages": [{"role": "robot", "content": "x"}]}]}]})
-@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"messages": [{"role": "user"}]}]}]})
-@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"file": "rows.jsonl", "format": "sysbench"}]})
-@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"messages": []}], "format": "sys_ifeval"}]})
-@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"messages": [{}], "prompt_infos": []}], "format": "sysbench"}]})
-@example(doc={"name": "t", "model": "fake/x", "prompt": "p", "data": [{"examples": [{"user": "a"}]}], "splits": {"train": ".nan"}})
+@example(doc={**TASK, "data": [{"examples": [{"messages": [{"role": "robot", "content": "x"}]}]}]})
+@example(doc={**TASK, "data": [{"examples": [{"messages": [{"role": "user"}]}]}]})
+@example(doc={**TASK, "data": [{"file": "rows.jsonl", "format": "sysbench"}]})
+@example(doc={**TASK, "data": [{"examples": [{"messages": []}], "format": "sys_ifeval"}]})
+@example(doc={**TASK, "data": [{"examples": [{"messages": [{}], "prompt_infos": []}], "format": "sysbench"}]})
+@example(doc={**TASK, "data": [{"examples": [{"user": "a"}]}], "splits": {"train": ".nan"}})
 @example(doc={"a": "ZZNUM0"})
 def test_random_yaml_structure(tmp_path, doc):
     """A whole task file that is some random YAML value: load or one TaskError."""
@@ -417,3 +420,168 @@ def test_cli_eval_on_fuzzed_tasks(tmp_path, path, value):
     proc = cli_eval(task)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [expected]
+
+
+# ---- inputs that load but cannot run: empty splits, missing keys, proposals that cost nothing ----------------
+# Each used to hang, report a score of nothing, or retry for 30 s; each must now be one line and exit 2 before
+# a run folder exists or a model call is made.
+
+ONE_EXAMPLE = {"name": "tiny", "model": "fake/x", "prompt": "Start with Ahoy.",
+               "data": [{"examples": [{"id": "only", "user": "hi"}]}],
+               "checks": [{"type": "starts_with", "value": "Ahoy"}]}  # 0.4/0.3/0.3 of one: train 0, val 0, test 1
+NO_NETWORK = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+
+
+def cli(args: list[str], cwd: Path, *, drop: tuple[str, ...] = (), timeout: float = 90) -> subprocess.CompletedProcess:
+    """The real console script; remote calls (if any slipped through) go to a dead local proxy, never out."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in drop} | NO_NETWORK
+    return subprocess.run([str(PROMPTLEARN), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env=env)
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-300:], proc.stderr[-600:])
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("promptlearn: error: "), line
+    return line
+
+
+def test_cli_optimize_with_one_example_exits_2_before_a_run_folder(tmp_path):
+    """It used to spin with no output and no model call until killed (val empty: every candidate scored 0)."""
+    task = write_task(tmp_path, ONE_EXAMPLE)
+    proc = cli(["optimize", str(task), "--run-dir", str(tmp_path / "run"), "--budget-calls", "20"], tmp_path)
+    line = one_error_line(proc)
+    assert f"{task}: splits: the train and val splits have no examples (train 0, val 0, test 1)" in line, line
+    assert "add examples or change `splits:`" in line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("split", ["val", "train"])
+def test_cli_eval_on_an_empty_split_exits_2(tmp_path, split):
+    """It used to print score 0.0 on n_examples 0 and exit 0."""
+    task = write_task(tmp_path, ONE_EXAMPLE)
+    line = one_error_line(cli(["eval", str(task), "--split", split, "--json"], tmp_path))
+    assert f"splits: the {split} split has no examples (train 0, val 0, test 1)" in line, line
+    assert f"so that {split} gets at least one" in line
+
+
+def test_cli_check_on_an_empty_val_exits_2(tmp_path):
+    """`check --split val` gated a build on zero examples (score 0, PASS without --min-score, exit 0)."""
+    task = write_task(tmp_path, ONE_EXAMPLE)
+    (tmp_path / "app.yaml").write_text("assistant:\n  system_prompt: Start with Ahoy!\n")
+    line = one_error_line(cli(["check", str(task), "--prompt-from", f"{tmp_path / 'app.yaml'}:assistant.system_prompt",
+                               "--split", "val"], tmp_path))
+    assert "the val split has no examples (train 0, val 0, test 1)" in line, line
+
+
+def test_cli_optimize_without_the_provider_key_exits_2_at_once(tmp_path):
+    """`openai/gpt-4o-mini` without OPENAI_API_KEY was retried 7 times over 30 s as a server error, exit 1."""
+    doc = {**valid_task(), "model": {"name": "openai/gpt-4o-mini", "retries": 0, "timeout": 5}}
+    del doc["proposer"], doc["judge"]
+    task = write_task(tmp_path, doc)
+    start = time.monotonic()
+    proc = cli(["optimize", str(task), "--run-dir", str(tmp_path / "run")], tmp_path, drop=("OPENAI_API_KEY",))
+    line = one_error_line(proc)
+    assert line == (f"promptlearn: error: {task}: no key for openai/gpt-4o-mini: set OPENAI_API_KEY or name a "
+                    "variable in model.api_key_env")
+    assert not (tmp_path / "run").exists()
+    assert time.monotonic() - start < 60
+
+
+def test_empty_test_split_is_refused_before_any_call(tmp_path, fake_lm):
+    """train and val were fine, so the whole search ran and spent its budget before finding nothing to test."""
+    from promptlearn.run import optimize
+
+    task = task_from_dict({**ONE_EXAMPLE, "data": [{"examples": [{"user": f"q{i}"} for i in range(6)]}],
+                           "splits": {"train": 0.5, "val": 0.5, "test": 0.0}})
+    with pytest.raises(TaskError, match=r"splits: the test split has no examples \(train 3, val 3, test 0\)"):
+        optimize(task, budget=30, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    assert fake_lm.calls == 0 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("api", ["evaluate", "check_prompt"])
+def test_api_refuses_an_empty_split(fake_lm, api):
+    from promptlearn.engine import evaluate
+    from promptlearn.gate import check_prompt
+
+    task = task_from_dict(ONE_EXAMPLE)
+    with pytest.raises(TaskError, match=r"the val split has no examples \(train 0, val 0, test 1\)"):
+        evaluate(task, split="val") if api == "evaluate" else check_prompt(task, "Ahoy!", "val")
+    assert fake_lm.calls == 0
+    assert (evaluate(task, split="test") if api == "evaluate" else check_prompt(task, "Ahoy!", "test")).score == 0.0
+
+
+JUDGED = [{"type": "checklist", "criteria": ["The reply is polite."]}]
+
+
+@pytest.mark.parametrize("role", ["proposer", "judge"])
+def test_a_proposer_or_judge_without_its_key_is_refused_before_any_call(tmp_path, fake_lm, role):
+    from promptlearn.engine import evaluate
+    from promptlearn.run import optimize
+
+    plain = {**ONE_EXAMPLE, "data": [{"examples": [{"user": f"q{i}"} for i in range(6)]}],
+             role: "anthropic/claude-haiku-4-5"}
+    judged = {**plain, "checks": plain["checks"] + JUDGED}
+    expected = f"no key for anthropic/claude-haiku-4-5: set ANTHROPIC_API_KEY or name a variable in {role}.api_key_env"
+    with pytest.raises(TaskError, match=re.escape(expected)):
+        optimize(task_from_dict(judged), budget=30, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    assert fake_lm.calls == 0 and not (tmp_path / "run").exists()
+    # eval never calls the proposer; the judge only for a check that needs a model (an unset judge is the proposer)
+    with pytest.raises(TaskError, match=re.escape(expected)):
+        evaluate(task_from_dict(judged), split="val")
+    assert fake_lm.calls == 0
+    assert evaluate(task_from_dict(plain), split="val").complete and fake_lm.calls == 2
+
+
+@pytest.mark.parametrize("model, refused", [
+    ({"name": "openai/gpt-4o-mini"}, True),
+    ({"name": "gpt-4o-mini"}, True),
+    ({"name": "openai/gpt-4o-mini", "api_base": "https://api.openai.com/v1"}, True),
+    ({"name": "openai/qwen", "api_base": "http://127.0.0.1:8000/v1"}, False),  # a self-hosted server
+    ({"name": "openai/gpt-4o-mini", "api_key_env": "MY_KEY"}, False),  # the call names MY_KEY itself
+    ({"name": "local/smollm2"}, False),
+    ({"name": "ollama/llama3"}, False),  # OLLAMA_API_BASE has a default: not a key
+    ({"name": "fake/x"}, False),
+])
+def test_which_models_need_a_key_in_the_environment(model, refused):
+    task = task_from_dict({**ONE_EXAMPLE, "model": model})
+    if refused:
+        with pytest.raises(TaskError,
+                           match="no key for .*: set OPENAI_API_KEY or name a variable in model.api_key_env"):
+            task.require("test")
+    else:
+        task.require("test")
+
+
+class _Spinner:
+    """An optimizer that proposes forever at no cost: the seed again (a duplicate), or prompts that drop the
+    protected clause (each new, each rejected). It gives up on its own only after 5,000 proposals."""
+
+    name = "spinner-test"
+    kind = "duplicate"
+
+    def run(self, ctx):
+        for i in range(5000):
+            prompt = ctx.task.prompt if self.kind == "duplicate" else f"Say hi, variant {i}."
+            ctx.propose(prompt, (ctx.seed_candidate.id,), "spin")
+
+
+@pytest.mark.parametrize("kind", ["duplicate", "rejected"])
+def test_proposals_that_cost_nothing_stop_the_run(tmp_path, fake_lm, kind):
+    from promptlearn.optimizers import _PLUGINS, register_optimizer
+    from promptlearn.run import optimize
+
+    task = task_from_dict({**ONE_EXAMPLE, "protected": ["Ahoy"],
+                           "data": [{"examples": [{"user": f"q{i}"} for i in range(10)]}]})
+    register_optimizer(type("Spinner", (_Spinner,), {"kind": kind}))
+    try:
+        res = optimize(task, "spinner-test", run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    finally:
+        _PLUGINS.pop("spinner-test", None)
+    assert res.stop_reason == "100 proposals in a row made no model call and scored nothing new"
+    assert res.seed.test is not None and res.best.id == res.seed.id  # the run finished: seed scored on test
+    assert fake_lm.calls == 3 + 3  # seed on val, seed on test: nothing else
+    assert res.candidates == (1 if kind == "duplicate" else 101)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from promptlearn.checks.base import CheckContext, build_check
+from promptlearn.checks import CheckContext, build_check
 from promptlearn.checks.judge import parse_verdicts
 from promptlearn.engine import Evaluator
 from promptlearn.metrics import adherence

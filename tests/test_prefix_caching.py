@@ -245,7 +245,8 @@ def test_anthropic_models_get_a_cacheable_system_block(model):
 
     msgs = [{"role": "system", "content": "Be a pirate."}, {"role": "user", "content": "hi"}]
     assert cacheable(model, msgs) == [
-        {"role": "system", "content": [{"type": "text", "text": "Be a pirate.", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "system",
+         "content": [{"type": "text", "text": "Be a pirate.", "cache_control": {"type": "ephemeral"}}]},
         {"role": "user", "content": "hi"}]
     assert msgs[0] == {"role": "system", "content": "Be a pirate."}  # the caller's messages are not touched
 
@@ -299,7 +300,7 @@ def test_anthropic_system_block_is_cacheable_and_cache_reads_and_writes_are_pric
         ev2 = evaluator_factory(task, use_cache=False)
         res2 = ev2.evaluate(task.prompt, task.examples("val")[:1])
     assert res.complete and res2.complete and len(bodies) >= 3
-    for b, ex in zip(bodies, sorted(task.examples("val"), key=lambda e: e.id)):
+    for b, _ex in zip(bodies, sorted(task.examples("val"), key=lambda e: e.id)):
         assert b["system"] == [{"type": "text", "text": b["system"][0]["text"], "cache_control": {"type": "ephemeral"}}]
         assert b["system"][0]["text"].startswith("You help ") and "{team}" not in b["system"][0]["text"]
         assert all(m["role"] != "system" for m in b["messages"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import random
 import signal
 import sqlite3
@@ -105,7 +104,8 @@ def test_random_faults_of_every_kind_change_nothing_but_retries(clean, tmp_path,
     Through either transport: the reference run posts directly (transport auto), the litellm run must match it."""
     plan = FaultPlan.random(rate=0.2, kinds=FAULT_KINDS, seed=1)
     with LoopbackServer(responder, faults=plan, hang_seconds=5.0, retry_after=0.01) as srv:
-        res = optimize(make_task(srv.base_url, transport=transport), seed=SEED, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+        res = optimize(make_task(srv.base_url, transport=transport), seed=SEED, run_dir=tmp_path / "run",
+                       cache_path=tmp_path / "c.sqlite")
         reqs = srv.requests
     kinds = {r["fault"] for r in reqs} - {None}
     assert {"timeout", "reset", "malformed", "429", "500"} <= kinds, kinds  # the seed makes these happen
@@ -387,7 +387,7 @@ def test_processes_hammering_one_fresh_cache_file_never_lock(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", CACHE_WRITER, str(path), str(i), str(start)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(6)]
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0 and "locked" not in err, err
     from promptlearn.cache import Cache
 

@@ -6,9 +6,7 @@ The same files through `promptlearn eval` exit 2 with one `promptlearn: error:` 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,7 +34,8 @@ BAD_TASKS: dict[str, tuple[str, dict[str, str], list[str]]] = {
                           ["bad.yaml", "data[0].file", "nope.jsonl", "not found"]),
     "bad_jsonl_line": ("model: fake/x\n" + BASE, {"rows.jsonl": '{"id": "a", "user": "hi"}\n\n{"id": "b", "user": \n'},
                        ["rows.jsonl", "line 3", "not valid JSON"]),
-    "row_without_user": ("model: fake/x\n" + BASE, {"rows.jsonl": '{"id": "a", "user": "hi"}\n{"id": "b", "usr": "x"}\n'},
+    "row_without_user": ("model: fake/x\n" + BASE,
+                         {"rows.jsonl": '{"id": "a", "user": "hi"}\n{"id": "b", "usr": "x"}\n'},
                          ["rows.jsonl", "line 2", "'messages' or 'user'"]),
     "unknown_check_type": ("model: fake/x\n" + BASE + "checks:\n  - type: starts_wth\n    value: Ahoy\n", {},
                            ["bad.yaml", "checks[0]", "starts_wth", "did you mean 'starts_with'"]),
@@ -48,7 +47,8 @@ BAD_TASKS: dict[str, tuple[str, dict[str, str], list[str]]] = {
     "invalid_yaml": ("model: fake/x\nname: [t\nprompt: hi\n", {}, ["bad.yaml", "line 3", "not valid YAML"]),
     "prompt_file_missing": ("model: fake/x\nname: t\nprompt: {file: nope.txt}\ndata:\n  - file: rows.jsonl\n", {},
                             ["bad.yaml", "prompt.file", "nope.txt"]),
-    "duplicate_ids": ("model: fake/x\n" + BASE, {"rows.jsonl": '{"id": "a", "user": "hi"}\n{"id": "a", "user": "yo"}\n'},
+    "duplicate_ids": ("model: fake/x\n" + BASE,
+                      {"rows.jsonl": '{"id": "a", "user": "hi"}\n{"id": "a", "user": "yo"}\n'},
                       ["rows.jsonl", "line 2", "duplicate example id 'a'"]),
     "not_a_mapping": ("- just\n- a list\n", {}, ["bad.yaml", "mapping"]),
     "secret_in_params": ("model: {name: fake/x, params: {api_key: sk-123}}\n" + BASE, {},

@@ -203,7 +203,9 @@ class TextMatch(_Rule):
 
     def score(self, reply: str, ctx: CheckContext) -> CheckResult:
         got = self._norm(reply)
-        test = {"equals": got.__eq__, "starts_with": got.startswith, "ends_with": got.endswith}[self.how]
+        tests: dict[str, Callable[[str], bool]] = {"equals": got.__eq__, "starts_with": got.startswith,
+                                                    "ends_with": got.endswith}
+        test = tests[self.how]
         if any(test(self._norm(v)) for v in self.values):
             return _PASS
         want, shown = " or ".join(map(_q, self.values)), reply.strip() if self.strip else reply
@@ -257,7 +259,7 @@ class JsonCheck(_Rule):
         errors = list(jsonschema.validators.validator_for(self.schema)(self.schema).iter_errors(data))
         if not errors:
             return _PASS
-        where = lambda e: "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path)  # noqa
+        where = lambda e: "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path)  # noqa: E731
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         return _fail("reply JSON does not match the schema: "
                      + "; ".join(f"at {where(e)}: {e.message}" for e in errors[:3]) + more)
@@ -435,10 +437,10 @@ def load_function(spec: str, base_dir: str | Path | None = None) -> Callable[...
         except ModuleNotFoundError as e:
             # a module sitting next to the task file or in the working dir, which need not be on sys.path
             rel = target.replace(".", "/") + ".py"
-            path = next((r / rel for r in roots if (r / rel).is_file()), None)
-            if e.name != target.split(".")[0] or path is None:
+            found = next((r / rel for r in roots if (r / rel).is_file()), None)
+            if e.name != target.split(".")[0] or found is None:
                 raise CheckSpecError(f"python: cannot import module '{target}' for {spec!r}: {e}") from None
-            module = _load_file(path)
+            module = _load_file(found)
         except Exception as e:  # noqa: BLE001 - import-time errors in user code
             raise CheckSpecError(f"python: importing module '{target}' for {spec!r} failed: "
                                  f"{type(e).__name__}: {e}") from None

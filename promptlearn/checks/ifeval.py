@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from promptlearn.checks import ifeval_rules as rules
 from promptlearn.checks.base import CheckContext, register_check
@@ -48,7 +48,7 @@ class IFEvalCheck:
             return "reply is empty"
         try:
             return rules.RULES[self.kind](text, **self.params)
-        except Exception as e:  # a check must never raise for an odd reply
+        except Exception as e:  # noqa: BLE001 - a check must never raise for an odd reply
             return f"could not check the reply ({type(e).__name__}: {e})"
 
     def score(self, reply: str, ctx: CheckContext | None = None) -> CheckResult:
@@ -101,7 +101,7 @@ def _language(name: str, v: Any) -> str:
     return code
 
 
-_VALIDATORS = {
+_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "relation": _relation, "let_relation": _relation, "capital_relation": _relation,
     "num_words": _count, "num_sentences": _count, "num_paragraphs": lambda n, v: _count(n, v, 1),
     "nth_paragraph": lambda n, v: _count(n, v, 1), "num_placeholders": _count, "num_bullets": _count,

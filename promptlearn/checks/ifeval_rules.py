@@ -199,7 +199,7 @@ def detect_language(text: str) -> str | None:
     if _langdetect is not None:
         try:
             return _langdetect.detect(text)
-        except Exception:  # langdetect raises LangDetectException on text without features
+        except Exception:  # noqa: BLE001 - langdetect raises LangDetectException on text without features
             return None
     return heuristic_language(text)
 

@@ -60,7 +60,7 @@ def export_prompt(path: str | os.PathLike[str], key: str, prompt: str, *, fmt: s
     f = detect_format(path, fmt)
     old = _read_file(path)
     bom = old is not None and old.startswith(_BOM)
-    body = old[1:] if bom else old
+    body = old[1:] if bom and old else old
     new = render_export(body, key, prompt, f, provenance=provenance, name=Path(path).name)
     if bom:
         new = _BOM + new

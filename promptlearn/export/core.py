@@ -26,7 +26,7 @@ class MissingKeyError(KeyError, ValueError):
 def _newline(text: str | None) -> str:
     """The file's line break, judged by its first line ("\n" for new files)."""
     i = text.find("\n") if text else -1
-    return "\r\n" if i > 0 and text[i - 1] == "\r" else "\n"
+    return "\r\n" if text and i > 0 and text[i - 1] == "\r" else "\n"
 
 
 def _eol(text: str, i: int) -> int:
@@ -152,7 +152,8 @@ def _put_comment_above(text: str, line_start: int, comment: str, nl: str) -> str
             indent = prev[:len(prev) - len(prev.lstrip())]
             end = line_start - 1 - (1 if prev.endswith("\r") else 0)
             return text[:prev_start] + indent + comment + text[end:]
-    indent = re.match(r"[ \t]*", text[line_start:]).group()
+    rest = text[line_start:]
+    indent = rest[:len(rest) - len(rest.lstrip(" \t"))]
     return text[:line_start] + indent + comment + nl + text[line_start:]
 
 

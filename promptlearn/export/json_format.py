@@ -23,7 +23,7 @@ _JSON_ATOM = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false
 
 def _json_spans(text: str) -> _JNode:
     """Parse JSON keeping the source span of every value (the text is already known to be valid)."""
-    from json.decoder import scanstring
+    from json.decoder import scanstring  # type: ignore[attr-defined]  # in json.decoder, not in its stubs
 
     def ws(i: int) -> int:
         while i < len(text) and text[i] in _JSON_WS:

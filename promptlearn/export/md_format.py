@@ -67,7 +67,7 @@ def _md_blocks(text: str, name: str) -> list[_MdBlock]:
             j += 1
         if j >= len(lines) or lines[j][1].strip() == end_marker:
             raise ExportError(f"{name}: the promptlearn block for {key!r} (line {i + 1}) has no ``` fence")
-        ticks = re.match(r"`+", lines[j][1]).group()
+        ticks = lines[j][1][:len(lines[j][1]) - len(lines[j][1].lstrip("`"))]
         body_start = lines[j + 1][0] if j + 1 < len(lines) else len(text)
         k = j + 1
         while k < len(lines) and not (lines[k][1].rstrip().startswith(ticks)

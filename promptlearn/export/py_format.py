@@ -32,14 +32,15 @@ def _py_parse(text: str, name: str) -> ast.Module:
         raise ExportError(f"{name}: cannot parse Python: {e}") from e
 
 
-def _py_find(tree: ast.Module, var: str) -> ast.stmt | None:
-    found = None
+def _py_find(tree: ast.Module, var: str) -> tuple[ast.stmt, ast.expr] | None:
+    """The last module-level assignment to `var` and the value it assigns."""
+    found: tuple[ast.stmt, ast.expr] | None = None
     for stmt in tree.body:
         if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == var for t in stmt.targets):
-            found = stmt
+            found = stmt, stmt.value
         elif (isinstance(stmt, ast.AnnAssign) and stmt.value is not None and isinstance(stmt.target, ast.Name)
               and stmt.target.id == var):
-            found = stmt
+            found = stmt, stmt.value
     return found
 
 
@@ -59,11 +60,11 @@ def _py_offset(text: str, starts: list[int], lineno: int, col: int) -> int:
 
 def _py_read(text: str, key: str, parts: list[str], name: str) -> Any:
     var = _py_name(parts)
-    stmt = _py_find(_py_parse(text, name), var)
-    if stmt is None:
+    found = _py_find(_py_parse(text, name), var)
+    if found is None:
         raise MissingKeyError(name, key, f"no module-level assignment to {var}")
     try:
-        return ast.literal_eval(stmt.value)
+        return ast.literal_eval(found[1])
     except ValueError as e:
         raise ExportError(f"{name}: {var} is not assigned a string literal") from e
 
@@ -92,12 +93,12 @@ def _py_export(text: str | None, key: str, parts: list[str], prompt: str, prov: 
     text = text or ""
     var = _py_name(parts)
     tree = _py_parse(text, name)
-    stmt = _py_find(tree, var)
+    found = _py_find(tree, var)
     nl = _newline(text)
     comment = f"# promptlearn: {_prov_comment(prov)}" if prov is not None else None
-    if stmt is not None:
+    if found is not None:
         try:
-            ast.literal_eval(stmt.value)
+            ast.literal_eval(found[1])
         except ValueError:
             raise ExportError(f"{name}: {var} is assigned an expression, not a string literal; "
                               f"refusing to overwrite it") from None
@@ -107,14 +108,15 @@ def _py_export(text: str | None, key: str, parts: list[str], prompt: str, prov: 
                 continue
         except (ValueError, SyntaxError):
             continue
-        if stmt is None:
+        if found is None:
             new = _with_final_newline(text, nl)
             if new.strip() and not new.endswith(nl + nl) and not new.endswith("\n\n"):
                 new += nl
             new += (comment + nl if comment else "") + f"{var} = {lit}" + nl
         else:
             starts = _py_line_starts(text)
-            v = stmt.value
+            stmt, v = found
+            assert v.end_lineno is not None and v.end_col_offset is not None  # set on every parsed node
             a = _py_offset(text, starts, v.lineno, v.col_offset)
             b = _py_offset(text, starts, v.end_lineno, v.end_col_offset)
             new = text[:a] + lit + text[b:]

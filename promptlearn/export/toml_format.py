@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Mapping
 
 from promptlearn.export.core import (
@@ -17,14 +18,15 @@ from promptlearn.export.core import (
 
 def _toml_read(text: str, key: str, parts: list[str], name: str) -> Any:
     try:
-        import tomllib
+        if sys.version_info >= (3, 11):
+            import tomllib
 
-        data = tomllib.loads(text)
-    except ImportError:  # Python < 3.11
-        import tomlkit
+            data = tomllib.loads(text)
+        else:
+            import tomlkit
 
-        data = tomlkit.parse(text).unwrap()
-    except ValueError as e:
+            data = tomlkit.parse(text).unwrap()
+    except ValueError as e:  # tomllib.TOMLDecodeError, tomlkit's ParseError
         raise ExportError(f"{name}: cannot parse TOML: {e}") from e
     return _deep_get(data, parts, name, key)
 
@@ -53,7 +55,7 @@ def _toml_string_items(prompt: str) -> list:
     if "\n" in prompt:
         try:
             items.append(String(StringType.MLB, prompt, _toml_mlb(prompt), Trivia()))
-        except Exception:  # tomlkit internals changed: use its own multi-line writer
+        except Exception:  # noqa: BLE001 - tomlkit internals changed: use its own multi-line writer
             items.append(tomlkit.string(prompt, multiline=True))
     items.append(tomlkit.string(prompt))
     return items
@@ -132,6 +134,6 @@ def _toml_put(container: Any, key: str, item: Any, after: str | None) -> None:
         try:
             inner._insert_after(after, key, item)
             return
-        except Exception:  # tomlkit internals changed: plain assignment appends at the end
+        except Exception:  # noqa: BLE001 - tomlkit internals changed: plain assignment appends at the end
             pass
     container[key] = item

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from promptlearn.export.core import (
     ExportError,
@@ -18,11 +18,20 @@ from promptlearn.export.core import (
     _with_final_newline,
 )
 
+if TYPE_CHECKING:  # ruamel loads on first use
+    from ruamel.yaml import YAML
+    from ruamel.yaml import nodes
+
+# A composed node (scalar, sequence or mapping). Any: the node classes are loaded on first use, and isinstance
+# against those runtime variables narrows nothing for mypy.
+_Node = Any
+
+
 class _Fallback(Exception):
     """The text splice cannot handle this document; use a full ruamel round trip instead."""
 
 
-def _yaml_rt():
+def _yaml_rt() -> YAML:
     from ruamel.yaml import YAML
 
     y = YAML(typ="rt")
@@ -139,17 +148,17 @@ def _yaml_mapping_body(mapping: Mapping[str, Any], col: int, nl: str) -> str:
     return "".join(" " * col + _yaml_key(k) + ": " + _yaml_value_text(v) + nl for k, v in mapping.items())
 
 
-def _yaml_scalar_nodes():
+def _yaml_scalar_nodes() -> tuple[type[nodes.MappingNode], type[nodes.ScalarNode], type[nodes.SequenceNode]]:
     from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
     return MappingNode, ScalarNode, SequenceNode
 
 
-def _yaml_is_empty(node) -> bool:
+def _yaml_is_empty(node: _Node) -> bool:
     return node.start_mark.index == node.end_mark.index
 
 
-def _yaml_block_scalar_end(text: str, node) -> int:
+def _yaml_block_scalar_end(text: str, node: _Node) -> int:
     """End of a block scalar's own lines: trailing blank lines stay outside unless it keeps them (`+`)."""
     start, end = node.start_mark.index, node.end_mark.index
     header_end = _eol(text, start)
@@ -164,7 +173,7 @@ def _yaml_block_scalar_end(text: str, node) -> int:
     return _next_line(text, header_end + len(stripped) - 1)
 
 
-def _yaml_node_end(text: str, node, key_node=None) -> int:
+def _yaml_node_end(text: str, node: _Node, key_node: _Node | None = None) -> int:
     """Start of the line after the last line that belongs to `node` (a mapping value or sequence item)."""
     MappingNode, ScalarNode, SequenceNode = _yaml_scalar_nodes()
     if key_node is not None and node.start_mark.index < key_node.end_mark.index:
@@ -183,7 +192,7 @@ def _yaml_node_end(text: str, node, key_node=None) -> int:
     return _yaml_node_end(text, node.value[-1])
 
 
-def _yaml_lookup(mnode, part: str):
+def _yaml_lookup(mnode: _Node, part: str) -> tuple[_Node, _Node] | None:
     _, ScalarNode, _ = _yaml_scalar_nodes()
     found = None
     for k, v in mnode.value:
@@ -192,13 +201,13 @@ def _yaml_lookup(mnode, part: str):
     return found
 
 
-def _yaml_is_null(node) -> bool:
+def _yaml_is_null(node: _Node) -> bool:
     _, ScalarNode, _ = _yaml_scalar_nodes()
     return (isinstance(node, ScalarNode) and node.style is None
             and node.value in ("", "~", "null", "Null", "NULL"))
 
 
-def _yaml_step(root) -> int:
+def _yaml_step(root: _Node) -> int:
     """Indentation step of nested block mappings in the document (2 if there are none)."""
     MappingNode, _, SequenceNode = _yaml_scalar_nodes()
     stack = [root]
@@ -286,7 +295,7 @@ def _yaml_splice(text: str, parts: list[str], leaf: _Emit, *, replace_collection
     raise AssertionError("unreachable")
 
 
-def _yaml_replace(text: str, k, v, emit: _Emit, step: int, nl: str) -> str:
+def _yaml_replace(text: str, k: _Node, v: _Node, emit: _Emit, step: int, nl: str) -> str:
     """Replace the value `v` of key `k` (in a block mapping) with what `emit` writes."""
     _, ScalarNode, _ = _yaml_scalar_nodes()
     colon = k.end_mark.index
@@ -366,7 +375,7 @@ def _yaml_export(text: str | None, key: str, parts: list[str], prompt: str, prov
     def ok(candidate: str) -> bool:
         try:
             got = _yaml_rt().load(candidate)
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever does not load back is not a candidate
             return False
         return _plain(got if got is not None else {}) == expected
 

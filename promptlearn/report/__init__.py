@@ -14,7 +14,7 @@ from __future__ import annotations
 from promptlearn.report.formatting import fmt, fmt_gain
 from promptlearn.report.lineage import diff_html, word_diff
 from promptlearn.report.page import CSS, JS, render_report, write_report
-from promptlearn.report.plots import _nice_range, _ticks, score_plot  # bench/quality.py draws with the same axes
+from promptlearn.report.plots import score_plot
 from promptlearn.report.summary import SCORED_EVENTS, run_summary, runs_overview
 from promptlearn.report.tables import MAX_SAME_ROWS, flat_metrics
 from promptlearn.types import PASS

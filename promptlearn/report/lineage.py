@@ -35,7 +35,8 @@ def diff_html(a: str, b: str) -> str:
     e = html.escape
     parts = []
     for op, text in word_diff(a, b):
-        parts.append(e(text) if op == "equal" else f"<del>{e(text)}</del>" if op == "delete" else f"<ins>{e(text)}</ins>")
+        parts.append(e(text) if op == "equal" else f"<del>{e(text)}</del>" if op == "delete"
+                     else f"<ins>{e(text)}</ins>")
     return "".join(parts)
 
 
@@ -57,7 +58,8 @@ def _lineage(s: Mapping[str, Any]) -> str:
         score = (f'val <b>{fmt(n["val"])}</b>' if n["val"] is not None else
                  f'screen {fmt(n["screen"]["score"], 2)} vs parent {fmt(n["screen"]["parent"], 2)}'
                  if n["screen"] else "not scored")
-        gain = f' <span class="gain {_cls_gain(n["gain"])}">{e(fmt_gain(n["gain"]))}</span>' if n["gain"] is not None else ""
+        gain = (f' <span class="gain {_cls_gain(n["gain"])}">{e(fmt_gain(n["gain"]))}</span>'
+                if n["gain"] is not None else "")
         test = f' · test {fmt(n["test"])}' if n["test"] is not None else ""
         tags = "".join(f'<span class="tag {t}">{t}</span>' for t, on in (("seed", n["is_seed"]), ("best", n["is_best"]))
                        if on)
@@ -83,9 +85,10 @@ def _lineage(s: Mapping[str, Any]) -> str:
     items += [f"<li>{node_html(n, seen)}</li>" for n in nodes if n["id"] not in seen]  # cycles, just in case
     path = " → ".join(f'<a href="#c-{e(p)}">{e(by_id[p]["operator"])}</a>' for p in s["path"] if p in by_id)
     return ('<section id="lineage"><h2>Lineage</h2>'
-            f'<p class="muted">Children under their (first) parent; the highlighted path leads from the seed to the best '
-            f'prompt: {path or "–"}. Open a node for its prompt and the word diff from its parent '
-            '(<del>removed</del>, <ins>added</ins>). Candidates screened out on a train minibatch never reached val.</p>'
+            '<p class="muted">Children under their (first) parent; the highlighted path leads from the seed to the '
+            f'best prompt: {path or "–"}. Open a node for its prompt and the word diff from its parent '
+            '(<del>removed</del>, <ins>added</ins>). Candidates screened out on a train minibatch never reached '
+            'val.</p>'
             f'<div class="tree-controls"><label><input type="checkbox" id="path-only"> path to best only</label> '
             '<label><input type="checkbox" id="hide-unscored"> hide candidates not scored on val</label></div>'
             f'<ul class="tree">{"".join(items)}</ul></section>')

@@ -124,12 +124,18 @@ JS = """
 (function(){
   var pathOnly = document.getElementById('path-only');
   var tree = document.querySelector('ul.tree');
-  if (pathOnly && tree) pathOnly.addEventListener('change', function(){ tree.classList.toggle('path-only', pathOnly.checked); });
+  if (pathOnly && tree) pathOnly.addEventListener('change', function(){
+    tree.classList.toggle('path-only', pathOnly.checked);
+  });
   var unscored = document.getElementById('hide-unscored');
-  if (unscored && tree) unscored.addEventListener('change', function(){ tree.classList.toggle('hide-unscored', unscored.checked); });
+  if (unscored && tree) unscored.addEventListener('change', function(){
+    tree.classList.toggle('hide-unscored', unscored.checked);
+  });
   var changed = document.getElementById('changed-only');
   var table = document.querySelector('table.examples');
-  if (changed && table) changed.addEventListener('change', function(){ table.classList.toggle('changed-only', changed.checked); });
+  if (changed && table) changed.addEventListener('change', function(){
+    table.classList.toggle('changed-only', changed.checked);
+  });
   document.querySelectorAll('svg.plot circle.pt[data-id]').forEach(function(c){
     c.style.cursor = 'pointer';
     c.addEventListener('click', function(){

@@ -47,7 +47,8 @@ def score_plot(summary: Mapping[str, Any], x_key: str) -> str:
     title = f"val score vs {label}"
     if not ys:
         return (f'<svg class="plot" data-plot="{x_key}" viewBox="0 0 {w} {h}" role="img" aria-label="{title}">'
-                f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle" class="muted">no scored candidates yet</text></svg>')
+                f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle" class="muted">no scored candidates yet</text>'
+                '</svg>')
     x_hi = max(xs) or 0.0
     degenerate = x_hi <= 0
     x_hi = x_hi if not degenerate else 1.0
@@ -98,7 +99,7 @@ def score_plot(summary: Mapping[str, Any], x_key: str) -> str:
                      f'data-y="{p["val"]:.4f}"><title>{e(p["id"])} ({e(str(p["operator"]))}): val '
                      f'{p["val"]:.3f} at {e(xl)}</title></circle>')
     # test scores of seed and best, at the end of the run (test is scored once, after the search)
-    labels = []
+    labels: list[list[Any]] = []  # [y, text, name]; y moves so labels do not overlap
     same = summary["seed_id"] == summary["best_id"]
     for name, s in (("seed", seed), ("best", best)):
         if s["test"] is None or (same and name == "seed"):
@@ -136,6 +137,7 @@ def score_plot(summary: Mapping[str, Any], x_key: str) -> str:
 def _plots(s: Mapping[str, Any]) -> str:
     return ('<section id="progress"><h2>Progress</h2><p class="muted">Each dot is a candidate scored on the full '
             "val split, placed at the run's cumulative model calls (left) or cost (right) when it was scored; the "
-            "line is the best val so far. Diamonds: seed and best on the held-out test split, scored once at the end.</p>"
+            "line is the best val so far. Diamonds: seed and best on the held-out test split, scored once at the "
+            "end.</p>"
             f'<div class="plots"><figure>{score_plot(s, "calls")}</figure><figure>{score_plot(s, "usd")}</figure>'
             "</div></section>")

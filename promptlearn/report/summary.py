@@ -57,7 +57,7 @@ def _summary(store: RunStore, with_examples: bool) -> dict[str, Any]:
             "gain": None if val is None or pval is None else val - pval,
             "screen": None if scr is None else {"score": scr.get("score"), "parent": scr.get("parent")},
         })
-    path = [n["id"] for n in iter_parents(nodes, best_id)] if best_id in by_id else []
+    path = [n["id"] for n in iter_parents(nodes, best_id)] if best_id is not None and best_id in by_id else []
     on_path = set(path)
     for n in nodes:
         n["on_path"] = n["id"] in on_path
@@ -164,7 +164,7 @@ def _examples(store: RunStore, run_yaml: Mapping[str, Any], seed_id: str | None,
             split, ids = name, want
             break
     users = _user_turns(run_yaml, store.dir) if ids else {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ex_id in ids:
         s, b = seed_res[ex_id], best_res[ex_id]
         was, now = s.passed, b.passed

@@ -32,7 +32,8 @@ def _checks(s: Mapping[str, Any]) -> str:
         dv = None if sv is None or bv is None else bv - sv
         dt = None if st is None or bt is None else bt - st
         rows.append(f'<tr><th>{e(name)}</th>{_rate_cell(sv)}{_rate_cell(bv)}<td class="{_cls_gain(dv)}">'
-                    f'{fmt_gain(dv)}</td>{_rate_cell(st)}{_rate_cell(bt)}<td class="{_cls_gain(dt)}">{fmt_gain(dt)}</td></tr>')
+                    f'{fmt_gain(dv)}</td>{_rate_cell(st)}{_rate_cell(bt)}<td class="{_cls_gain(dt)}">{fmt_gain(dt)}'
+                    '</td></tr>')
     table = ('<table class="checks"><thead><tr><th>check</th><th>seed val</th><th>best val</th><th>Δ</th>'
              '<th>seed test</th><th>best test</th><th>Δ</th></tr></thead><tbody>'
              f'{"".join(rows) or "<tr><td colspan=7>no check rates stored</td></tr>"}</tbody></table>')

@@ -5,6 +5,7 @@ import pytest
 
 from promptlearn.checks import assertions as A
 from promptlearn.checks import base
+from promptlearn.checks import build as builder
 from promptlearn.checks.base import CheckContext, CheckSpecError
 from promptlearn.types import CheckResult
 
@@ -13,9 +14,9 @@ CTX = CheckContext(system_prompt="Be a pirate.", user="hi")
 
 @pytest.fixture
 def build(monkeypatch):
-    # base._load_builtins also imports modules other helpers are still writing; load only ours.
-    monkeypatch.setattr(base, "_load_builtins", lambda: importlib.import_module("promptlearn.checks.assertions"))
-    return lambda **spec: base.build_check(spec)
+    # builder._load_builtins also imports modules other helpers are still writing; load only ours.
+    monkeypatch.setattr(builder, "_load_builtins", lambda: importlib.import_module("promptlearn.checks.assertions"))
+    return lambda **spec: builder.build_check(spec)
 
 
 def score(check, reply, ctx=CTX):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from promptlearn.checks import base
+from promptlearn.checks import build as builder
 from promptlearn.checks import ifeval_rules as rules
 from promptlearn.checks.ifeval import (INSTRUCTION_IDS, IFEvalCheck, ifeval_aggregate, ifeval_checks,
                                        loose_variants, make_ifeval_check)
@@ -363,14 +364,14 @@ def test_every_id_is_registered_with_the_factory():
 
 
 def test_build_check_uses_the_registry(monkeypatch):
-    monkeypatch.setattr(base, "_load_builtins", lambda: None)
-    c = base.build_check({"type": "length_constraints:number_words", "relation": "at least", "num_words": 300})
+    monkeypatch.setattr(builder, "_load_builtins", lambda: None)
+    c = builder.build_check({"type": "length_constraints:number_words", "relation": "at least", "num_words": 300})
     assert c.name == "length_constraints:number_words" and c.needs_model is False
     assert c.score("too short", base.CheckContext()).feedback == "reply has 2 words, needs at least 300"
-    named = base.build_check({"type": "punctuation:no_comma", "name": "commas"})
+    named = builder.build_check({"type": "punctuation:no_comma", "name": "commas"})
     assert named.name == "commas"
     with pytest.raises(base.CheckSpecError, match="unexpected kwarg"):
-        base.build_check({"type": "punctuation:no_comma", "value": 1})
+        builder.build_check({"type": "punctuation:no_comma", "value": 1})
 
 
 def test_a_rule_that_raises_is_a_failure_not_an_exception(monkeypatch):
