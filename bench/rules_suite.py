@@ -45,7 +45,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import time
@@ -283,7 +282,8 @@ def line_summary(runs: Sequence[Mapping[str, Any]], seed_test: float) -> dict[st
     calls = [r["calls"] for r in ok if r.get("calls") is not None]
     return {"family": runs[0].get("family") if runs else None, "n": len(ok), "seeds": [r.get("seed") for r in ok],
             "errors": sorted({r["error"] for r in runs if r.get("error")}),
-            "test_mean": mean, "test_std": round(statistics.stdev(tests), 4) if len(tests) > 1 else 0.0 if tests else None,
+            "test_mean": mean,
+            "test_std": round(statistics.stdev(tests), 4) if len(tests) > 1 else 0.0 if tests else None,
             "test_min": min(tests) if tests else None, "test_max": max(tests) if tests else None,
             "val_mean": _mean(r.get("val") for r in ok),
             "gap_mean": _mean(r["val"] - r["test"] for r in ok if r.get("val") is not None),
@@ -318,12 +318,13 @@ def suite_summary(tasks: Mapping[str, Mapping[str, Any]], lines: Sequence[str]) 
         rows = [(t, tasks[t].get("summary", {}).get(line)) for t in included]
         have = [(t, s) for t, s in rows if s and s.get("test_mean") is not None]
         verdicts = [s["verdict"] for _, s in have]
-        per_line[line] = {"tasks": len(have), "missing_tasks": [t for t, s in rows if not (s and s.get("test_mean")
-                                                                                           is not None)],
+        gone = [t for t, s in rows if not (s and s.get("test_mean") is not None)]
+        per_line[line] = {"tasks": len(have), "missing_tasks": gone,
                           "gain_mean": _mean(s["gain"] for _, s in have),
                           "test_mean": _mean(s["test_mean"] for _, s in have),
                           "improved": verdicts.count("improved"), "unchanged": verdicts.count("unchanged"),
-                          "worse": verdicts.count("worse"), "worse_tasks": [t for t, s in have if s["verdict"] == "worse"],
+                          "worse": verdicts.count("worse"),
+                          "worse_tasks": [t for t, s in have if s["verdict"] == "worse"],
                           "gap_mean": _mean(s["gap_mean"] for _, s in have),
                           "reached": sum(1 for _, s in have if s.get("reached"))}
     return {"included": included, "excluded_no_headroom": [t for t in tasks if t not in included], "lines": per_line}
@@ -340,7 +341,8 @@ def goals(tasks: Mapping[str, Mapping[str, Any]], suite: Mapping[str, Any], budg
     gain = g.get("gain_mean")
     out.append({"goal": f"{GOAL_LINE} (promptlearn's default): mean test gain over the seed >= +{GOAL_GAIN * 100:.0f} "
                         f"points at {GOAL_BUDGET} search calls",
-                "measured": None if gain is None else f"{gain * 100:+.1f} points over {g['tasks']} task(s) at {budget} calls",
+                "measured": None if gain is None else
+                f"{gain * 100:+.1f} points over {g['tasks']} task(s) at {budget} calls",
                 "met": None if gain is None else gain >= GOAL_GAIN - 1e-9, "binding": binding})
     out.append({"goal": f"{GOAL_LINE}: no task made worse on test",
                 "measured": None if not g.get("tasks") else

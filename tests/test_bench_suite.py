@@ -166,8 +166,8 @@ def test_resume_keeps_finished_runs_and_runs_only_the_missing(tmp_path, monkeypa
         assert not saved["complete"] and saved["goals"][0]["binding"] is False
         assert second["tasks"]["alpha"]["summary"]["gepa"]["errors"] == ["CallCap: once"]
         made.clear()
-        third = rs.measure(lines=["evolve"], seeds=[0], paths=paths[:1], **{k: v for k, v in kw.items() if k != "paths"},
-                           resume=True)
+        kw["paths"] = paths[:1]
+        third = rs.measure(lines=["evolve"], seeds=[0], resume=True, **kw)
         assert made == []  # evolve/0 is there; the errored gepa/1 was not asked for this time
         assert third["missing"] == [["alpha", "gepa", 1]]
     runs = {(r["line"], r["seed"]) for r in third["tasks"]["alpha"]["runs"]}
