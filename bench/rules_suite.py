@@ -300,9 +300,10 @@ def task_summary(entry: Mapping[str, Any], lines: Sequence[str]) -> dict[str, An
     for line in lines:
         if line == "handwritten":
             hw = entry.get("handwritten") or {}
-            if hw.get("test") is not None:
+            if hw.get("test") is not None:  # its gain is over the seed as that file scored it (the same split)
+                base = hw["seed_test"] if hw.get("seed_test") is not None else seed_test
                 out[line] = line_summary([{**hw, "family": "hand-written", "seed": None, "curve": None,
-                                           "calls": None}], seed_test)
+                                           "calls": None}], base)
             continue
         runs = [r for r in entry.get("runs", []) if r.get("line") == line]
         if runs:

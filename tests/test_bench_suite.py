@@ -76,6 +76,8 @@ def test_suite_summary_excludes_no_headroom_tasks_and_counts_verdicts():
     hw = s["lines"]["handwritten"]
     assert hw["tasks"] == 1 and hw["missing_tasks"] == ["b"] and hw["gain_mean"] == pytest.approx(0.5)
     assert r["tasks"]["a"]["summary"]["handwritten"]["family"] == "hand-written"
+    tasks["a"]["handwritten"]["seed_test"] = 0.5  # the file's own seed score is the base of its gain
+    assert rs.finish(r)["tasks"]["a"]["summary"]["handwritten"]["gain"] == pytest.approx(0.4)
     assert r["complete"] and r["missing"] == []
 
 
