@@ -96,20 +96,32 @@ def discover(spec: str | None, rules: Path = RULES) -> list[Path]:
 
 
 def read_handwritten(path: Path = HANDWRITTEN) -> dict[str, dict[str, Any]]:
-    """task -> {seed_val, seed_test, val, test, prompt, headroom} from `python -m bench handwritten`'s file."""
+    """task -> {seed_val, seed_test, val, test, prompt, headroom} from `python -m bench handwritten`'s file
+    (scores as numbers or as {"score": ...}; a task not yet measured has headroom None)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     tasks = data.get("tasks", data) if isinstance(data, dict) else {}
+
+    def score(x: Any) -> float | None:
+        return x.get("score") if isinstance(x, dict) else x
+
     out = {}
     for name, t in tasks.items() if isinstance(tasks, dict) else ():
         if not isinstance(t, dict):
             continue
         seed, best = t.get("seed") or {}, t.get("best") or {}
-        out[name] = {"seed_val": seed.get("val", t.get("seed_val")), "seed_test": seed.get("test", t.get("seed_test")),
-                     "val": best.get("val", t.get("best_val")), "test": best.get("test", t.get("best_test")),
-                     "prompt": best.get("prompt", t.get("best_prompt")), "headroom": t.get("headroom")}
+        wording = (t.get("wordings") or {}).get(best.get("wording")) or {}
+        prompt = best.get("prompt") or wording.get("prompt") or t.get("best_prompt")
+        if best.get("wording") == "seed":
+            prompt = prompt or seed.get("prompt")
+        out[name] = {"seed_val": score(seed.get("val", t.get("seed_val"))),
+                     "seed_test": score(seed.get("test", t.get("seed_test"))),
+                     "val": score(best.get("val", t.get("best_val"))),
+                     "test": score(best.get("test", t.get("best_test"))),
+                     "prompt": prompt, "wording": best.get("wording"),
+                     "headroom": None if t.get("measured") is False else t.get("headroom")}
     return out
 
 

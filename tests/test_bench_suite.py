@@ -111,9 +111,19 @@ def test_handwritten_file_shapes(tmp_path):
         "a": {"seed": {"val": 0.1, "test": 0.2}, "best": {"val": 0.5, "test": 0.6, "prompt": "P"}, "headroom": True},
         "b": {"seed_val": 0.3, "seed_test": 0.3, "best_val": 0.3, "best_test": 0.3, "headroom": False}}}))
     hw = rs.read_handwritten(p)
-    assert hw["a"] == {"seed_val": 0.1, "seed_test": 0.2, "val": 0.5, "test": 0.6, "prompt": "P", "headroom": True}
+    assert hw["a"] == {"seed_val": 0.1, "seed_test": 0.2, "val": 0.5, "test": 0.6, "prompt": "P", "wording": None,
+                       "headroom": True}
     assert hw["b"]["test"] == 0.3 and hw["b"]["headroom"] is False
     assert rs.read_handwritten(tmp_path / "absent.json") == {}
+    p.write_text(json.dumps({"tasks": {"c": {  # bench handwritten's shape: scores as {"score": ...}, a named wording
+        "measured": True, "seed": {"prompt": "S", "val": {"score": 0.0}, "test": {"score": 0.0556}},
+        "wordings": {"quoted": {"prompt": "Q", "val": {"score": 0.33}}},
+        "best": {"wording": "quoted", "val": {"score": 0.3333}, "test": {"score": 0.1667}}, "headroom": True},
+        "d": {"measured": False, "headroom": False}}}))
+    hw2 = rs.read_handwritten(p)
+    assert hw2["c"] == {"seed_val": 0.0, "seed_test": 0.0556, "val": 0.3333, "test": 0.1667, "prompt": "Q",
+                        "wording": "quoted", "headroom": True}
+    assert hw2["d"]["headroom"] is None and hw2["d"]["test"] is None
     paths = [Path(f"/x/{n}.yaml") for n in "abcde"]
     assert [x.stem for x in rs.pick_quick(paths, hw)] == ["a", "c", "d"]
 
