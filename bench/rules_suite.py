@@ -441,7 +441,7 @@ def measure(*, quick: bool, paths: Sequence[Path], lines: Sequence[str], seeds: 
             loaded[task.name] = task
             scorers[task.name] = q.Scorer(task, WORK)
             old = result["tasks"].get(task.name, {})
-            h = hw.get(task.name)
+            h = hw.get(path.stem, hw.get(task.name))  # bench handwritten keys by file name (tasks/rules/<rule>.yaml)
             result["tasks"][task.name] = {
                 "file": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
                 "splits": {k: len(v) for k, v in task.splits.items()}, "max_tokens": task.model.max_tokens,

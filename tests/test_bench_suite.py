@@ -130,7 +130,7 @@ def test_handwritten_file_shapes(tmp_path):
 
 # ---- resume -------------------------------------------------------------------------------------------------
 TASK_YAML = """
-name: {name}
+name: rules_{name}
 model: {{name: fake/target, max_tokens: 16}}
 prompt: You are a pirate. Start every reply with the word Ahoy.
 data:
@@ -162,29 +162,32 @@ def test_resume_keeps_finished_runs_and_runs_only_the_missing(tmp_path, monkeypa
 
     paths = [_task_file(tmp_path, "alpha"), _task_file(tmp_path, "beta")]
     out = tmp_path / "suite.json"
-    kw = dict(quick=False, paths=paths, budget=40, out=out, memo_path=None, hw_path=tmp_path / "none.json",
-              run=fake_run)
+    hw = tmp_path / "handwritten.json"  # keyed by file name, as bench handwritten writes it
+    hw.write_text(json.dumps({"tasks": {"beta": {"measured": True, "headroom": False}}}))
+    kw = dict(quick=False, paths=paths, budget=40, out=out, memo_path=None, hw_path=hw, run=fake_run)
     with FakeLM(wording_sensitive_responder):
         first = rs.measure(lines=["evolve", "gepa"], seeds=[0], resume=False, **kw)
-        assert sorted(made) == [("alpha", "evolve", 0), ("alpha", "gepa", 0), ("beta", "evolve", 0),
-                                ("beta", "gepa", 0)]
+        assert sorted(made) == [("rules_alpha", "evolve", 0), ("rules_alpha", "gepa", 0), ("rules_beta", "evolve", 0),
+                                ("rules_beta", "gepa", 0)]
         assert first["complete"] and json.loads(out.read_text())["complete"]
+        assert first["tasks"]["rules_beta"]["headroom"] is False
+        assert first["suite"]["excluded_no_headroom"] == ["rules_beta"]
         made.clear()
         second = rs.measure(lines=["evolve", "gepa"], seeds=[0, 1], resume=True, **kw)
-        assert sorted(made) == [("alpha", "evolve", 1), ("alpha", "gepa", 1), ("beta", "evolve", 1),
-                                ("beta", "gepa", 1)]
+        assert sorted(made) == [("rules_alpha", "evolve", 1), ("rules_alpha", "gepa", 1), ("rules_beta", "evolve", 1),
+                                ("rules_beta", "gepa", 1)]
         saved = json.loads(out.read_text())
-        assert saved["missing"] == [["alpha", "gepa", 1]]  # the run that ended in an error
+        assert saved["missing"] == [["rules_alpha", "gepa", 1]]  # the run that ended in an error
         assert not saved["complete"] and saved["goals"][0]["binding"] is False
-        assert second["tasks"]["alpha"]["summary"]["gepa"]["errors"] == ["CallCap: once"]
+        assert second["tasks"]["rules_alpha"]["summary"]["gepa"]["errors"] == ["CallCap: once"]
         made.clear()
         kw["paths"] = paths[:1]
         third = rs.measure(lines=["evolve"], seeds=[0], resume=True, **kw)
         assert made == []  # evolve/0 is there; the errored gepa/1 was not asked for this time
-        assert third["missing"] == [["alpha", "gepa", 1]]
-    runs = {(r["line"], r["seed"]) for r in third["tasks"]["alpha"]["runs"]}
+        assert third["missing"] == [["rules_alpha", "gepa", 1]]
+    runs = {(r["line"], r["seed"]) for r in third["tasks"]["rules_alpha"]["runs"]}
     assert {("evolve", 0), ("evolve", 1), ("gepa", 0)} <= runs  # runs not re-run this time are kept
-    assert {(r["line"], r["seed"]) for r in third["tasks"]["beta"]["runs"]} == {("evolve", 0), ("evolve", 1),
+    assert {(r["line"], r["seed"]) for r in third["tasks"]["rules_beta"]["runs"]} == {("evolve", 0), ("evolve", 1),
                                                                               ("gepa", 0), ("gepa", 1)}
     assert third["lines"] == ["evolve", "gepa"] and third["seeds"] == [0, 1]
     assert len(third["sessions"]) == 3
