@@ -35,6 +35,7 @@ stores, caches, the reply memo) go to bench/results/work/suite/ (gitignored).
 
     python -m bench suite                      # every tasks/rules/*.yaml, 300 search calls, seeds 0 1 2
     python -m bench suite --resume             # continue a stopped full run where it stopped
+    while flock /tmp/model.lock python -m bench suite --resume --max-minutes 12; [ $? -eq 75 ]; do :; done
     python -m bench suite --quick              # 3 tasks, seed 0, 60 calls, evolve/optuna/gepa/pl-dspy-gepa
     python -m bench suite --tasks no_comma,/tmp/t.yaml --lines evolve,gepa --seeds 0 --budget 100
 """
@@ -408,8 +409,10 @@ def finish(result: dict[str, Any]) -> dict[str, Any]:
 # ---- main -----------------------------------------------------------------------------------------------------
 def measure(*, quick: bool, paths: Sequence[Path], lines: Sequence[str], seeds: Sequence[int], budget: int,
             out: Path, resume: bool, memo_path: Path | None, hw_path: Path = HANDWRITTEN,
-            run: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Seeds outermost, so a stopped full run has every line of every task for the seeds it finished."""
+            run: Callable[..., dict[str, Any]] | None = None, max_minutes: float | None = None) -> dict[str, Any]:
+    """Seeds outermost, so a stopped full run has every line of every task for the seeds it finished.
+    `max_minutes`: start no run that the longest run so far would carry past it (jobs that share the model's lock
+    stay short; --resume continues)."""
     from bench.memo import ModelMemo
 
     run = run or run_one
@@ -434,7 +437,8 @@ def measure(*, quick: bool, paths: Sequence[Path], lines: Sequence[str], seeds: 
         "tasks": dict(prev.get("tasks", {})),  # tasks not run this time keep their runs
     }
     loaded, scorers = {}, {}
-    made = 0
+    made, longest = 0, 0.0
+    result.pop("stopped", None)
     try:
         for path in paths:
             task = load(path, quick)
@@ -456,10 +460,17 @@ def measure(*, quick: bool, paths: Sequence[Path], lines: Sequence[str], seeds: 
                 for line in (x for x in lines if x in SEARCH):
                     if any(r["line"] == line and r["seed"] == seed for r in entry["runs"]):
                         continue
+                    if max_minutes is not None and time.perf_counter() - t_all + longest > max_minutes * 60:
+                        result["stopped"] = f"--max-minutes {max_minutes:g}: runs left for --resume"
+                        raise _TimeUp
+                    t_run = time.perf_counter()
                     r = run(task, line, seed, budget, scorers[name], memo, result["loop_options"])
                     entry["runs"].append(r)
                     made += 1
+                    longest = max(longest, time.perf_counter() - t_run)
                     _write(out, result)
+    except _TimeUp:
+        pass
     finally:
         for sc in scorers.values():
             sc.close()
@@ -469,6 +480,10 @@ def measure(*, quick: bool, paths: Sequence[Path], lines: Sequence[str], seeds: 
         result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         _write(out, result)
     return result
+
+
+class _TimeUp(Exception):
+    """--max-minutes reached before the next run."""
 
 
 def _write(out: Path, result: dict[str, Any]) -> None:
@@ -489,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--memo", default=str(WORK / "memo.sqlite"),
                    help="reply memo shared by runs (greedy replies replayed, still counted); 'none' generates all")
     p.add_argument("--resume", action="store_true", help="keep finished runs in the result file, run the rest")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="start no run that would end past this many minutes; exits 75 while runs are left")
     p.add_argument("--out", type=Path, default=None, help="result file (default bench/results/suite.json, "
                                                           "suite_quick.json with --quick)")
     args = p.parse_args(argv)
@@ -508,9 +525,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     litellm()  # registers local/ for litellm, which gepa calls directly
     result = measure(quick=args.quick, paths=paths, lines=lines, seeds=seeds, budget=budget, out=out,
-                     resume=args.resume, memo_path=None if args.memo == "none" else Path(args.memo))
+                     resume=args.resume, memo_path=None if args.memo == "none" else Path(args.memo),
+                     max_minutes=args.max_minutes)
     report(result, out)
-    return 0
+    return 75 if result.get("stopped") else 0  # EX_TEMPFAIL: run it again with --resume
 
 
 def report(result: Mapping[str, Any], out: Path) -> None:

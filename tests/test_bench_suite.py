@@ -193,6 +193,28 @@ def test_resume_keeps_finished_runs_and_runs_only_the_missing(tmp_path, monkeypa
     assert len(third["sessions"]) == 3
 
 
+def test_max_minutes_stops_before_the_next_run_and_resume_continues(tmp_path, monkeypatch):
+    from promptlearn.testing import FakeLM, wording_sensitive_responder
+
+    monkeypatch.setattr(rs, "WORK", tmp_path / "work")
+    clock = [0.0]
+    monkeypatch.setattr(rs.time, "perf_counter", lambda: clock[0])
+
+    def slow_run(task, line, seed, budget, scorer, memo, loop_options):
+        clock[0] += 240  # every run takes 4 minutes
+        return run(line, seed, 0.5, val=0.5, calls=budget)
+
+    kw = dict(quick=False, paths=[_task_file(tmp_path, "alpha")], lines=["evolve", "gepa", "optuna"], seeds=[0],
+              budget=40, out=tmp_path / "s.json", memo_path=None, hw_path=tmp_path / "none.json", run=slow_run,
+              max_minutes=10)
+    with FakeLM(wording_sensitive_responder):
+        first = rs.measure(resume=False, **kw)
+        assert [r["line"] for r in first["tasks"]["rules_alpha"]["runs"]] == ["evolve", "gepa"]  # 8 + 4 > 10 min
+        assert first["stopped"] and first["missing"] == [["rules_alpha", "optuna", 0]]
+        second = rs.measure(resume=True, **kw)
+    assert "stopped" not in second and second["complete"]
+
+
 # ---- the gepa line ------------------------------------------------------------------------------------------
 def _gepa_responder(messages):
     from promptlearn.testing import wording_sensitive_responder
