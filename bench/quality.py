@@ -198,6 +198,8 @@ def run_promptlearn(task: Any, line: str, budget: int, seed: int, work: Path, sc
     by_tag = store.get_meta("ledger_by_tag") or {}
     test_calls = int((by_tag.get("test") or {}).get("calls", 0))
     calls = res.ledger.calls - test_calls
+    # what the budget counts: requests, cache hits included (calls above: those that reached the model)
+    requests = res.ledger.requests - int((by_tag.get("test") or {}).get("requests", test_calls))
     # a candidate is its prompt plus its decoding options (guidance): each is scored with its own
     cands = {c["id"]: (c["prompt"], model_overrides(c["meta"])) for c in store.candidates()}
     known = {res.seed.id: res.seed.test, res.best.id: res.best.test}
@@ -215,7 +217,8 @@ def run_promptlearn(task: Any, line: str, budget: int, seed: int, work: Path, sc
     store.close()
     out = {"line": line, "family": family or FAMILY[line], "optimizer": name, "options": opts, "seed": seed,
            "test": res.best.test, "val": res.best.val, "seed_test": res.seed.test, "seed_val": res.seed.val,
-           "calls": calls, "budget": budget, "model_calls_counted": counted["calls"], "test_calls": test_calls,
+           "calls": calls, "requests": requests, "budget": budget, "model_calls_counted": counted["calls"],
+           "test_calls": test_calls,
            "wall_s": round(wall, 2), "est_wall_s": round(wall + counted["replayed_s"], 2),
            "replayed_calls": counted["replayed"], "candidates": res.candidates, "stop_reason": res.stop_reason,
            "curve": curve, "prompt": res.best.prompt, "decoding": cands.get(res.best.id, ("", {}))[1],

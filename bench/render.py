@@ -181,6 +181,9 @@ val by promptlearn's evaluator, outside the budget.
   SmolLM2's replies in any earlier run (the quality section above), so these wrapper lines are the DSPy lines here.
 - **handwritten**: the best hand-written wording from bench/results/handwritten.json (`python -m bench handwritten`),
   not re-run. Tasks that file marks as having no headroom are left out of the suite means.
+- Calls are calls that reached the model. The budget counts requests: promptlearn's lines (and the DSPy wrapper)
+  answer a repeated request from their cache, which still counts against the budget but is not a call; gepa has no
+  cache, so its requests are its calls.
 - Calls to seed + 10: the search calls at which the best-so-far prompt (the run's progress events; gepa's
   new best on val) first scores the seed's test score + 0.10 on test, per seed; "never" when it does not within the
   budget.
