@@ -380,8 +380,9 @@ def goals(tasks: Mapping[str, Mapping[str, Any]], suite: Mapping[str, Any], budg
                 "measured": "; ".join(f"{p['ours']} {p['ours_test']:.3f} vs {p['theirs']} {p['theirs_test']:.3f}"
                                       for p in pairs if p["ours_test"] is not None) +
                             (f"; not run: {', '.join(missing)}" if missing else ""),
-                "met": None if missing or not pairs else all(p["ahead"] for p in pairs), "pairs": pairs,
-                "binding": binding})
+                # over the pairs that were run; binding only when every default and every rival was
+                "met": None if not pairs else all(p["ahead"] for p in pairs), "pairs": pairs,
+                "binding": binding and not missing})
     return out
 
 

@@ -101,7 +101,10 @@ def test_goal_verdicts_met_not_met_and_not_measured():
     partial = _result({"a": _entry(0.2, [run("evolve", 0, 0.5)])}, lines, seeds=(0, 1))
     gain, harm, ahead = partial["goals"]
     assert gain["met"] is True and not gain["binding"]  # runs missing: indicative only
-    assert ahead["met"] is None and "not run" in ahead["measured"]
+    assert ahead["met"] is None and "not run" in ahead["measured"]  # no rival ran: no pair to compare
+    some = _result({"a": _entry(0.2, [run("evolve", 0, 0.5), run("gepa", 0, 0.3, family="gepa")])}, lines)
+    ahead = some["goals"][2]
+    assert ahead["met"] is True and not ahead["binding"] and "not run: mutate" in ahead["measured"]
     assert ["a", "evolve", 1] in partial["missing"] and ["a", "gepa", 0] in partial["missing"]
 
 
