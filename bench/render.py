@@ -259,7 +259,8 @@ def _suite_summary(r: Mapping[str, Any]) -> str:
 def _suite_verdict(g: Mapping[str, Any], r: Mapping[str, Any]) -> str:
     v = {True: "met", False: "**not met**", None: "not measured"}[g.get("met")]
     if g.get("met") is not None and not g.get("binding"):
-        why = "quick form" if r.get("quick") else f"budget {r.get('budget')}" if r.get("budget") != 300 else "runs or lines missing"
+        why = ("quick form" if r.get("quick") else f"budget {r.get('budget')}" if r.get("budget") != 300
+               else "runs or lines missing")
         v += f" (indicative only: {why})"
     return v
 
