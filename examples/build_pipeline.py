@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             summary["config"] = str(target)
             # 4. re-check the prompt the app will load, in this process, against the same gate
             prompt = promptlearn.read_prompt(target, args.key)
-            report = promptlearn.check_prompt(task, prompt, "test", min_score=result.seed.test - args.tolerance,
-                                              max_broken=args.max_broken, cache_path=args.cache)
+            floor = max(0.0, result.seed.test - args.tolerance)  # thresholds are scores: within 0-1
+            report = promptlearn.check_prompt(task, prompt, "test", min_score=floor, max_broken=args.max_broken,
+                                              cache_path=args.cache)
             summary["recheck"] = {"score": report.score, "seed_score": report.seed_score,
                                   "broken": report.broken, "passed": report.passed}
             reasons += list(report.reasons)

@@ -56,3 +56,8 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'promptlearn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # dir() and tab completion show the public API, not this module's own imports
+    return list(__all__)

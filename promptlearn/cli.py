@@ -21,10 +21,55 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Learn better system prompts: evaluate, optimize, export, gate.")
 
 
+def _plain_flags() -> None:
+    """Show boolean flags in --help as plain flags: typer 0.29's rich help labels them `<bool>` as if they
+    took a value (`--json <bool>`), which they do not."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: Any, ctx: Any) -> Optional[str]:
+        return None if self.is_flag and not self.count else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_plain_flags()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from promptlearn import __version__
+
+        print(f"promptlearn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="print the version and exit")) -> None:
+    """Learn better system prompts: evaluate, optimize, export, gate."""
+
+
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr)
+
+
+def _say_retries() -> None:
+    """Commands that call models say so on stderr while a server refuses connections (one line per backoff)."""
+    from promptlearn.lm import set_retry_notice
+
+    set_retry_notice(lambda line: print(f"promptlearn: {line}", file=sys.stderr, flush=True))
+
+
+def _check_min_score(value: Optional[float]) -> None:
+    from promptlearn.errors import TaskError
+
+    if value is not None and not 0 <= value <= 1:  # also refuses NaN
+        raise TaskError(f"{value:g} is out of range: scores are between 0 and 1", field="--min-score",
+                        fix="give e.g. --min-score 0.6")
 
 
 def _read_prompt_arg(prompt: Optional[str], prompt_file: Optional[Path]) -> Optional[str]:
@@ -51,6 +96,8 @@ def eval_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
 ) -> None:
     """Score a system prompt on a split of the task's conversations."""
+    _check_min_score(min_score)
+    _say_retries()
     from promptlearn.engine import Evaluator
     from promptlearn.lm import count_tokens
     from promptlearn.metrics import summary
@@ -60,6 +107,7 @@ def eval_cmd(
     text = _read_prompt_arg(prompt, prompt_file)
     text = t.prompt if text is None else text
     t.require(split)
+    t.warn()
     examples = t.examples(split)
     start = time.perf_counter()
     ev = Evaluator(t, cache_path=cache, use_cache=not no_cache)
@@ -105,6 +153,10 @@ def _progress(total: int, *, quiet: bool) -> ContextManager[Callable[[], None]]:
     return bar()
 
 
+LOOSE_SCORE = ("loose score: IFEval's loose variant, a reply passes if it passes with markdown '*' removed or its "
+               "first or last line dropped")
+
+
 def _print_eval(name: str, split: str, out: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -123,13 +175,16 @@ def _print_eval(name: str, split: str, out: dict[str, Any]) -> None:
                 table.add_row(f"{group} {k}", ", ".join(f"{a}={b:.2f}" for a, b in v.items()))
     if out["metrics"].get("judge_errors"):
         table.add_row("judge errors", str(out["metrics"]["judge_errors"]))
-    for k, v in out["side_effects"].items():
-        if not k.endswith("_ids"):
-            table.add_row(f"side effect: {k}", f"{v:.3f}" if isinstance(v, float) else str(v))
+    effects = {k: v for k, v in out["side_effects"].items() if not k.endswith("_ids")}
+    if effects:  # short labels under one heading row, so no row wraps at 80 columns
+        table.add_row("side effects vs seed:", "")
+    for k, v in effects.items():
+        table.add_row(f"  {k.replace('_', ' ')}", f"{v:.3f}" if isinstance(v, float) else str(v))
     table.add_row("calls (cached)", f"{out['calls']} ({out['cached_calls']})")
     table.add_row("tokens", str(out["tokens"]))
     table.add_row("cost USD", f"{out['usd']:.4f}")
     table.add_row("wall time s", f"{out['seconds']:.1f}")
+    table.caption = LOOSE_SCORE
     _console().print(table)
 
 
@@ -140,12 +195,16 @@ def optimize_cmd(
     budget_calls: Optional[int] = typer.Option(None, "--budget-calls", help="hard cap on model calls"),
     seed: int = typer.Option(0, "--seed", help="random seed: same seed + same cache = same lineage"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="where to keep the run (default runs/<id>)"),
-    resume: Optional[str] = typer.Option(None, "--resume", help="continue this run (id or path)"),
+    resume: Optional[str] = typer.Option(None, "--resume",
+                                         help="continue this run (id, unique prefix, latest or path)"),
     option: list[str] = typer.Option([], "--option", "-o", help="optimizer option KEY=VALUE (repeatable)"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    extend_budget: bool = typer.Option(False, "--extend-budget",
+                                       help="with --resume: continue the run with a larger budget"),
 ) -> None:
     """Search for a better system prompt; score seed and best on the held-out test split."""
+    _say_retries()
     from promptlearn.run import optimize
 
     options = _parse_options(option)
@@ -153,7 +212,8 @@ def optimize_cmd(
     try:
         with live:
             result = optimize(task, optimizer, budget=budget_calls, seed=seed, run_dir=run_dir, resume=resume,
-                              cache_path=cache, options=options, on_progress=live.update)
+                              cache_path=cache, options=options, on_progress=live.update,
+                              extend_budget=extend_budget)
     except KeyboardInterrupt:
         where = live.run_dir or "the run directory"
         print(f"promptlearn: interrupted; the run is saved: continue it with --resume {where}", file=sys.stderr)
@@ -206,9 +266,10 @@ class _LiveView:
         cap = ctx.evaluator.ledger.budget.max_calls
         best = ctx.val_evals[ctx.best_id].score
         eta = ""
-        if cap and u.calls:
-            eta = f" · ETA {max(0.0, u.seconds * (cap - u.calls) / u.calls):.0f}s"
-        line = (f"best val {best:.3f} · calls {u.calls}{f'/{cap}' if cap else ''} (cached {u.cached_calls})"
+        if cap and u.requests:
+            eta = f" · ETA {max(0.0, u.seconds * (cap - u.requests) / u.requests):.0f}s"
+        # max_calls counts requests (cache hits too); cap is the search's share of it (report.budget_text)
+        line = (f"best val {best:.3f} · search calls {u.requests}{f'/{cap}' if cap else ''} (cached {u.cached_calls})"
                 f" · ${u.usd:.4f} · candidates {ctx.proposals} · {u.seconds:.0f}s{eta}")
         if self.live is not None:
             self.live.update(line)
@@ -231,32 +292,54 @@ def _print_result(result: Any) -> None:
     for check in sorted(set(s.val_checks) | set(b.val_checks)):
         table.add_row(f"  {check}", fmt(s.val_checks.get(check)), fmt(b.val_checks.get(check)),
                       fmt((s.test_checks or {}).get(check)), fmt((b.test_checks or {}).get(check)))
-    for k, v in (b.test_side_effects or {}).items():
-        if not k.endswith("_ids"):
-            table.add_row(f"test side effect: {k}", "", "", "", f"{v:.3f}" if isinstance(v, float) else str(v))
+    effects = {k: v for k, v in (b.test_side_effects or {}).items() if not k.endswith("_ids")}
+    if effects:  # short labels under one heading row, so no row wraps at 80 columns
+        table.add_row("side effects on test:", "", "", "", "")
+    for k, v in effects.items():
+        table.add_row(f"  {k.replace('_', ' ')}", "", "", "", f"{v:.3f}" if isinstance(v, float) else str(v))
     out = _console()
     out.print(table)
+    from promptlearn.report import budget_text
+
     gap = result.overfit_gap
-    out.print(f"overfit gap (best val - best test): {fmt(gap)} · calls {result.ledger.calls} "
-              f"(cached {result.ledger.cached_calls}) · ${result.ledger.usd:.4f} · {result.ledger.seconds:.0f}s · "
-              f"{result.candidates} candidates · stopped: {result.stop_reason}")
+    out.print(f"overfit gap (best val - best test): {fmt(gap)} · {result.candidates} candidates · "
+              f"stopped: {result.stop_reason}")
+    spent = budget_text(result.budget, result.ledger.requests) or f"{result.ledger.requests} calls used"
+    out.print(f"{spent} ({result.ledger.cached_calls} from the cache) · ${result.ledger.usd:.4f} · "
+              f"{result.ledger.seconds:.0f}s")
     out.print(f"best prompt: {result.run_dir / 'best_prompt.txt'}")
     out.print("[bold]best prompt:[/bold]")
     out.print(result.best.prompt, markup=False, highlight=False)
 
 
 @app.command("checks")
-def checks_cmd() -> None:
-    """List the check types a task file can use."""
-    from promptlearn.checks import check_types
+def checks_cmd(
+    name: Optional[str] = typer.Argument(None, help="one check type (default: all of them)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON list on stdout"),
+) -> None:
+    """List the check types a task file can use, with their parameters, types, defaults and an example."""
+    import shutil
 
-    for name in check_types():
-        print(name)
+    from promptlearn.checks import CheckSpecError, check_types, describe_check
+    from promptlearn.errors import TaskError
+
+    try:
+        descs = [describe_check(t) for t in ([name] if name is not None else check_types())]
+    except CheckSpecError as e:
+        raise TaskError(str(e), field="checks NAME") from None
+    if as_json:
+        print(json.dumps(descs if name is None else descs[0], default=str))
+        return
+    from promptlearn.views import check_lines
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    for i, d in enumerate(sorted(descs, key=lambda d: (d["family"], d["type"]))):
+        print(("\n" if i else "") + "\n".join(check_lines(d, width)))
 
 
 @app.command("export")
 def export_cmd(
-    run: str = typer.Argument(..., help="run id (under --root) or run directory"),
+    run: str = typer.Argument(..., help="run id (under --root), a unique prefix of one, latest, or a run directory"),
     to: Path = typer.Option(..., "--to", help="the app's config file (created when missing)"),
     key: str = typer.Option(..., "--key", help="dotted path of the prompt in it, e.g. assistant.system_prompt"),
     fmt: Optional[str] = typer.Option(None, "--format", help="yaml, json, toml, env, py or md (default: from --to)"),
@@ -273,6 +356,12 @@ def export_cmd(
 
     print(f"exported best prompt {info.candidate_id} of run {info.run_id} (val {fmt_score(info.val)}, test "
           f"{fmt_score(info.test)}) to {info.path}:{info.key} ({info.format})")
+    if info.status != "finished":
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[yellow]run {escape(info.run_id)} is {info.status or 'unfinished'}: this is "
+                                    "the best prompt so far, not a finished run's; continue it with promptlearn "
+                                    f"optimize TASK --resume {escape(str(info.run_dir))}[/yellow]", highlight=False)
     if info.test is None:
         _console(stderr=True).print("[yellow]this prompt has no test score: the run stopped before scoring "
                                     "it on test[/yellow]")
@@ -287,7 +376,9 @@ def export_cmd(
 @app.command("check")
 def check_cmd(
     task: Path = typer.Argument(..., help="task YAML file"),
-    prompt_from: str = typer.Option(..., "--prompt-from", help="FILE:dotted.key of the prompt in the app's config"),
+    prompt_from: str = typer.Option(..., "--prompt-from",
+                                    help="FILE:dotted.key of the prompt in the app's config, a plain-text file "
+                                         "(a run's best_prompt.txt) or a run (id or directory)"),
     fmt: Optional[str] = typer.Option(None, "--format", help="config format (default: from the file name)"),
     split: str = typer.Option("test", "--split", help="train, val, test or all"),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="fail when the score is below this"),
@@ -295,6 +386,8 @@ def check_cmd(
                                              help="fail when more examples than this pass with the seed prompt "
                                                   "and fail with this one"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    show_all: bool = typer.Option(False, "--show-all", help="list every failing example (default: the first 10)"),
+    root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs (for a run id)"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
     guidance: Optional[float] = typer.Option(None, "--guidance",
@@ -302,21 +395,23 @@ def check_cmd(
                                                   "export's provenance says so); embedded model only"),
 ) -> None:
     """Gate a build: re-evaluate the prompt the app will load; exit 1 when it scores too low or breaks examples."""
-    from promptlearn.gate import check_prompt, read_prompt_ref
+    _check_min_score(min_score)
+    _say_retries()
+    from promptlearn.gate import check_prompt, read_prompt_source
 
-    path, key, text = read_prompt_ref(prompt_from, fmt=fmt)
-    decoding = {"guidance": guidance} if guidance is not None else None
+    path, key, text, recorded = read_prompt_source(prompt_from, fmt=fmt, root=root)
+    decoding = {"guidance": guidance} if guidance is not None else (recorded or None)
     report = check_prompt(task, text, split, min_score, max_broken, cache_path=cache, use_cache=not no_cache,
                           decoding=decoding)
     if as_json:
         print(json.dumps({"config": str(path), "key": key, **report.to_json()}, default=str))
     else:
-        _print_check(report, f"{path}:{key}")
+        _print_check(report, f"{path}:{key}" if key else str(path), show_all)
     if not report.passed:
         raise typer.Exit(1)
 
 
-def _print_check(report: Any, source: str) -> None:
+def _print_check(report: Any, source: str, show_all: bool = False) -> None:
     from rich.table import Table
 
     out = _console()
@@ -331,11 +426,12 @@ def _print_check(report: Any, source: str) -> None:
     table.add_row("fixed / broken vs seed", f"{report.fixed} / {report.broken}", "")
     table.add_row("calls (cached)", f"{report.usage.calls} ({report.usage.cached_calls})", "")
     out.print(table)
-    for f in report.failures[:10]:
+    shown = report.failures if show_all else report.failures[:10]  # broken ones first
+    for f in shown:
         tag = " [red](broken)[/red]" if f["broken"] else ""
         out.print(f"  fails {f['id']}{tag}: {f['feedback'] or 'score ' + format(f['score'], '.2f')}", highlight=False)
-    if len(report.failures) > 10:
-        out.print(f"  ... and {len(report.failures) - 10} more failing examples")
+    if len(report.failures) > len(shown):
+        out.print(f"  ... and {len(report.failures) - len(shown)} more failing examples (--show-all lists them)")
     if report.passed:
         out.print("[green]PASS[/green]")
     else:
@@ -345,7 +441,7 @@ def _print_check(report: Any, source: str) -> None:
 
 @app.command("report")
 def report_cmd(
-    run: str = typer.Argument(..., help="run id (under --root) or run directory"),
+    run: str = typer.Argument(..., help="run id (under --root), a unique prefix of one, latest, or a run directory"),
     out: Optional[Path] = typer.Option(None, "--out", help="where to write the HTML (default <run>/report.html)"),
     open_: bool = typer.Option(False, "--open", help="open the report in a web browser"),
     root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
@@ -363,31 +459,54 @@ def report_cmd(
 
 
 @app.command("runs")
-def runs_cmd(root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs")) -> None:
-    """List the runs under --root: task, optimizer, status, seed and best scores, calls, date."""
+def runs_cmd(
+    root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
+    task: Optional[str] = typer.Option(None, "--task", help="only runs of this task"),
+    status: Optional[str] = typer.Option(None, "--status",
+                                         help="only runs with this status: finished, running, interrupted, "
+                                              "failed or unreadable"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON list on stdout"),
+) -> None:
+    """List the runs under --root: id, status, seed and best scores, calls; task, optimizer, start time."""
+    from promptlearn.errors import RunError
     from promptlearn.report import runs_overview
-    from promptlearn.views import runs_table
+    from promptlearn.views import runs_json, runs_table
 
-    summaries = runs_overview(root)
+    if not root.is_dir():
+        raise RunError(f"no folder '{root}' (give the folder that holds runs with --root)")
+    summaries = [s for s in runs_overview(root) if (task is None or s.get("task") == task)
+                 and (status is None or s.get("status") == status)]
+    if as_json:
+        print(json.dumps([runs_json(s) for s in summaries], default=str))
+        return
     if not summaries:
-        _console(stderr=True).print(f"no runs in {root}", markup=False, highlight=False)
+        which = " ".join(f"with {k} {v}" for k, v in (("task", task), ("status", status)) if v is not None)
+        _console(stderr=True).print(f"no runs {which + ' ' if which else ''}in {root}", markup=False,
+                                    highlight=False)
         return
     _console().print(runs_table(summaries, title=f"runs in {root}"))
 
 
 @app.command("show")
 def show_cmd(
-    run: str = typer.Argument(..., help="run id (under --root) or run directory"),
+    run: str = typer.Argument(..., help="run id (under --root), a unique prefix of one, latest, or a run directory"),
     root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
+    all_: bool = typer.Option(False, "--all", help="every candidate under its parent, not only the path to the best"),
+    as_json: bool = typer.Option(False, "--json", help="print the run's data (what the report shows) as JSON"),
 ) -> None:
     """Show the path from the seed to the best prompt (operator, val, gain, diff) and the checks, seed vs best."""
     from promptlearn.report import run_summary
     from promptlearn.store import resolve_run
-    from promptlearn.views import checks_table, lineage_tree
+    from promptlearn.views import checks_table, lineage_tree, not_accepted_lines
 
     summary = run_summary(resolve_run(run, root))
+    if as_json:
+        print(json.dumps(summary, default=str))
+        return
     console = _console()
-    console.print(lineage_tree(summary, plain=console.no_color or not console.is_terminal))
+    console.print(lineage_tree(summary, plain=console.no_color or not console.is_terminal, all_candidates=all_))
+    for line in not_accepted_lines(summary):
+        console.print(line, highlight=False)
     console.print(checks_table(summary))
 
 
@@ -404,8 +523,20 @@ def _write_report_quietly(run_dir: Path) -> str:
 def main() -> None:
     """Entry point: library errors and bad command lines become one line on stderr and exit code 2, never a
     traceback or a usage box."""
-    from promptlearn.errors import PromptlearnError
+    import warnings
 
+    from promptlearn.errors import PromptlearnError, TaskWarning
+
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, TaskWarning):
+            print(f"promptlearn: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", TaskWarning)
     try:
         code = app(standalone_mode=False, prog_name="promptlearn")
     except PromptlearnError as e:

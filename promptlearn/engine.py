@@ -66,13 +66,13 @@ class Evaluation:
         return {k: v.score for k, v in self.results.items()}
 
     def check_rates(self) -> dict[str, float]:
-        """Pass rate of each check over all scored turns."""
+        """Pass rate of each check over all scored turns (loose where the task's primary score is)."""
         acc: dict[str, list[float]] = {}
         for e in self.results.values():
             for t in e.turns:
                 for name, r in t.checks.items():
                     if not r.judge_error:
-                        acc.setdefault(_family(name), []).append(r.score)
+                        acc.setdefault(_family(name), []).append(r.value(e.primary == "loose"))
         return {k: math.fsum(v) / len(v) for k, v in sorted(acc.items())}
 
     def judge_errors(self) -> int:
@@ -392,6 +392,7 @@ def evaluate(task: Task | str | Path, prompt: str | None = None, *, split: str =
 
     task = task if isinstance(task, Task) else load_task(task)
     task.require(split)
+    task.warn()
     ev = Evaluator(task, cache_path=cache_path, use_cache=use_cache)
     try:
         return ev.evaluate(prompt if prompt is not None else task.prompt, task.examples(split), split=split)

@@ -52,3 +52,8 @@ class RunError(PromptlearnError):
 
 class ConfigError(PromptlearnError, ValueError):
     """An app config file cannot give or take the prompt: bad path, key, format or content."""
+
+
+class TaskWarning(UserWarning):
+    """A task that runs but may measure nothing (an empty prompt, no checks, tiny splits): `Task.warnings()`.
+    The API issues these with `warnings.warn`; the CLI prints each as one `promptlearn: warning:` line on stderr."""

@@ -54,6 +54,8 @@ class ExportInfo:
     format: str
     provenance: Mapping[str, Any] | None
     decoding: Mapping[str, Any] = field(default_factory=dict)  #: decoding options the prompt was scored with
+    status: str | None = None  #: the run's status: finished, or failed / interrupted / running (best so far)
+    run_dir: Path | None = None  #: the run's directory
 
 
 def best_of_run(run: str | Path, root: str | Path = "runs"
@@ -81,10 +83,18 @@ def best_of_run(run: str | Path, root: str | Path = "runs"
 def export_run(run: str | Path, to: str | Path, key: str, *, fmt: str | None = None, with_provenance: bool = True,
                root: str | Path = "runs") -> ExportInfo:
     """Write the best prompt of `run` under the dotted `key` of the config file `to`, keeping the rest of it."""
+    from promptlearn.store import RunStore, resolve_run
+
     run_id, cid, prompt, val, test, decoding = best_of_run(run, root)
+    rdir = resolve_run(run, root)
+    store = RunStore(rdir, create=False)
+    try:
+        status = store.get_meta("status")
+    finally:
+        store.close()
     prov = provenance(run_id, val, test, prompt, decoding) if with_provenance else None
     f = write_prompt(to, key, prompt, fmt=fmt, provenance=prov)
-    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, decoding)
+    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, decoding, status, rdir)
 
 
 def write_prompt(path: str | Path, key: str, prompt: str, *, fmt: str | None = None,
@@ -110,7 +120,7 @@ def parse_prompt_ref(ref: str) -> tuple[Path, str]:
     path, sep, key = str(ref).rpartition(":")
     if not sep or not path or not key or os.sep in key or "/" in key:
         raise ConfigError(f"--prompt-from must look like FILE:dotted.key (e.g. app/config.yaml:assistant."
-                          f"system_prompt), got {ref!r}")
+                          f"system_prompt), a plain-text file or a run, got {ref!r}")
     return Path(path), key
 
 
@@ -127,6 +137,38 @@ def read_prompt_ref(ref: str, *, fmt: str | None = None) -> tuple[Path, str, str
         raise ConfigError(f"cannot read key {key!r} from {path}: {_one_line(e)}") from None
 
 
+def read_prompt_source(ref: str | Path, *, fmt: str | None = None, root: str | Path = "runs"
+                       ) -> tuple[Path, str | None, str, dict[str, Any]]:
+    """(where, key, prompt, decoding) for what `check --prompt-from` takes: a run (id under `root`, or its
+    directory: its best prompt and the decoding it was scored with), a plain-text file such as a run's
+    best_prompt.txt (read exactly), or `FILE:dotted.key` of an app config (key None for the first two)."""
+    from promptlearn.export import detect_format
+    from promptlearn.store import resolve_run
+
+    try:
+        rdir = resolve_run(ref, root)
+    except RunError:
+        rdir = None
+    if rdir is not None:
+        _, _, prompt, _, _, decoding = best_of_run(rdir)
+        return rdir, None, prompt, decoding
+    path = Path(ref)
+    if path.is_file():
+        try:
+            kind = detect_format(path, fmt)
+        except ValueError:
+            kind = None  # not a config format: plain text
+        if kind is not None and path.suffix.lower() != ".txt":
+            raise ConfigError(f"{path} is a {kind} config: give the prompt's key as {path}:dotted.key (e.g. "
+                              "assistant.system_prompt)")
+        try:
+            return path, None, path.read_text(encoding="utf-8"), {}
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read the prompt from {path}: {_one_line(e)}") from None
+    file, key, prompt = read_prompt_ref(str(ref), fmt=fmt)
+    return file, key, prompt, {}
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
@@ -140,7 +182,8 @@ class CheckReport:
 
     `score` is the mean example score (what `optimize` records per split); `checks` the pass rate of each check;
     `fixed` / `broken` count examples the seed failed and this prompt passes, and the reverse; `reasons` says
-    why the gate fails (empty when it passes); `failures` lists failing examples with the checks' feedback.
+    why the gate fails (empty when it passes); `failures` lists failing examples with the checks' feedback, the
+    broken ones first.
     """
 
     task: str
@@ -207,6 +250,8 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
     text = t.prompt if prompt is None else prompt
     if not isinstance(text, str):
         raise ConfigError(f"the prompt must be a string, got {type(text).__name__}")
+    if min_score is not None and not 0 <= min_score <= 1:  # also refuses NaN
+        raise ConfigError(f"min_score must be between 0 and 1 (scores are 0-1), got {min_score:g}")
     if max_broken is not None and max_broken < 0:
         raise ConfigError(f"max_broken must be >= 0, got {max_broken}")
     unknown = sorted(set(decoding or {}) - set(DECODING_KEYS))
@@ -217,6 +262,7 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
         raise ConfigError(f"decoding options {overrides} need the embedded model (local/...); "
                           f"{t.model.name} cannot apply them")
     t.require(split)
+    t.warn()
     examples = t.examples(split)
     ev = Evaluator(t, cache_path=cache_path, use_cache=use_cache)
     try:
@@ -237,9 +283,10 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
     if max_broken is not None and len(broken_ids) > max_broken:
         reasons.append(f"breaks {len(broken_ids)} {split} example(s) the seed prompt passed "
                        f"(allowed {max_broken}): {', '.join(broken_ids)}")
-    failures = tuple({"id": ex_id, "score": res.score, "broken": ex_id in broken_ids, "feedback": res.feedback,
-                      "reply": res.turns[-1].reply if res.turns else ""}
-                     for ex_id, res in mine.results.items() if not res.passed)
+    failures = tuple(sorted(({"id": ex_id, "score": res.score, "broken": ex_id in broken_ids,
+                              "feedback": res.feedback, "reply": res.turns[-1].reply if res.turns else ""}
+                             for ex_id, res in mine.results.items() if not res.passed),
+                            key=lambda f: not f["broken"]))  # what this prompt broke, then what the seed fails too
     return CheckReport(t.name, split, text, _sha(text), mine.score, mine.check_rates(), seed.score,
                        seed.check_rates(), len(mine.results), int(effects.get("fixed", 0)), len(broken_ids),
                        tuple(effects.get("fixed_ids", ())), broken_ids, min_score, max_broken,

@@ -203,7 +203,8 @@ class LM:
                 self.ledger.release(est)
         self.ledger.add(Usage(calls=1, retries=result.retries, prompt_tokens=result.prompt_tokens,
                               completion_tokens=result.completion_tokens,
-                              cached_prompt_tokens=result.cached_prompt_tokens, usd=result.usd), tag)
+                              cached_prompt_tokens=result.cached_prompt_tokens, usd=result.usd,
+                              seconds=result.seconds), tag)  # call time, so the ledger's per-tag seconds add up
         if self.cache is not None:
             self.cache.put(key, self.name, {"text": result.text, "prompt_tokens": result.prompt_tokens,
                                             "completion_tokens": result.completion_tokens, "usd": result.usd})
@@ -233,7 +234,12 @@ class LM:
                     raise ModelError(f"{c.name}: failed after {attempt + 1} attempts: "
                                      f"{_safe_message(e, secrets)}") from None
                 rng = rng or random.Random(hash(tuple(m["content"] for m in msgs)))
-                await asyncio.sleep(_backoff(e, attempt, rng))
+                delay = _backoff(e, attempt, rng)
+                refused = _connection_error(e) if _retry_notice is not None else None
+                if refused is not None:
+                    _notice(c.name, attempt, f"{c.name}: cannot reach the server ({_safe_message(refused, secrets)});"
+                                             f" retrying ({attempt + 1} of {c.retries}) in {delay:.1f} s")
+                await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     def _litellm_send(self) -> tuple[_Send, tuple[type[Exception], ...], type[Exception]]:
@@ -274,6 +280,44 @@ class LM:
         if c.api_base and not c.is_local:
             return {"api_key": os.environ.get("OPENAI_API_KEY", "no-key")}
         return {}
+
+
+# Called with one line per backoff while a server refuses connections. Off by default, so a library user's
+# terminal stays quiet; the CLI turns it on (stderr). Lines carry _safe_message: never a key.
+_retry_notice: Callable[[str], None] | None = None
+_noticed: dict[str, tuple[int, float]] = {}  # model -> (attempt, time) of its last line
+_noticed_lock = threading.Lock()
+
+
+def set_retry_notice(fn: Callable[[str], None] | None) -> None:
+    """Have `fn(line)` told of each backoff after a refused connection (None: stay quiet)."""
+    global _retry_notice
+    _retry_notice = fn
+
+
+def _connection_error(err: BaseException) -> BaseException | None:
+    """The innermost connection failure behind an error (litellm reports a refused connection as an
+    InternalServerError caused by one), or None when the server was reached."""
+    found, seen = None, 0
+    cur: BaseException | None = err
+    while cur is not None and seen < 10:
+        if isinstance(cur, ConnectionError) or type(cur).__name__ in ("APIConnectionError", "ConnectError"):
+            found = cur
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
+    return found
+
+
+def _notice(model: str, attempt: int, line: str) -> None:
+    """One line per backoff: the calls in flight to one server fail together, so they share it."""
+    now = time.monotonic()
+    with _noticed_lock:
+        last = _noticed.get(model)
+        if last is not None and last[0] == attempt and now - last[1] < 5.0:
+            return
+        _noticed[model] = (attempt, now)
+    fn = _retry_notice
+    if fn is not None:
+        fn(line)
 
 
 def require_key(config: Any, *, field: str = "model", file: str | None = None) -> None:
@@ -406,7 +450,7 @@ def _retry_after(err: Exception) -> float | None:
     return None
 
 
-def _safe_message(err: Exception, secrets: Sequence[str] = ()) -> str:
+def _safe_message(err: BaseException, secrets: Sequence[str] = ()) -> str:
     """An error's text with anything key-like masked: keys must never reach logs or the terminal.
 
     `secrets`: the credentials this call sent, masked whatever they look like (a provider may echo them)."""

@@ -39,6 +39,15 @@ def resolve_gguf(name: str) -> Path:
     return path
 
 
+def require_gguf(config: Any, *, field: str = "model", file: str | None = None) -> None:
+    """Refuse a `local/...` model whose GGUF cannot be found, before its first call (the provider's error was
+    retried as a connection fault for 30 s). Loads nothing."""
+    try:
+        resolve_gguf(config.name.split("/", 1)[1])
+    except TaskError as e:
+        raise TaskError(f"{config.name}: {e.detail}", file=file, field=f"{field}.name", fix=e.fix) from None
+
+
 def get_model(name: str, *, n_ctx: int = 4096) -> "LocalModel":
     """One loaded model per GGUF per process (loading costs time and memory)."""
     path = str(resolve_gguf(name))

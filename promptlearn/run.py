@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import time
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class Result:
     ledger: Usage  #: calls, cached calls, tokens, USD and seconds the run spent
     stop_reason: str | None  #: why the search ended (optimizer finished, budget stop, patience, ...)
     candidates: int  #: how many distinct prompts were recorded
+    budget: Mapping[str, Any] | None = None  #: max_calls asked, the search's share and the test reserve
 
     @property
     def overfit_gap(self) -> float | None:
@@ -71,7 +73,7 @@ class Result:
                 "overfit_gap": self.overfit_gap, "calls": self.ledger.calls, "cached_calls": self.ledger.cached_calls,
                 "requests": self.ledger.requests,
                 "usd": self.ledger.usd, "seconds": self.ledger.seconds, "candidates": self.candidates,
-                "stop_reason": self.stop_reason,
+                "stop_reason": self.stop_reason, "budget": dict(self.budget) if self.budget else None,
                 "front": [{"id": p.id, "val": p.val, "test": p.test} for p in self.front]}
 
 
@@ -79,11 +81,33 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
              seed: int = 0, run_dir: str | Path | None = None, resume: str | Path | None = None,
              runs_root: str | Path = "runs", cache_path: str | Path | None = None,
              options: Mapping[str, Any] | None = None,
-             on_progress: Callable[[RunContext], None] | None = None) -> Result:
-    """Optimize the task's system prompt. `budget` is max model calls (int) or a budget mapping."""
-    from promptlearn.optimizers import get_optimizer
+             on_progress: Callable[[RunContext], None] | None = None, extend_budget: bool = False) -> Result:
+    """Optimize the task's system prompt: search on train/val, then score seed and best once on test.
 
-    task = _with_budget(task if isinstance(task, Task) else load_task(task), budget)
+    Args:
+        task: a Task (`make_task`, `load_task`) or the path of a task YAML file.
+        optimizer: evolve, mutate, dspy, optuna or a plugin's name (default: the task's `optimizer.name`).
+        budget: the most model calls (int), or a mapping of max_calls / max_tokens / max_usd / max_seconds;
+            replaces the task's `budget`. Calls for scoring seed and best on test are held back from the search.
+        seed: random seed: the same seed and cache give the same lineage.
+        run_dir: where to keep the run (default `runs_root/<task>-<time>-s<seed>-<ms>`).
+        resume: continue this run (its id, a unique prefix of it, `latest`, or its directory) with its own
+            seed and options; the task must be the same.
+        runs_root: the folder that holds runs (for the default `run_dir` and for finding `resume`).
+        cache_path: the model-reply cache file (default ~/.cache/promptlearn, or $PROMPTLEARN_CACHE_DIR).
+        options: optimizer and loop options (what `-o KEY=VALUE` sets on the command line).
+        on_progress: called with the RunContext after each scored candidate (e.g. to draw progress).
+        extend_budget: with `resume`, accept a budget above the run's own (no limit may go down) and search
+            further; without it, another budget than the run's is refused.
+
+    Returns the Result (seed, best, lineage, ledger); the run folder holds the store, run.yaml, lineage.json
+    and best_prompt.txt. Raises TaskError for a bad task or option before any call is made, RunError for a
+    run that cannot be resumed, ModelError when a model fault never heals (the run is saved and resumable).
+    `resume` continues a run with its own budget: another one (from `budget` or the task file) is refused
+    unless `extend_budget`, which only raises limits. A finished run stays finished whatever happens later.
+    """
+    file_task = task if isinstance(task, Task) else load_task(task)
+    task = _with_budget(file_task, budget)
     task.require("train", "val", "test", proposer=True)  # before a run folder exists or a call is made
     if resume is not None:
         rdir = resolve_run(resume, runs_root)
@@ -95,39 +119,49 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
             raise RunError(f"run {rdir.name} was made with a different task (data, checks or prompt changed); "
                            "start a new run instead of --resume")
         name, seed, opt_options = saved["optimizer"], saved["seed"], saved["options"]
+        opt, loop_opts = _build_optimizer(name, opt_options)
+        task = _resume_budget(store, saved, file_task, budget, extend_budget)
     else:
         name = optimizer or task.spec.optimizer.name
         opt_options = {**(task.spec.optimizer.model_extra or {}), **(options or {})}
+        opt, loop_opts = _build_optimizer(name, opt_options)  # a bad name or option: no run folder yet
+        task.warn(search=True)
         rdir = Path(run_dir) if run_dir else Path(runs_root) / _run_id(task.name, seed)
         if (rdir / "store.sqlite").exists():
             raise RunError(f"{rdir} already holds a run; use --resume {rdir} or another --run-dir")
         store = RunStore(rdir)
         store.set_meta("config", {"optimizer": name, "seed": seed, "options": opt_options,
-                                  "fingerprint": task.fingerprint()})
+                                  "fingerprint": task.fingerprint(), "budget": _limits(task),
+                                  "task_budget": _limits(file_task)})
         atomic_write(rdir / "run.yaml", _run_yaml(task, name, seed, opt_options))
-    opt_cls = get_optimizer(name)
-    loop_opts = Options(**{k: v for k, v in opt_options.items() if k in LOOP_OPTIONS})
-    opt = opt_cls(**{k: v for k, v in opt_options.items() if k not in LOOP_OPTIONS})
     evaluator = Evaluator(task, store=store, cache_path=cache_path)
     ctx = RunContext(task, evaluator, store, seed=seed, options=loop_opts, on_progress=on_progress)
     full_calls = evaluator.ledger.budget.max_calls
     test_reserve = 2 * sum(sum(t.given is None for t in e.turns) for e in task.examples("test"))
     if full_calls is not None:
         evaluator.ledger.budget.max_calls = max(0, full_calls - test_reserve)
-    store.set_meta("status", "running")
+    search_calls = evaluator.ledger.budget.max_calls
+    budget = {"max_calls": full_calls, "search": search_calls, "test_reserve":
+              None if full_calls is None or search_calls is None else full_calls - search_calls}
+    store.set_meta("budget", budget)
+    if store.get_meta("status") != "finished":  # a finished run extended stays finished until it finishes again
+        store.set_meta("status", "running")
     stop_reason = None
     try:
         ctx.start()
         opt.run(ctx)
         stop_reason = "optimizer finished"
-    except (StopRun, BudgetExceeded) as e:
+    except BudgetExceeded as e:  # the numbers are in the budget line (report.budget_text), stated once
+        stop_reason = ("budget stop: max_calls (the search's share) used up" if e.limit == "max_calls"
+                       else str(e))
+    except StopRun as e:
         stop_reason = str(e)
     except KeyboardInterrupt:
         _close(store, ctx, "interrupted")
         evaluator.close()
         raise
     except ModelError as e:
-        _close(store, ctx, "failed")
+        _close(store, ctx, "failed", str(e))
         evaluator.close()
         raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
     finally:
@@ -137,9 +171,9 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
         evaluator.close()
         raise RunError(f"the budget does not cover scoring the seed prompt on val ({stop_reason}); raise it")
     try:
-        result = _finish(task, ctx, stop_reason)
+        result = _finish(task, ctx, stop_reason, budget)
     except ModelError as e:  # a fault that never healed while scoring on test: as resumable as one before
-        _close(store, ctx, "failed")
+        _close(store, ctx, "failed", str(e))
         raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
     except KeyboardInterrupt:
         _close(store, ctx, "interrupted")
@@ -149,7 +183,38 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     return result
 
 
-def _finish(task: Task, ctx: RunContext, stop_reason: str | None) -> Result:
+def optimizer_options(name: str) -> list[str] | None:
+    """The options an optimizer takes (its constructor's keywords plus the loop's); None when it takes any."""
+    from promptlearn.optimizers import get_optimizer
+
+    cls = get_optimizer(name)
+    if cls.__init__ is object.__init__:
+        own: set[str] = set()
+    else:
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        own = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return sorted(own | LOOP_OPTIONS)
+
+
+def _build_optimizer(name: str, options: Mapping[str, Any]) -> tuple[Any, Options]:
+    """The optimizer and the loop options, or a TaskError naming the option that does not exist."""
+    from promptlearn.optimizers import get_optimizer
+
+    cls, known = get_optimizer(name), optimizer_options(name)
+    unknown = [k for k in options if known is not None and k not in known]
+    if unknown:
+        raise TaskError(f"optimizer '{name}' has no option {', '.join(repr(k) for k in unknown)}",
+                        field="optimizer", fix="use one of " + ", ".join(known or ()))
+    try:
+        loop_opts = Options(**{k: v for k, v in options.items() if k in LOOP_OPTIONS})
+        return cls(**{k: v for k, v in options.items() if k not in LOOP_OPTIONS}), loop_opts
+    except TypeError as e:  # a plugin's constructor refusing what its signature seemed to take
+        raise TaskError(f"optimizer '{name}': {e}", field="optimizer", fix="check its options") from None
+
+
+def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mapping[str, Any]) -> Result:
     """Score seed, best (and, budget allowing, the Pareto front) on test; write the run's files."""
     store, test = ctx.store, task.examples("test")
     seed_id, best_id = ctx.seed_candidate.id, ctx.best_id
@@ -179,10 +244,15 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None) -> Result:
                                         "best": adherence(tests[best_id], test)})
     return Result(store.run_id, store.dir, scores(seed_id), scores(best_id),
                   tuple(scores(c) for c in extra if c in tests), store.lineage(), ctx.evaluator.ledger.snapshot(),
-                  stop_reason, len(ctx.candidates))
+                  stop_reason, len(ctx.candidates), budget)
 
 
-def _close(store: RunStore, ctx: RunContext, status: str) -> None:
+def _close(store: RunStore, ctx: RunContext, status: str, error: str | None = None) -> None:
+    """Record how the run ended. A finished run is never downgraded: a later fault (while extending it) is kept
+    as a `fault` event, and its status, best prompt and files stay those of the finished run."""
+    if status != "finished" and store.get_meta("status") == "finished":
+        store.log_event("fault", {"status": status, "error": error})
+        return
     store.set_meta("status", status)
     store.set_meta("best", ctx.best_id)
     store.write_files(ctx.candidates[ctx.best_id].prompt if ctx.best_id in ctx.candidates else None)
@@ -198,6 +268,40 @@ def _with_budget(task: Task, budget: int | Mapping[str, Any] | None) -> Task:
         raise TaskError(f"bad budget {budget!r}: {e}", field="budget", fix="give max_calls as an integer") from None
     new = Task(spec, task.splits, path=task.path)
     return new
+
+
+def _limits(task: Task) -> dict[str, Any]:
+    return {k: v for k, v in task.budget.model_dump().items() if v is not None}
+
+
+def _show_limits(limits: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in limits.items()) or "no limits"
+
+
+def _resume_budget(store: RunStore, saved: Mapping[str, Any], file_task: Task,
+                   budget: int | Mapping[str, Any] | None, extend: bool) -> Task:
+    """The task with the run's own budget. Asked for another one (the `budget` argument, or a task file whose
+    budget changed since the run was made): a RunError, unless `extend` and every limit only goes up."""
+    had = saved.get("budget")
+    if had is None:  # a run made before budgets were saved: as asked
+        return _with_budget(file_task, budget)
+    file_limits = _limits(file_task)
+    base = had if file_limits == saved.get("task_budget") else file_limits
+    asked = {} if budget is None else {"max_calls": budget} if isinstance(budget, int) else dict(budget)
+    wanted = {k: v for k, v in {**base, **asked}.items() if v is not None}
+    if wanted != had:
+        name = store.run_id
+        if not extend:
+            raise RunError(f"run {name} has the budget {_show_limits(had)}; --resume continues it with the same "
+                           f"budget (asked: {_show_limits(wanted)}): resume without a new budget, or add "
+                           f"--extend-budget to continue it with {_show_limits(wanted)}")
+        lowered = [f"{k} {had.get(k, 'unlimited')} -> {wanted.get(k, 'unlimited')}" for k in sorted({*had, *wanted})
+                   if k not in had or (k in wanted and wanted[k] < had[k])]
+        if lowered:
+            raise RunError(f"--extend-budget only raises limits: {', '.join(lowered)}")
+        store.set_meta("config", {**saved, "budget": wanted, "task_budget": file_limits})
+        store.log_event("budget", {"from": had, "to": wanted})
+    return _with_budget(file_task, {k: wanted.get(k) for k in file_task.budget.model_dump()})
 
 
 def _run_id(name: str, seed: int) -> str:

@@ -7,6 +7,7 @@ flight, and a resumed run replays stored results instead of calling the model ag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -47,11 +48,16 @@ def atomic_write(path: Path, text: str) -> None:
     """Write via a temp file and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a directory in the way, Ctrl-C: never leave the temp file behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def result_to_json(res: ExampleResult) -> str:
@@ -210,20 +216,45 @@ class RunStore:
         atomic_write(self.dir / "lineage.json", json.dumps(self.lineage(), indent=2))
 
 
+def run_started(run_dir: Path) -> float:
+    """When a run began: its run.yaml is written once, at creation (the store's own mtime moves on every write)."""
+    for name in ("run.yaml", "store.sqlite"):
+        try:
+            return (run_dir / name).stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
 def list_runs(root: str | Path = "runs") -> list[Path]:
+    """The run directories (those holding a store) under root, oldest first."""
     root = Path(root)
-    if not root.exists():
+    if not root.is_dir():
         return []
-    return sorted((p for p in root.iterdir() if (p / "store.sqlite").exists()), key=lambda p: p.stat().st_mtime)
+    return sorted((p for p in root.iterdir() if (p / "store.sqlite").exists()), key=lambda p: (run_started(p), p.name))
 
 
 def resolve_run(run: str | Path, root: str | Path = "runs") -> Path:
-    """A run id or a path -> the run directory, or a RunError saying where we looked."""
-    for cand in (Path(run), Path(root) / str(run)):
+    """A run directory, a run id under root, a unique prefix of one, or `latest` (the run under root that began
+    last) -> the run directory, or a RunError saying where we looked."""
+    root = Path(root)
+    for cand in (Path(run), root / str(run)):
         if (cand / "store.sqlite").exists():
             return cand
-    raise RunError(f"run '{run}' not found (looked in '{run}' and '{Path(root) / str(run)}'); "
-                   "list runs with `promptlearn runs`")
+    runs = list_runs(root)
+    if str(run) == "latest":
+        if not runs:
+            raise RunError(f"no runs in '{root}' to take the latest of; list runs with `promptlearn runs --root DIR`")
+        return runs[-1]
+    matches = [p for p in runs if p.name.startswith(str(run))] if str(run) and "/" not in str(run) else []
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        names = ", ".join(p.name for p in matches[:3]) + (", ..." if len(matches) > 3 else "")
+        raise RunError(f"run '{run}' is ambiguous: {len(matches)} runs in '{root}' begin with it ({names}); "
+                       "give more of the id")
+    raise RunError(f"run '{run}' not found (looked in '{run}' and '{root / str(run)}', and for a run id in "
+                   f"'{root}' beginning with it); list runs with `promptlearn runs`")
 
 
 def iter_parents(nodes: Iterable[Mapping[str, Any]], leaf: str) -> list[Mapping[str, Any]]:

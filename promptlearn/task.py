@@ -199,6 +199,9 @@ class TaskSpec(_Strict):
         return {"name": v} if isinstance(v, str) else v
 
 
+MIN_SPLIT = 5  # fewer val (or test) examples than this: Task.warnings says acceptance (or test) means little
+
+
 class Task:
     """A loaded, validated task: the spec plus its examples split into train/val/test."""
 
@@ -232,8 +235,9 @@ class Task:
 
     def require(self, *splits: str, proposer: bool = False) -> None:
         """Refuse a command before it creates anything or calls a model: every split it scores must have
-        examples, and every remote model it will call (target; proposer when `proposer`; judge when a check on
-        those splits needs one) must find its key. Raises TaskError in one line naming the split or the key."""
+        examples, and every model it will call (target; proposer when `proposer`; judge when a check on those
+        splits needs one) must find its key, or its GGUF file for a `local/` model. Raises TaskError in one
+        line naming the split, the key or the model."""
         names = list(dict.fromkeys(splits))
         empty = [s for s in names if not self.examples(s)]  # an unknown split name is a TaskError of its own
         if empty:
@@ -243,6 +247,7 @@ class Task:
                             file=str(self.path) if self.path else None, field="splits",
                             fix=f"add examples or change `splits:` so that {which} get"
                                 f"{'' if len(empty) > 1 else 's'} at least one")
+        from promptlearn.local import require_gguf
         from promptlearn.lm import require_key
 
         # an unset proposer is the model; an unset judge the proposer, else the model: check each config once,
@@ -253,7 +258,36 @@ class Task:
                   ("judge", self.spec.judge if judge else None)]
         for field, config in models:
             if config is not None:
-                require_key(config, field=field, file=str(self.path) if self.path else None)
+                check = require_gguf if config.is_local else require_key
+                check(config, field=field, file=str(self.path) if self.path else None)
+
+    def warnings(self, *, search: bool = False) -> list[str]:
+        """What makes this task measure little or nothing, one line each (it still runs): an empty seed prompt,
+        protected clauses the seed lacks, no checks at all; with `search` (optimize), val or test splits too
+        small for acceptance or the held-out score to mean anything."""
+        out = ["prompt: the seed prompt is empty"] if not self.prompt.strip() else []
+        out += [f"protected: '{c}' is not in the seed prompt: every candidate must keep it verbatim, so the seed "
+                "is the only prompt without it" for c in self.spec.protected if c not in self.prompt]
+        examples = self.examples("all")
+        if not self.spec.checks and not any(e.checks or any(t.checks for t in e.turns) for e in examples):
+            out.append("checks: the task has no checks: every reply scores 1.0, so every prompt ties")
+        if search:
+            for split, what in (("val", "accepting a prompt over another"), ("test", "the held-out score")):
+                n = len(self.examples(split))
+                if 0 < n < MIN_SPLIT:
+                    rests = "it alone" if n == 1 else "so few"
+                    out.append(f"splits: {split} has {n} example{'s' if n > 1 else ''}: {what} rests on {rests}; "
+                               f"give {split} at least {MIN_SPLIT}")
+        return [" ".join(w.split()) for w in out]
+
+    def warn(self, *, search: bool = False) -> None:
+        """Issue `warnings()` as TaskWarnings (the CLI prints each on one stderr line)."""
+        import warnings
+
+        from promptlearn.errors import TaskWarning
+
+        for text in self.warnings(search=search):
+            warnings.warn(text, TaskWarning, stacklevel=3)
 
     def uses_judge(self, *splits: str) -> bool:
         """Whether scoring these splits calls the judge model (a check with `needs_model`, e.g. checklist)."""

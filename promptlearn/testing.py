@@ -116,8 +116,17 @@ def contract_task(n: int = 15, *, max_calls: int = 120, optimizer: str = "evolve
     })
 
 
-def run_contract(optimizer: str, tmp_path: Any, options: dict[str, Any] | None = None) -> None:
-    """Same seed -> same lineage; budget never exceeded; resume repeats no call; protected clauses kept."""
+def run_contract(optimizer: str, tmp_path: Any, options: dict[str, Any] | None = None, *,
+                 responder: Responder = wording_sensitive_responder, improves: bool = True) -> None:
+    """Finds a better prompt; same seed -> same lineage; budget never exceeded; resume repeats no call;
+    protected clauses kept.
+
+    `responder` scripts both the target and the proposer (default `wording_sensitive_responder`, whose proposer
+    always writes the same rewrite, one that passes too few val examples to be accepted): an optimizer whose
+    proposals come only from the proposer passes one that answers in its format with a rewrite that works.
+    `improves=False` skips the "best beats the seed" check, for an optimizer that cannot beat it on this task
+    and budget by design (e.g. one that only reorders what the seed already says); say why where you pass it.
+    """
     from promptlearn.run import optimize
     from promptlearn.store import RunStore
 
@@ -128,15 +137,18 @@ def run_contract(optimizer: str, tmp_path: Any, options: dict[str, Any] | None =
         store = RunStore(run_dir, create=False)
         return [(c["id"], tuple(c["parents"]), c["operator"]) for c in store.candidates()]
 
-    with FakeLM(wording_sensitive_responder) as fake:
+    with FakeLM(responder) as fake:
         first = optimize(task, optimizer, seed=3, run_dir=tmp_path / "a", cache_path=tmp_path / "c1.sqlite",
                          options=options)
         calls_first = fake.calls
     assert first.ledger.calls <= budget, f"{first.ledger.calls} calls > budget {budget}"
     assert calls_first <= budget
-    assert first.best.val >= first.seed.val
+    if improves:
+        assert first.best.val > first.seed.val, f"no better prompt found: best val {first.best.val}"
+        best = RunStore(tmp_path / "a", create=False).candidate(first.best.id)
+        assert best is not None and best["status"] == "accepted" and best["operator"] != "seed", best
 
-    with FakeLM(wording_sensitive_responder):
+    with FakeLM(responder):
         second = optimize(task, optimizer, seed=3, run_dir=tmp_path / "b", cache_path=tmp_path / "c2.sqlite",
                           options=options)
     assert lineage(tmp_path / "a") == lineage(tmp_path / "b"), "same seed, different lineage"
@@ -146,7 +158,7 @@ def run_contract(optimizer: str, tmp_path: Any, options: dict[str, Any] | None =
     def interrupting(messages: Any) -> str:  # Ctrl-C in the middle of a model call, halfway through the run
         if fake.calls == calls_first // 2:
             raise KeyboardInterrupt
-        return wording_sensitive_responder(messages)
+        return responder(messages)
 
     with FakeLM(interrupting) as fake:
         try:
@@ -155,11 +167,12 @@ def run_contract(optimizer: str, tmp_path: Any, options: dict[str, Any] | None =
         except KeyboardInterrupt:
             pass
         before = fake.calls
-        fake.responder = wording_sensitive_responder
+        fake.responder = responder
         resumed = optimize(task, resume=tmp_path / "r", cache_path=tmp_path / "c3.sqlite")
         total = fake.calls - 1  # the interrupted call never returned
     assert total == calls_first, f"interrupted+resumed made {total} calls, an uninterrupted run {calls_first}"
-    assert before == calls_first // 2, "the interruption should have happened mid-run"
+    # Calls in flight in other threads may still return after the interrupted one: hence <=, not ==.
+    assert calls_first // 2 <= before < calls_first, "the interruption should have happened mid-run"
     assert lineage(tmp_path / "r") == lineage(tmp_path / "a"), "resume changed the lineage"
     assert resumed.best.prompt == first.best.prompt
 

@@ -27,6 +27,7 @@ from promptlearn import (
     read_prompt,
 )
 from promptlearn.checks.assertions import register_callable
+from promptlearn.store import iter_parents
 from promptlearn.testing import FakeLM, wording_sensitive_responder
 
 SEED = "You are a pirate. Start every reply with the word Ahoy."
@@ -199,7 +200,10 @@ def test_optimize_returns_a_result(optimized):
     assert isinstance(result, Result) and isinstance(result.best, PromptScores)
     assert result.run_dir == tmp_path / "run" and (result.run_dir / "store.sqlite").exists()
     assert result.seed.prompt == SEED and "Ahoy" in result.best.prompt
-    assert result.best.val >= result.seed.val and result.best.test is not None
+    assert result.seed.val == 0.0 and result.best.val == 1.0 and result.best.test is not None
+    # Seed 3, fresh cache: as_list and then emphasize were accepted, each beating the best before it.
+    path = [(n["operator"], n["status"]) for n in iter_parents(result.lineage["nodes"], result.best.id)]
+    assert path == [("seed", "seed"), ("as_list", "accepted"), ("emphasize", "accepted")]
     assert result.ledger.calls <= 120 and fake.calls == result.ledger.calls
     assert set(result.best.val_checks) == {"starts_with_ahoy"}
     assert result.overfit_gap == pytest.approx(result.best.val - result.best.test)
@@ -277,3 +281,27 @@ def test_check_prompt_bad_arguments(fake_lm):
         check_prompt(task, "x", "val", max_broken=-1)
     with pytest.raises(ConfigError, match="must be a string"):
         check_prompt(task, 3, "val")  # type: ignore[arg-type]
+
+
+# ---- discoverability ----------------------------------------------------------------------------------------
+
+
+def test_dir_shows_the_public_names():
+    names = dir(promptlearn)
+    assert {"optimize", "evaluate", "make_task", "check_prompt", "export_prompt", "Result"} <= set(names)
+    assert "importlib" not in names and "os" not in names and "annotations" not in names
+
+
+def test_optimize_documents_every_argument():
+    import inspect
+
+    doc = inspect.getdoc(promptlearn.optimize)
+    for name in inspect.signature(promptlearn.optimize).parameters:
+        assert f"{name}:" in doc, name
+
+
+def test_export_prompt_errors_name_python_arguments(tmp_path):
+    with pytest.raises(ValueError) as e:
+        promptlearn.export_prompt(tmp_path / "settings.conf", "system_prompt", "Be brief.")
+    assert "fmt=" in str(e.value)
+    promptlearn.export_prompt(tmp_path / "settings.conf", "system_prompt", "Be brief.", fmt="yaml")

@@ -91,11 +91,13 @@ def test_second_run_is_all_cached(pirate_run):
 
 @pytest.mark.model
 @requires_model
-def test_min_score_above_one_exits_1(pirate_run):
-    task, cache, _ = pirate_run
-    proc = run_eval(task, "--min-score", "1.01", cache=cache)  # table output this time
+def test_min_score_above_the_score_exits_1(pirate_run):
+    task, cache, first = pirate_run
+    above = round(one_json(first)["score"] + 0.001, 3)
+    assert above <= 1  # a threshold above 1 is refused (exit 2): tests/test_fuzz_inputs.py
+    proc = run_eval(task, "--min-score", str(above), cache=cache)  # table output this time
     assert proc.returncode == 1
-    assert "below --min-score 1.01" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"below --min-score {above}" in proc.stderr and "Traceback" not in proc.stderr
     assert "score" in proc.stdout and "pirate" in proc.stdout
 
 

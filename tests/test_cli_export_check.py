@@ -209,6 +209,55 @@ def test_check_reproduces_the_run_and_passes(fake_run, monkeypatch, capsys):
     assert rep["prompt_sha256"] == prompt_sha256(result.best.prompt) and rep["split"] == "test"
 
 
+@pytest.mark.parametrize("source", ["best_prompt.txt", "run id", "run dir"])
+def test_check_takes_the_runs_best_prompt_file_or_the_run_itself(fake_run, monkeypatch, capsys, source):
+    """`--prompt-from runs/r1/best_prompt.txt` (plain text) or a run: was 'must look like FILE:dotted.key'."""
+    tmp, task_file, result = fake_run
+    ref = {"best_prompt.txt": result.run_dir / "best_prompt.txt", "run id": "r1", "run dir": result.run_dir}[source]
+    with FakeLM(wording_sensitive_responder) as fake:
+        code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from", ref, "--json",
+                             "--cache", tmp / "c.sqlite")
+        assert fake.calls == 0
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["prompt_sha256"] == prompt_sha256(result.best.prompt) and rep["score"] == result.best.test
+    where = {"best_prompt.txt": ref, "run id": Path("runs") / "r1", "run dir": result.run_dir}[source]
+    assert rep["key"] is None and rep["config"] == str(where)
+
+
+def test_check_a_config_file_without_a_key_says_to_give_one(fake_run, monkeypatch, capsys):
+    tmp, task_file, _ = fake_run
+    (tmp / "app.yaml").write_text(APP_CONFIG)
+    code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from", tmp / "app.yaml")
+    assert code == 2 and err.strip().splitlines() == [
+        f"promptlearn: error: {tmp / 'app.yaml'} is a yaml config: give the prompt's key as "
+        f"{tmp / 'app.yaml'}:dotted.key (e.g. assistant.system_prompt)"]
+
+
+def test_check_lists_broken_examples_first_and_all_with_show_all(tmp_path, monkeypatch, capsys):
+    """Failures came in example order, broken ones mixed with those the seed fails too, cut at 10."""
+    task_file = write_task(tmp_path / "task.yaml")
+    (tmp_path / "new.txt").write_text("Be terse. Ahoy")
+    broken = {"q3", "q12"}  # pass with the seed, fail with the new prompt; every other example fails with both
+
+    def responder(messages):
+        system, user = messages[0]["content"], messages[-1]["content"]
+        number = user.split(":")[0].split()[-1]
+        return "Ahoy!" if f"q{number}" in broken and "terse" not in system else "Plain answer."
+
+    with FakeLM(responder):
+        code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from", tmp_path / "new.txt",
+                             "--split", "all")
+        lines = [ln.strip() for ln in out.splitlines() if ln.strip().startswith(("fails", "..."))]
+        assert code == 0, err
+        assert {ln.split()[1].rstrip(":") for ln in lines[:2]} == broken, lines
+        assert all("(broken)" in ln for ln in lines[:2]) and not any("(broken)" in ln for ln in lines[2:])
+        assert len(lines) == 11 and lines[-1] == "... and 5 more failing examples (--show-all lists them)"
+        code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from", tmp_path / "new.txt",
+                             "--split", "all", "--show-all")
+    assert len([ln for ln in out.splitlines() if ln.strip().startswith("fails")]) == 15
+
+
 def test_check_guidance_on_a_remote_model_is_a_one_line_error(fake_run, monkeypatch, capsys):
     tmp, task_file, result = fake_run
     result.export(tmp / "app.yaml", "assistant.system_prompt")
@@ -234,14 +283,17 @@ def test_check_fresh_cache_same_score(fake_run, monkeypatch, capsys):
 
 def test_check_fails_below_min_score_with_reasons(fake_run, monkeypatch, capsys):
     tmp, task_file, result = fake_run
-    result.export(tmp / "app.yaml", "assistant.system_prompt")
+    from promptlearn.export import export_prompt
+
+    export_prompt(tmp / "app.yaml", "assistant.system_prompt", result.seed.prompt)  # scores below the best
+    assert result.seed.test < 0.99
     with FakeLM(wording_sensitive_responder):
         code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from",
                              f"{tmp / 'app.yaml'}:assistant.system_prompt", "--cache", tmp / "c.sqlite",
-                             "--min-score", "1.01")
+                             "--min-score", "0.99")
     assert code == 1, err
-    assert f"{result.best.test:.4f}" in out and "seed" in out and "ahoy" in out
-    assert f"FAIL: score {result.best.test:.4f} is below the minimum 1.01" in out
+    assert f"{result.seed.test:.4f}" in out and "seed" in out and "ahoy" in out
+    assert f"FAIL: score {result.seed.test:.4f} is below the minimum 0.99" in out
 
 
 def test_check_fails_when_it_breaks_seed_passes(tmp_path, monkeypatch, capsys):
@@ -265,7 +317,9 @@ def test_check_fails_when_it_breaks_seed_passes(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("ref, message", [
-    ("app.yaml", "--prompt-from must look like FILE:dotted.key"),
+    ("app.yaml", "app.yaml is a yaml config: give the prompt's key as app.yaml:dotted.key"),
+    ("nothing", "--prompt-from must look like FILE:dotted.key (e.g. app/config.yaml:assistant.system_prompt), "
+                "a plain-text file or a run, got 'nothing'"),
     ("missing.yaml:a.b", "config file missing.yaml not found"),
     ("app.yaml:assistant.nope", "has no key 'assistant.nope'"),
     ("app.yaml:assistant", "holds a mapping, not a string"),
@@ -295,8 +349,8 @@ def test_check_bad_split_and_task_exit_2(tmp_path, monkeypatch, capsys):
 
 def test_check_subprocess_gate_failure_on_loopback(tmp_path):
     """Across a real process boundary: one JSON line on stdout, and exit 1 when the gate fails."""
-    def responder(body: dict) -> str:
-        return "Ahoy! " + body["messages"][-1]["content"]
+    def responder(body: dict) -> str:  # no reply starts with Ahoy: the score is 0 for any prompt
+        return "Arr! " + body["messages"][-1]["content"]
 
     with LoopbackServer(responder=responder) as srv:
         task = write_task(tmp_path / "task.yaml", model={"name": "openai/loopback", "api_base": srv.base_url})
@@ -304,12 +358,12 @@ def test_check_subprocess_gate_failure_on_loopback(tmp_path):
         env = {**os.environ, "PROMPTLEARN_CACHE_DIR": str(tmp_path / "cache")}
         proc = subprocess.run([str(PROMPTLEARN), "check", str(task), "--prompt-from",
                                "app.yaml:assistant.system_prompt", "--json", "--max-broken", "0", "--min-score",
-                               "1.5"], capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env)
+                               "0.5"], capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stdout.strip().splitlines()) == 1
     rep = json.loads(proc.stdout)
-    assert rep["score"] == 1.0 and rep["broken"] == 0 and rep["calls"] == 10 and rep["n_examples"] == 5
-    assert rep["passed"] is False and rep["reasons"] == ["score 1.0000 is below the minimum 1.5"]
+    assert rep["score"] == 0.0 and rep["broken"] == 0 and rep["calls"] == 10 and rep["n_examples"] == 5
+    assert rep["passed"] is False and rep["reasons"] == ["score 0.0000 is below the minimum 0.5"]
 
 
 # ---- reproduce on the embedded model ---------------------------------------------------------------------------

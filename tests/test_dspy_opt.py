@@ -282,6 +282,10 @@ def test_real_model_copro_finishes_within_budget(tmp_path):
                    options={"teleprompter": "copro", "breadth": 2, "depth": 1})
     assert res.ledger.calls <= budget
     assert res.stop_reason == "optimizer finished" or "budget" in res.stop_reason
-    assert 0.0 <= res.seed.val <= 1.0 and res.seed.test is not None and res.best.val >= res.seed.val
-    event = dspy_event(res)  # SmolLM2 rarely answers in DSPy's field format: then nothing is proposed
-    assert event["compile_error"] is None or "not parsable" in event["compile_error"]
+    assert 0.0 <= res.seed.val <= 1.0 and res.seed.test is not None
+    # Fresh cache: SmolLM2's first proposal is not in ChatAdapter's field format, so COPRO compiles nothing and
+    # the run ends with the seed alone (a pinned outcome: if DSPy starts to parse it, pin the new lineage here).
+    event = dspy_event(res)
+    assert event["compile_error"].startswith("proposer reply not parsable") and event["proposed"] == 0
+    assert [(n["operator"], n["status"]) for n in res.lineage["nodes"]] == [("seed", "seed")]
+    assert res.best.id == res.seed.id and res.stop_reason == "optimizer finished"

@@ -806,3 +806,28 @@ else:  # pragma: no cover
 
     def test_property_arbitrary_prompts_round_trip():
         pytest.skip("hypothesis not installed")
+
+
+# ---- keep what the app's file had ------------------------------------------------------------------------------
+
+
+@needs_ruamel
+@pytest.mark.parametrize("old,new", [
+    ("  system_prompt: |-\n    You are a pirate.\n    Be brief.\n", "  system_prompt: |-\n    One line now.\n"),
+    ("  system_prompt: |\n    You are a pirate.\n", "  system_prompt: |-\n    One line now.\n"),
+    ("  system_prompt: 'old'\n", "  system_prompt: 'One line now.'\n"),
+    ('  system_prompt: "old"\n', '  system_prompt: "One line now."\n'),
+])
+def test_yaml_keeps_the_scalar_style_of_the_value_it_replaces(old, new):
+    text = "assistant:\n" + old + "  temperature: 0\n"
+    out = render_export(text, "assistant.system_prompt", "One line now.", "yaml")
+    assert out == "assistant:\n" + new + "  temperature: 0\n"
+    assert read_prompt_text(out, "assistant.system_prompt", "yaml") == "One line now."
+
+
+@pytest.mark.parametrize("name,fmt", [("app.yaml", "json"), ("app.json", "yaml"), ("app.toml", "yaml")])
+def test_a_format_the_file_name_contradicts_is_refused(tmp_path, name, fmt):
+    with pytest.raises(ValueError, match=f"is a .* file by its name, not {fmt}"):
+        export_prompt(tmp_path / name, "p", "x", fmt=fmt)
+    assert not (tmp_path / name).exists()
+    export_prompt(tmp_path / "app.conf", "p", "x", fmt=fmt)  # a name that says nothing takes any format

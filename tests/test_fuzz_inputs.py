@@ -585,3 +585,286 @@ def test_proposals_that_cost_nothing_stop_the_run(tmp_path, fake_lm, kind):
     assert res.seed.test is not None and res.best.id == res.seed.id  # the run finished: seed scored on test
     assert fake_lm.calls == 3 + 3  # seed on val, seed on test: nothing else
     assert res.candidates == (1 if kind == "duplicate" else 101)
+
+
+# ---- nothing starts before the input is checked (issue 20) ---------------------------------------------------
+# Each of these used to create a run folder, retry for seconds, or end in a traceback; each is now refused (or
+# warned about) before a run folder exists or a model call is made.
+
+TEN = {**ONE_EXAMPLE, "data": [{"examples": [{"user": f"q{i}"} for i in range(10)]}]}
+
+
+def test_cli_optimize_unknown_optimizer_leaves_no_run_folder(tmp_path):
+    task = write_task(tmp_path, TEN)
+    line = one_error_line(cli(["optimize", str(task), "--optimizer", "gepa"], tmp_path))
+    assert "unknown optimizer 'gepa'" in line and "dspy, evolve, mutate, optuna" in line, line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_optimize_unknown_option_names_the_known_ones(tmp_path):
+    """`-o nosuch=1` was a TypeError traceback (exit 1) after the run folder was made."""
+    task = write_task(tmp_path, TEN)
+    line = one_error_line(cli(["optimize", str(task), "-o", "nosuch=1", "-o", "minibatch=4"], tmp_path))
+    assert "optimizer 'evolve' has no option 'nosuch'" in line, line
+    for known in ("crossover_rate", "operators", "max_failed_proposals", "minibatch", "patience", "test_front"):
+        assert known in line, (known, line)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name, options, match", [
+    ("gepa", {}, "unknown optimizer 'gepa'"),
+    ("evolve", {"nosuch": 1}, "optimizer 'evolve' has no option 'nosuch'"),
+    ("mutate", {"crossover_rate": 0.5}, "optimizer 'mutate' has no option 'crossover_rate'.*paraphrase_every"),
+    ("evolve", {"operators": ["nosuch"]}, "unknown operators"),  # the optimizer's own check, before the folder
+])
+def test_api_checks_optimizer_and_options_before_a_run_folder(tmp_path, fake_lm, name, options, match):
+    from promptlearn.run import optimize
+
+    with pytest.raises(TaskError, match=match):
+        optimize(task_from_dict(TEN), name, run_dir=tmp_path / "run", options=options)
+    assert fake_lm.calls == 0 and not (tmp_path / "run").exists()
+
+
+def test_api_option_from_the_task_file_is_checked_too(tmp_path, fake_lm):
+    from promptlearn.run import optimize
+
+    with pytest.raises(TaskError, match="optimizer 'evolve' has no option 'crossover'"):
+        optimize(task_from_dict({**TEN, "optimizer": {"name": "evolve", "crossover": 0.5}}), run_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_a_local_gguf_that_does_not_exist_exits_2_at_once(tmp_path):
+    """`model: local/nonexistent` was retried for 30 s (an APIConnectionError per attempt), then exit 1."""
+    task = write_task(tmp_path, {**TEN, "model": "local/nonexistent"})
+    start = time.monotonic()
+    for args in (["eval", str(task)], ["optimize", str(task)]):
+        line = one_error_line(cli(args, tmp_path))
+        assert "model.name: local/nonexistent: GGUF file 'nonexistent' not found" in line, line
+    assert time.monotonic() - start < 20 and not (tmp_path / "runs").exists()
+
+
+def test_a_missing_gguf_for_the_proposer_is_refused_by_require(tmp_path):
+    task = task_from_dict({**TEN, "proposer": {"name": f"local/{tmp_path}/none.gguf"}})
+    task.require("val")  # eval never calls the proposer
+    with pytest.raises(TaskError, match=r"proposer.name: local/.*none.gguf: GGUF file .* not found"):
+        task.require("val", proposer=True)
+
+
+def _refused_url() -> str:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: every connection is refused
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+@pytest.mark.parametrize("transport", ["http", "litellm"])
+def test_cli_says_so_while_retrying_a_refused_connection(tmp_path, transport):
+    """A server that refused every connection gave 22 s of silence, then one error line."""
+    model = {"name": "openai/x", "api_base": _refused_url(), "retries": 2, "transport": transport,
+             "api_key_env": "MY_TEST_KEY"}
+    task = write_task(tmp_path, {**TEN, "model": model})
+    import os
+
+    proc = subprocess.run([str(PROMPTLEARN), "eval", str(task)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "MY_TEST_KEY": "sk-secretsecret123"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    notes = [ln for ln in lines if "retrying" in ln]
+    assert len(notes) == 2, lines  # one per backoff (the 2 concurrent calls share a line), then the error
+    for i, note in enumerate(notes, 1):
+        assert note.startswith("promptlearn: openai/x: cannot reach the server (") and "onnect" in note, note
+        assert note.endswith(f"); retrying ({i} of 2) in {note.rsplit(' in ', 1)[1]}"), note
+    assert lines[-1].startswith("promptlearn: error: openai/x: failed after 3 attempts")
+    assert "secretsecret" not in proc.stderr
+
+
+def test_library_users_get_no_retry_lines_unless_they_ask(tmp_path, capsys):
+    from promptlearn import lm
+    from promptlearn.engine import evaluate
+    from promptlearn.errors import ModelError
+
+    task = task_from_dict({**TEN, "model": {"name": "openai/x", "api_base": _refused_url(), "retries": 1}})
+    with pytest.raises(ModelError):
+        evaluate(task, split="val")
+    assert capsys.readouterr().err == ""
+    seen: list[str] = []
+    lm.set_retry_notice(seen.append)
+    try:
+        with pytest.raises(ModelError):
+            evaluate(task, split="val", use_cache=False)
+    finally:
+        lm.set_retry_notice(None)
+    assert len(seen) == 1 and seen[0].startswith("openai/x: cannot reach the server"), seen
+
+
+@pytest.mark.parametrize("value", ["60", "-0.1", "1.5", "nan"])
+def test_cli_refuses_a_score_threshold_outside_0_1(tmp_path, value):
+    """`check --min-score 60` was accepted: every prompt failed the gate (scores are 0-1)."""
+    task = write_task(tmp_path, TEN)
+    (tmp_path / "app.yaml").write_text("assistant:\n  system_prompt: Start with Ahoy!\n")
+    ref = f"{tmp_path / 'app.yaml'}:assistant.system_prompt"
+    for args in (["check", str(task), "--prompt-from", ref, "--min-score", value],
+                 ["eval", str(task), "--min-score", value]):
+        line = one_error_line(cli(args, tmp_path))
+        assert "--min-score" in line and "scores are between 0 and 1" in line, line
+
+
+def test_api_refuses_a_score_threshold_outside_0_1(fake_lm):
+    from promptlearn.errors import ConfigError
+    from promptlearn.gate import check_prompt
+
+    with pytest.raises(ConfigError, match="min_score must be between 0 and 1 .scores are 0-1., got 60"):
+        check_prompt(task_from_dict(TEN), "Ahoy!", "test", min_score=60)
+    assert fake_lm.calls == 0
+
+
+def test_cli_warns_on_a_task_that_measures_nothing(tmp_path):
+    """An empty prompt, a protected clause the seed lacks and no checks ran silently (every score 1.000)."""
+    from promptlearn.testing_server import LoopbackServer
+
+    with LoopbackServer() as srv:
+        doc = {**TEN, "prompt": " ", "protected": ["Never swear."], "checks": [],
+               "model": {"name": "openai/loopback", "api_base": srv.base_url}}
+        proc = subprocess.run([str(PROMPTLEARN), "eval", str(write_task(tmp_path, doc)), "--json"],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    json.loads(proc.stdout)  # stdout stays machine-readable
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "promptlearn: warning: prompt: the seed prompt is empty",
+        "promptlearn: warning: protected: 'Never swear.' is not in the seed prompt: every candidate must keep it "
+        "verbatim, so the seed is the only prompt without it",
+        "promptlearn: warning: checks: the task has no checks: every reply scores 1.0, so every prompt ties",
+    ], lines
+
+
+def test_api_warns_on_splits_too_small_for_acceptance(tmp_path, fake_lm):
+    from promptlearn.errors import TaskWarning
+    from promptlearn.run import optimize
+
+    task = task_from_dict({**TEN, "data": [{"examples": [{"user": f"q{i}"} for i in range(4)]}],
+                           "splits": {"train": 0.5, "val": 0.25, "test": 0.25}})
+    assert task.warnings() == []  # eval and check compare nothing: small splits are fine there
+    with pytest.warns(TaskWarning) as got:
+        optimize(task, budget=20, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    assert [str(w.message) for w in got if w.category is TaskWarning] == [
+        "splits: val has 1 example: accepting a prompt over another rests on it alone; give val at least 5",
+        "splits: test has 1 example: the held-out score rests on it alone; give test at least 5"]
+
+
+# ---- resume keeps the run's budget; a finished run stays finished -------------------------------------------
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    """A run of the contract task stopped by its 60-call budget (status finished)."""
+    from promptlearn.run import optimize
+    from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
+
+    run, cache = tmp_path / "run", tmp_path / "c.sqlite"
+    with FakeLM(wording_sensitive_responder):
+        res = optimize(contract_task(max_calls=60), seed=3, run_dir=run, cache_path=cache)
+    assert "max_calls" in res.stop_reason
+    return run, cache, res
+
+
+def _status(run: Path) -> str:
+    from promptlearn.store import RunStore
+
+    return RunStore(run, create=False).get_meta("status")
+
+
+@pytest.mark.parametrize("how", ["argument", "task file"])
+def test_resume_with_another_budget_is_refused(finished_run, how):
+    """The README says resume takes the same budget; another one silently extended the run."""
+    from promptlearn.errors import RunError
+    from promptlearn.run import optimize
+    from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
+
+    run, cache, res = finished_run
+    task, budget = (contract_task(max_calls=60), 120) if how == "argument" else (contract_task(max_calls=120), None)
+    with FakeLM(wording_sensitive_responder) as fake:
+        with pytest.raises(RunError) as info:
+            optimize(task, budget=budget, resume=run, cache_path=cache)
+        assert fake.calls == 0
+        assert str(info.value) == ("run run has the budget max_calls=60; --resume continues it with the same budget "
+                                   "(asked: max_calls=120): resume without a new budget, or add --extend-budget to "
+                                   "continue it with max_calls=120")
+        again = optimize(contract_task(max_calls=60), resume=run, cache_path=cache)  # same budget: fine
+    assert fake.calls == 0 and again.best.prompt == res.best.prompt and _status(run) == "finished"
+
+
+def test_resume_without_a_budget_keeps_the_runs_own(tmp_path):
+    """A run started with --budget-calls and resumed without it ran with the task's budget (here: none)."""
+    from promptlearn.run import optimize
+    from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
+
+    task = task_from_dict({**contract_task().spec.model_dump(exclude_none=True), "budget": {}})
+
+    def capped(messages):  # without a budget the resumed run would search on until its optimizer gives up
+        if fake.calls > 300:
+            raise RuntimeError("far past the run's budget")
+        return wording_sensitive_responder(messages)
+
+    with FakeLM(capped) as fake:
+        first = optimize(task, budget=60, seed=3, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+        again = optimize(task, resume=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    assert again.candidates == first.candidates and again.best.prompt == first.best.prompt
+    assert fake.calls < 60 + 10
+
+
+def test_extend_budget_continues_a_finished_run(finished_run):
+    from promptlearn.errors import RunError
+    from promptlearn.run import optimize
+    from promptlearn.store import RunStore
+    from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
+
+    run, cache, res = finished_run
+    with FakeLM(wording_sensitive_responder):
+        with pytest.raises(RunError, match="--extend-budget only raises limits: max_calls 60 -> 30"):
+            optimize(contract_task(max_calls=60), budget=30, resume=run, cache_path=cache, extend_budget=True)
+        more = optimize(contract_task(max_calls=60), budget=120, resume=run, cache_path=cache, extend_budget=True)
+        assert more.candidates > res.candidates and more.ledger.requests > res.ledger.requests
+        later = optimize(contract_task(max_calls=60), resume=run, cache_path=cache)  # keeps the extended budget
+    assert later.candidates == more.candidates and _status(run) == "finished"
+    store = RunStore(run, create=False)
+    assert store.get_meta("config")["budget"]["max_calls"] == 120
+    assert [(e["from"], e["to"]) for e in store.events("budget")] == [({"max_calls": 60}, {"max_calls": 120})]
+
+
+@pytest.mark.parametrize("fault", ["model error", "ctrl-c"])
+def test_a_fault_never_downgrades_a_finished_run(finished_run, fault):
+    """Extending a finished run, then a fault, turned it into `failed` (and rewrote its best prompt)."""
+    from promptlearn.errors import ModelError
+    from promptlearn.run import optimize
+    from promptlearn.store import RunStore
+    from promptlearn.testing import FakeLM, contract_task
+
+    run, cache, res = finished_run
+    best_file = (run / "best_prompt.txt").read_text()
+
+    def broken(messages):
+        raise KeyboardInterrupt if fault == "ctrl-c" else RuntimeError("the provider is down")
+
+    with FakeLM(broken):
+        with pytest.raises(KeyboardInterrupt if fault == "ctrl-c" else ModelError):
+            optimize(contract_task(max_calls=60), budget=200, resume=run, cache_path=cache, extend_budget=True)
+    assert _status(run) == "finished" and (run / "best_prompt.txt").read_text() == best_file
+    store = RunStore(run, create=False)
+    assert store.get_meta("best") == res.best.id
+    (event,) = store.events("fault")
+    assert event["status"] == ("interrupted" if fault == "ctrl-c" else "failed")
+
+
+@pytest.mark.parametrize("status", ["failed", "interrupted"])
+def test_cli_export_of_an_unfinished_run_warns(finished_run, tmp_path, status):
+    from promptlearn.store import RunStore
+
+    run, _, _ = finished_run
+    RunStore(run, create=False).set_meta("status", status)
+    proc = cli(["export", str(run), "--to", str(tmp_path / "app.yaml"), "--key", "assistant.system_prompt"],
+               tmp_path)
+    assert proc.returncode == 0 and "exported best prompt" in proc.stdout, proc.stderr
+    assert (f"run run is {status}: this is the best prompt so far, not a finished run's; continue it with "
+            f"promptlearn optimize TASK --resume {run}") in " ".join(proc.stderr.split()), proc.stderr

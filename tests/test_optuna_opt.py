@@ -63,10 +63,21 @@ def test_registered_under_optuna():
     assert get_optimizer("optuna") is OptunaSearch
 
 
+#: Seed 0, fresh cache: the first seven candidates TPE proposes are screened out and the eighth, the first to say
+#: "IMPORTANT", is accepted. 45 calls run out after six candidates; 120 go on past the eighth.
+STATUSES = ["seed"] + ["screened_out"] * 7 + ["accepted"]
+
+
 @pytest.mark.parametrize("budget", [45, 120])
 def test_finds_a_better_prompt_within_budget(fake, tmp_path, budget):
     res = optimize(make_task(), "optuna", budget=budget, seed=0, run_dir=tmp_path / "run")
-    assert res.best.val >= res.seed.val
+    statuses = [n["status"] for n in res.lineage["nodes"]]
+    if budget < 120:
+        assert statuses == STATUSES[:7] and res.best.id == res.seed.id
+    else:
+        assert statuses[:len(STATUSES)] == STATUSES and res.best.val > res.seed.val
+        best = next(n for n in res.lineage["nodes"] if n["id"] == res.best.id)
+        assert best["operator"] == "optuna" and best["status"] == "accepted" and best["parents"] == [res.seed.id]
     assert res.ledger.calls <= budget and fake.calls <= budget
     ops = [n["operator"] for n in res.lineage["nodes"]]
     assert ops[0] == "seed" and "optuna" in ops
@@ -255,7 +266,10 @@ def test_optuna_on_tiny_pirate_task_with_smollm2(tmp_path):
     task = task_from_dict(raw, base_dir=tmp_path)
     res = optimize(task, "optuna", budget=60, seed=0, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
     assert res.ledger.calls <= 60
-    assert 0.0 <= res.seed.val <= 1.0 and 0.0 <= res.best.val <= 1.0 and res.best.val >= res.seed.val
+    assert 0.0 <= res.seed.val <= 1.0 and 0.0 <= res.best.val <= 1.0
+    # Seed 0, fresh cache, greedy decoding: every trial TPE makes in 60 calls loses to the seed on its minibatch.
+    assert [n["status"] for n in res.lineage["nodes"]] == ["seed"] + ["screened_out"] * 12 + ["proposed"]
+    assert res.best.id == res.seed.id
     assert res.best.test is not None and 0.0 <= res.best.test <= 1.0
     assert "Ahoy" in res.best.prompt
     print(f"\nsmollm2 optuna: seed val {res.seed.val:.2f} test {res.seed.test:.2f} -> best val {res.best.val:.2f} "

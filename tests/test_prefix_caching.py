@@ -344,6 +344,28 @@ def test_threads_take_the_idle_cores_or_the_env_override(monkeypatch):
     assert local.threads() == 3
 
 
+def test_busy_elsewhere_is_runnable_tasks_minus_this_process(monkeypatch):
+    """/proc/loadavg's running count includes this process's running threads (at least the one reading it)."""
+    import io
+    import os
+
+    from promptlearn import local
+
+    proc = {"/proc/loadavg": "2.10 1.50 0.90 5/312 4242\n", "/proc/self/task/11/stat": "11 (python3) R 1 11",
+            "/proc/self/task/12/stat": "12 (llama (gen)) R 1 11", "/proc/self/task/13/stat": "13 (python3) S 1 11"}
+    listdir = os.listdir
+    monkeypatch.setattr(local.os, "listdir", lambda p: ["11", "12", "13"] if p == "/proc/self/task" else listdir(p))
+    monkeypatch.setattr(local, "open", lambda path, *a, **kw: io.StringIO(proc[path]), raising=False)
+    assert local.busy_elsewhere() == 3  # 5 running, 2 of them ours (a ')' inside a thread name is no trouble)
+    proc["/proc/loadavg"] = "0.10 0.10 0.10 1/312 4242\n"
+    assert local.busy_elsewhere() == 0  # the two snapshots disagree (ours ran after loadavg was read): not -1
+    proc["/proc/loadavg"] = "2.10 1.50 0.90 5/312 4242\n"
+    proc["/proc/self/task/12/stat"] = proc["/proc/self/task/11/stat"] = "11 (python3) S 1 11"
+    assert local.busy_elsewhere() == 4  # none of ours marked R: the reader itself still runs
+    proc["/proc/loadavg"] = "garbled"
+    assert local.busy_elsewhere() == 0  # unknown counts as idle
+
+
 def test_busy_elsewhere_sees_another_busy_process():
     import subprocess
     import sys
@@ -351,7 +373,6 @@ def test_busy_elsewhere_sees_another_busy_process():
 
     from promptlearn.local import busy_elsewhere
 
-    assert busy_elsewhere() >= 0
     child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
     try:
         time.sleep(0.3)

@@ -20,6 +20,18 @@ def _tiny_pirate(rows=10, max_tokens=12):
         "model": {"max_tokens": max_tokens}, "data": [{"file": "data/pirate.jsonl", "limit": rows}]})
 
 
+#: (operator, status) of every candidate, seed 0, fresh cache (greedy decoding: the same every run). The seed
+#: scores 0.83 on val's 3 examples, so a candidate could beat it on one example only, and a one-in-three gain
+#: has bootstrap confidence 1 - (2/3)^3 = 0.70 < 0.8: nothing can be accepted here, the best stays the seed.
+#: mutate's proposer (SmolLM2 itself) drops "Ahoy" from both rewrites it writes.
+LINEAGES = {
+    "evolve": [("seed", "seed"), ("reword", "screened_out"), ("quote_literal", "promoted"),
+               ("add_example", "screened_out"), ("reword", "promoted"), ("drop_sentence", "screened_out"),
+               ("as_list", "proposed")],
+    "mutate": [("seed", "seed"), ("reflect", "rejected"), ("paraphrase", "rejected")],
+}
+
+
 @pytest.mark.parametrize("optimizer", ["evolve", "mutate"])
 def test_optimizer_end_to_end_on_the_embedded_model(optimizer, tmp_path):
     task = _tiny_pirate()
@@ -27,7 +39,8 @@ def test_optimizer_end_to_end_on_the_embedded_model(optimizer, tmp_path):
                       cache_path=tmp_path / "cache.sqlite")
     assert result.ledger.calls <= 40
     assert 0.0 <= result.best.val <= 1.0 and result.best.test is not None
-    assert result.best.val >= result.seed.val
+    assert [(n["operator"], n["status"]) for n in result.lineage["nodes"]] == LINEAGES[optimizer]
+    assert result.best.id == result.seed.id
     store = RunStore(tmp_path / "run", create=False)
     ops = {c["operator"] for c in store.candidates()}
     assert "seed" in ops and len(ops) >= 2, f"no proposals were made: {ops}"

@@ -160,6 +160,29 @@ def test_write_report_default_and_out(run_dir, tmp_path):
     assert other.read_text() == path.read_text()
 
 
+def test_report_out_a_directory_writes_report_html_in_it(run_dir, tmp_path):
+    """`--out DIR` ended in IsADirectoryError and left a temp file in DIR."""
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    path = write_report(run_dir, folder)
+    assert path == folder / "report.html" and path.read_text().startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in folder.iterdir()) == ["report.html"]
+
+
+def test_a_write_that_fails_leaves_no_temp_file(tmp_path):
+    from promptlearn.errors import PromptlearnError
+    from promptlearn.store import atomic_write
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(IsADirectoryError):
+        atomic_write(tmp_path / "taken", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(PromptlearnError, match="cannot write the report to"):
+        write_report(build_store(tmp_path / "run"), blocker / "r.html")
+
+
 def test_report_of_unfinished_run(tmp_path):
     """A run still going (no ledger, no test scores yet) still renders, with totals from the last progress."""
     run = build_store(tmp_path / "live", finished=False)
@@ -220,6 +243,8 @@ def test_cli_runs_show_report(run_dir, tmp_path):
     assert out.output.strip() == str(target) and target.read_text().startswith("<!DOCTYPE html>")
     out = runner.invoke(app, ["report", "pirate-1", "--root", str(root)])
     assert out.exit_code == 0 and (run_dir / "report.html").exists()
+    out = runner.invoke(app, ["report", "pirate-1", "--root", str(root), "--out", str(tmp_path)])
+    assert out.exit_code == 0 and out.output.strip() == str(tmp_path / "report.html"), out.output
 
 
 def test_cli_runs_empty_and_missing_run(tmp_path):
@@ -248,3 +273,68 @@ def test_cli_optimize_prints_report_path(tmp_path):
     assert out.exit_code == 0, out.output
     report = tmp_path / "run" / "report.html"
     assert report.exists() and f"report: {report}" in out.output.replace("\n", "")
+
+
+# ---- the budget stated one way, per-tag seconds, the cost plot -------------------------------------------------
+
+
+def test_budget_is_stated_one_way_in_the_terminal_and_the_report(tmp_path):
+    from promptlearn.report import budget_text
+    from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
+
+    task = contract_task(max_calls=30)
+    n_test = len(task.examples("test"))
+    with FakeLM(wording_sensitive_responder):
+        from promptlearn.run import optimize
+
+        result = optimize(task, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    assert result.budget == {"max_calls": 30, "search": 30 - 2 * n_test, "test_reserve": 2 * n_test}
+    line = budget_text(result.budget, result.ledger.requests)
+    assert line == (f"budget 30 calls: {30 - 2 * n_test} for the search, {2 * n_test} held back for test; "
+                    f"{result.ledger.requests} used")
+    assert result.stop_reason == "budget stop: max_calls (the search's share) used up"
+    assert "used of" not in result.stop_reason  # the numbers live in the budget line only
+    page = render_report(result.run_dir)
+    assert f'<p class="budget">{line}</p>' in page
+    assert run_summary(result.run_dir)["budget"] == result.budget
+    by_tag = run_summary(result.run_dir)["ledger_by_tag"]
+    assert sum(v["seconds"] for v in by_tag.values()) > 0 and all(v["seconds"] > 0 for v in by_tag.values()
+                                                                 if v["calls"])
+
+
+def test_budget_line_in_the_terminal(tmp_path):
+    from promptlearn.cli import app
+    from promptlearn.testing import FakeLM, wording_sensitive_responder
+
+    rows = [{"id": f"q{i}", "user": f"Question number {i}: tell me about topic {i}"} for i in range(10)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump({
+        "name": "contract", "model": {"name": "fake/target", "max_tokens": 16},
+        "prompt": "You are a pirate. Start every reply with the word Ahoy.", "protected": ["Ahoy"],
+        "data": [{"file": "rows.jsonl"}], "checks": [{"type": "starts_with", "value": "Ahoy", "name": "ahoy"}],
+        "splits": {"train": 0.4, "val": 0.3, "test": 0.3, "seed": 0}, "optimizer": {"name": "evolve"}}))
+    with FakeLM(wording_sensitive_responder):
+        out = CliRunner().invoke(app, ["optimize", str(tmp_path / "task.yaml"), "--budget-calls", "30",
+                                       "--run-dir", str(tmp_path / "run"), "--cache", str(tmp_path / "c.sqlite")],
+                                 env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    summary = run_summary(tmp_path / "run")
+    used = summary["ledger"]["requests"]
+    assert f"budget 30 calls: 24 for the search, 6 held back for test; {used} used" in out.output
+    assert "used of" not in out.output
+
+
+def test_no_cost_plot_for_a_free_model(tmp_path, run_dir):
+    assert len(re.findall(r'<svg class="plot" data-plot="(calls|usd)"', render_report(run_dir))) == 2
+    store = RunStore(tmp_path / "free")
+    seed = Candidate(SEED)
+    store.add_candidate(seed, "seed")
+    store.put_score(seed.id, "val", 0.5, 1, True, {"checks": {"ahoy": 0.5}})
+    store.log_event("progress", {"event": "seed", "id": seed.id, "calls": 3, "usd": 0.0, "best_val": 0.5,
+                                 "best": seed.id, "proposals": 0, "seconds": 0.1})
+    store.set_meta("seed", seed.id)
+    store.set_meta("ledger", Usage(calls=3, seconds=1.0).to_dict())
+    store.close()
+    page = render_report(tmp_path / "free")
+    assert re.findall(r'<svg class="plot" data-plot="(calls|usd)"', page) == ["calls"]
+    assert "every call cost $0" in page

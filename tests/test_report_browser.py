@@ -191,9 +191,10 @@ class _CDP:
                     self.errors.append(f"log {entry.get('level')} ({entry.get('source')}): {entry.get('text')}")
 
 
-def assert_report_drawn(probe: dict[str, Any], *, min_points: int = 1, min_nodes: int = 1) -> None:
+def assert_report_drawn(probe: dict[str, Any], *, min_points: int = 1, min_nodes: int = 1,
+                        free: bool = False) -> None:
     kinds = {p["kind"]: p for p in probe["plots"]}
-    assert set(kinds) == {"calls", "usd"}, probe["plots"]
+    assert set(kinds) == ({"calls"} if free else {"calls", "usd"}), probe["plots"]  # no cost plot for a $0 model
     for plot in kinds.values():
         assert plot["size"][0] > 200 and plot["size"][1] > 100, plot
         assert plot["points"] >= min_points, plot
@@ -259,7 +260,8 @@ def test_real_run_report_in_browser(tmp_path):
     probe = out["probe"]
     assert out["errors"] == [], out["errors"]
     assert probe["title"] == f"promptlearn run {result.run_id}"
-    assert_report_drawn(probe, min_points=len(summary["points"]), min_nodes=len(summary["candidates"]))
+    assert_report_drawn(probe, min_points=len(summary["points"]), min_nodes=len(summary["candidates"]),
+                        free=not result.ledger.usd)
     assert all(p["points"] == len(summary["points"]) for p in probe["plots"])
     assert all(p["tests"] == (1 if result.best.id == result.seed.id else 2) for p in probe["plots"]), probe["plots"]
     assert probe["pathNodes"] == len(summary["path"])

@@ -135,14 +135,23 @@ class Contains(_Rule):
 
 
 @_factory("contains", "not_contains")
-def contains(kind: str, value: Any = None, values: Any = None, mode: str = "any",
+def contains(kind: str, value: str | None = None, values: list[str] | None = None, mode: str = "any",
              ignore_case: bool = False) -> Contains:
+    """The reply contains `value` (or any / all of `values`, by `mode`); not_contains: none of them.
+
+    Example: {type: contains, values: [arr, matey], mode: any}
+    Example: {type: not_contains, value: As an AI}
+    """
     return Contains("", _texts(kind, value, values), _choice(kind, "mode", mode, ("any", "all")),
                     _flag(kind, "ignore_case", ignore_case), negate=kind == "not_contains")
 
 
 @_factory("icontains")
-def icontains(kind: str, value: Any = None, values: Any = None, mode: str = "any") -> Contains:
+def icontains(kind: str, value: str | None = None, values: list[str] | None = None, mode: str = "any") -> Contains:
+    """The reply contains `value` (or any / all of `values`, by `mode`), ignoring case.
+
+    Example: {type: icontains, value: ahoy}
+    """
     return Contains("", _texts(kind, value, values), _choice(kind, "mode", mode, ("any", "all")), True, False)
 
 
@@ -163,7 +172,12 @@ class Regex(_Rule):
 
 
 @_factory("regex")
-def regex(kind: str, pattern: Any = None, flags: Any = (), match: str = "search", negate: bool = False) -> Regex:
+def regex(kind: str, pattern: str | None = None, flags: Sequence[str] = (), match: str = "search",
+          negate: bool = False) -> Regex:
+    """The reply matches the regular expression `pattern` (match: search, fullmatch or match; negate: must not).
+
+    Example: {type: regex, pattern: '^Ahoy\\b', flags: [IGNORECASE]}
+    """
     if not isinstance(pattern, str) or not pattern:
         raise CheckSpecError(f"{kind} needs 'pattern' (a regular expression string)")
     names = [flags] if isinstance(flags, str) else flags
@@ -220,8 +234,14 @@ class TextMatch(_Rule):
 
 
 @_factory("starts_with", "ends_with", "equals")
-def text_match(kind: str, value: Any = None, values: Any = None, ignore_case: bool = False, strip: bool = True,
-               skip_punctuation: bool = False) -> TextMatch:
+def text_match(kind: str, value: str | None = None, values: list[str] | None = None, ignore_case: bool = False,
+               strip: bool = True, skip_punctuation: bool = False) -> TextMatch:
+    """The reply starts with / ends with / equals `value` or one of `values` (outer whitespace stripped).
+
+    Example: {type: starts_with, value: Ahoy}
+    Example: {type: ends_with, values: [Arr!, Yo ho!]}
+    Example: {type: equals, value: 'yes', ignore_case: true}
+    """
     return TextMatch("", kind, _texts(kind, value, values), _flag(kind, "ignore_case", ignore_case),
                      _flag(kind, "strip", strip), _flag(kind, "skip_punctuation", skip_punctuation))
 
@@ -266,7 +286,12 @@ class JsonCheck(_Rule):
 
 
 @_factory("is_json", "json_schema")
-def json_check(kind: str, schema: Any = None, allow_fence: bool = True) -> JsonCheck:
+def json_check(kind: str, schema: dict | None = None, allow_fence: bool = True) -> JsonCheck:
+    """The reply is JSON (is_json), valid against the JSON Schema `schema` (json_schema); a ```json fence is allowed.
+
+    Example: {type: is_json}
+    Example: {type: json_schema, schema: {type: object, required: [answer]}}
+    """
     if kind == "is_json":
         if schema is not None:
             raise CheckSpecError("is_json takes no 'schema'; use type: json_schema to validate against one")
@@ -304,7 +329,11 @@ class Length(_Rule):
 
 
 @_factory("max_words", "min_words", "max_chars", "min_chars")
-def length(kind: str, value: Any = None) -> Length:
+def length(kind: str, value: int | None = None) -> Length:
+    """The reply has at most (max_) or at least (min_) `value` words (whitespace-separated) or characters.
+
+    Example: {type: max_words, value: 60}
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise CheckSpecError(f"{kind} needs 'value' (a whole number >= 0), got {value!r}")
     return Length("", "words" if kind.endswith("words") else "characters", kind.startswith("max"), value)
@@ -357,6 +386,10 @@ class Refusal(_Rule):
 
 @_factory("refusal", "not_refusal")
 def refusal(kind: str) -> Refusal:
+    """The reply refuses (refusal) or does not (not_refusal), by a phrase heuristic ("I can't help with ...").
+
+    Example: {type: refusal}
+    """
     return Refusal("", kind == "refusal")
 
 
@@ -469,8 +502,13 @@ def _load_file(path: Path) -> Any:
 
 
 @_factory("python")
-def python(kind: str, function: Any = None, base_dir: Any = None) -> FunctionCheck:
-    """`base_dir` (optional) is where relative paths resolve first; a task loader may pass the task file's folder."""
+def python(kind: str, function: str | None = None, base_dir: str | None = None) -> FunctionCheck:
+    """Your function `fn(reply, ctx)` -> bool, a score in [0, 1] or (score, feedback), as 'module:function' or
+    'path/to/file.py:function'.
+
+    `base_dir` (optional) is where relative paths resolve first; a task loader may pass the task file's folder.
+    Example: {type: python, function: 'checks.py:polite'}
+    """
     if not isinstance(function, str):
         raise CheckSpecError(f"{kind} needs 'function' as 'module:function' or 'path/to/file.py:function'")
     return FunctionCheck(load_function(function, base_dir), label=f"check function '{function}'")
@@ -505,8 +543,11 @@ def register_callable(fn: Callable[..., Any], name: str | None = None) -> dict[s
 
 
 @_factory("python_callable")
-def python_callable(kind: str, ref: Any = None) -> FunctionCheck:
-    """A callable registered in this process with `register_callable` (what `make_task` does for callables)."""
+def python_callable(kind: str, ref: str | None = None) -> FunctionCheck:
+    """A callable registered in this process with `register_callable` (what `make_task` does for callables).
+
+    Example: {type: python_callable, ref: 'app.checks:polite@1a2b3c4d'}
+    """
     fn = _CALLABLES.get(str(ref)) if ref is not None else None
     if fn is None:
         raise CheckSpecError(f"{kind}: no callable {ref!r} is registered in this process; pass the function to "

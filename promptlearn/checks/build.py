@@ -5,7 +5,7 @@ Apart from base.py so the families can import base (to register) without base im
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from promptlearn.checks.base import _REGISTRY, Check, CheckSpecError, default_check_name
 
@@ -13,6 +13,70 @@ from promptlearn.checks.base import _REGISTRY, Check, CheckSpecError, default_ch
 def check_types() -> list[str]:
     _load_builtins()
     return sorted(_REGISTRY)
+
+
+def describe_check(kind: str) -> dict[str, Any]:
+    """What `promptlearn checks` shows of one type: family, a one-line summary, the parameters (name, type,
+    default, required) and a one-line example spec.
+
+    Read from the factory itself: its signature and docstring (the first line is the summary; a line
+    `Example: {type: ..., ...}` per type gives the example). A factory that serves many types with one
+    signature (IFEval) sets `factory.describes = lambda kind: fn` (the function whose signature and docstring
+    describe that type) and `factory.example = lambda kind: {param: value}`.
+    """
+    import inspect
+
+    _load_builtins()
+    factory = _REGISTRY.get(kind)
+    if factory is None:
+        raise CheckSpecError(f"unknown check type '{kind}': {_did_you_mean(kind)}")
+    fn = factory.describes(kind) if hasattr(factory, "describes") else inspect.unwrap(factory)
+    params = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.name in ("kind", "text", "self") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        ann = p.annotation
+        type_ = "" if ann is p.empty else ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+        required = p.default is p.empty
+        params.append({"name": p.name, "type": type_, "required": required,
+                       "default": None if required else p.default})
+    doc = inspect.getdoc(fn) or inspect.getdoc(factory) or ""
+    summary = " ".join(doc.split("\n\n", 1)[0].split())
+    return {"type": kind, "family": factory.__module__.rsplit(".", 1)[-1], "summary": summary,
+            "params": params, "example": _example(kind, factory, doc, params)}
+
+
+def _example(kind: str, factory: Any, doc: str, params: Sequence[Mapping[str, Any]]) -> str:
+    import yaml
+
+    def flow(spec: Mapping[str, Any]) -> str:
+        return yaml.safe_dump(dict(spec), default_flow_style=True, sort_keys=False, width=1 << 20,
+                              allow_unicode=True).strip()
+
+    if hasattr(factory, "example"):
+        return flow({"type": kind, **factory.example(kind)})
+    found = []
+    for line in doc.splitlines():
+        if line.strip().startswith("Example:"):
+            try:
+                spec = yaml.safe_load(line.split("Example:", 1)[1])
+            except yaml.YAMLError:
+                continue
+            if isinstance(spec, Mapping):
+                found.append(dict(spec))
+    for spec in found:
+        if spec.get("type") == kind:
+            return flow(spec)
+    if found:
+        return flow({**found[0], "type": kind})
+    return flow({"type": kind, **{p["name"]: "..." for p in params if p["required"]}})
+
+
+def _did_you_mean(kind: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(kind), _REGISTRY, n=1)
+    return f"did you mean '{close[0]}'?" if close else "run `promptlearn checks` to list the known types"
 
 
 def _load_builtins() -> None:
@@ -31,11 +95,7 @@ def build_check(spec: Mapping[str, Any]) -> Check:
                              + ", ".join(check_types()[:8]) + ", ...")
     factory = _REGISTRY.get(str(kind))
     if factory is None:
-        import difflib
-
-        close = difflib.get_close_matches(str(kind), _REGISTRY, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "run `promptlearn checks` to list the known types"
-        raise CheckSpecError(f"unknown check type '{kind}': {hint}")
+        raise CheckSpecError(f"unknown check type '{kind}': {_did_you_mean(str(kind))}")
     _check_weight_and_turns(spec)
     params = {k: v for k, v in spec.items() if k not in ("type", "name", "weight", "turns")}
     try:

@@ -138,6 +138,20 @@ def make_ifeval_check(kind: str, **kwargs: Any) -> IFEvalCheck:
     return IFEvalCheck(kind=kind, params=params)
 
 
+# Sample values for the one-line example `promptlearn checks` shows of each instruction (parameters and their
+# types come from the rule's own signature).
+EXAMPLE_VALUES: dict[str, Any] = {
+    "relation": "at least", "let_relation": "at least", "capital_relation": "less than", "num_words": 50,
+    "num_sentences": 3, "num_paragraphs": 3, "nth_paragraph": 2, "num_placeholders": 2, "num_bullets": 3,
+    "num_highlights": 2, "num_sections": 2, "frequency": 2, "let_frequency": 5, "capital_frequency": 3,
+    "keywords": ["treasure", "ship"], "forbidden_words": ["landlubber"], "keyword": "ahoy", "letter": "r",
+    "language": "en", "first_word": "Ahoy", "postscript_marker": "P.S.", "section_spliter": "SECTION",
+    "end_phrase": "Any other questions?", "prompt_to_repeat": "Tell me about ships.",
+}
+make_ifeval_check.describes = lambda kind: rules.RULES[kind]  # type: ignore[attr-defined]
+make_ifeval_check.example = lambda kind: {k: EXAMPLE_VALUES[k] for k in expected_kwargs(kind)}  # type: ignore
+
+
 def ifeval_checks(instruction_id_list: Sequence[str], kwargs: Sequence[Mapping[str, Any] | None]) -> list[IFEvalCheck]:
     """The checks of one IFEval data row (`instruction_id_list` and the parallel `kwargs` list)."""
     if len(instruction_id_list) != len(kwargs):

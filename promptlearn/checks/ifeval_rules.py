@@ -290,6 +290,7 @@ def language_response_language(text: str, *, language: str) -> str:
 
 
 def length_constraints_number_sentences(text: str, *, num_sentences: int, relation: str) -> str:
+    """Sentence count (see `count_sentences`) compared with `num_sentences` (relation: less than / at least)."""
     n = count_sentences(text)
     ok = compare(n, relation, num_sentences)
     return "" if ok else f"reply has {plural(n, 'sentence')}, needs {need(relation, num_sentences)}"
@@ -308,6 +309,7 @@ def length_constraints_number_paragraphs(text: str, *, num_paragraphs: int) -> s
 
 
 def length_constraints_number_words(text: str, *, num_words: int, relation: str) -> str:
+    """Word count (`\\w+` runs) compared with `num_words` (relation: less than / at least)."""
     n = count_words(text)
     ok = compare(n, relation, num_words)
     return "" if ok else f"reply has {plural(n, 'word')}, needs {need(relation, num_words)}"
@@ -334,6 +336,7 @@ def length_constraints_nth_paragraph_first_word(text: str, *, num_paragraphs: in
 
 
 def detectable_content_number_placeholders(text: str, *, num_placeholders: int) -> str:
+    """At least `num_placeholders` placeholders in square brackets, like [name]."""
     n = len(re.findall(r"\[.*?\]", text))
     if n >= num_placeholders:
         return ""

@@ -123,7 +123,12 @@ class ChecklistCheck:
 
 
 @register_check("checklist", "judge")
-def _make_checklist(kind: str, criteria: Sequence[Any], samples: int = 1, retries: int = 2) -> ChecklistCheck:
+def _make_checklist(kind: str, criteria: list[str | dict], samples: int = 1, retries: int = 2) -> ChecklistCheck:
+    """The task's judge model checks each criterion (SysBench-style checklist); samples > 1 takes a majority vote.
+
+    Criteria are strings or {content, type} with type one of Action, Content, Background, Role, Format, Style.
+    Example: {type: checklist, criteria: [Speaks like a pirate, Answers the question]}
+    """
     if not criteria:
         raise ValueError("checklist needs a non-empty 'criteria' list")
     if int(samples) < 1:

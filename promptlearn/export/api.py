@@ -36,6 +36,10 @@ def detect_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
         f = _ALIASES.get(f, f)
         if f not in FORMATS:
             raise ValueError(f"unknown config format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+        named = _SUFFIXES.get(Path(path).suffix.lower())
+        if named is not None and named != f:  # e.g. JSON into app.yaml: the app would no longer parse its file
+            raise ValueError(f"{Path(path).name!r} is a {named} file by its name, not {f}; drop fmt= (--format) "
+                             f"or write to a .{f} file")
         return f
     p = Path(path)
     name = p.name.lower()
@@ -43,8 +47,8 @@ def detect_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
         return _SUFFIXES[p.suffix.lower()]
     if name == ".env" or name.endswith(".env") or name.startswith(".env."):
         return "env"
-    raise ValueError(f"cannot tell the config format of {p.name!r} from its name; pass --format "
-                     f"(one of: {', '.join(FORMATS)})")
+    raise ValueError(f"cannot tell the config format of {p.name!r} from its name; pass fmt= (--format on the "
+                     f"command line): one of {', '.join(FORMATS)}")
 
 
 def export_prompt(path: str | os.PathLike[str], key: str, prompt: str, *, fmt: str | None = None,

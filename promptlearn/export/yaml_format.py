@@ -106,9 +106,10 @@ def _yaml_flow_scalar(s: str) -> str:
     return _yaml_dq(s)
 
 
-def _yaml_literal(s: str, key_col: int, step: int, nl: str) -> tuple[str, str] | None:
-    """(header, body lines) of a literal block scalar holding `s` exactly, or None if it cannot."""
-    if "\n" not in s or not s.strip("\n") or _YAML_LITERAL_BAD.search(s):
+def _yaml_literal(s: str, key_col: int, step: int, nl: str, *, one_line: bool = False) -> tuple[str, str] | None:
+    """(header, body lines) of a literal block scalar holding `s` exactly, or None if it cannot (one_line: also
+    for a prompt without a line break, to keep the block style of the value it replaces)."""
+    if ("\n" not in s and not one_line) or not s.strip("\n") or _YAML_LITERAL_BAD.search(s):
         return None
     if s.endswith("\n"):
         core = s.rstrip("\n")
@@ -342,21 +343,52 @@ def _yaml_replace(text: str, k: _Node, v: _Node, emit: _Emit, step: int, nl: str
     return text[:a] + inline + tail + nl + body + text[b:]
 
 
-def _yaml_prompt_emitters(prompt: str) -> list[_Emit]:
-    """Ways to write the prompt, best first: literal block (multi-line), ruamel's choice, double-quoted."""
-    emitters: list[_Emit] = []
-    if "\n" in prompt:
-        def literal(col: int, step: int, nl: str) -> tuple[str, str]:
-            r = _yaml_literal(prompt, col, step, nl)
-            if r is None:
-                raise _Fallback
-            return r
+def _yaml_prompt_emitters(prompt: str, style: str | None = None) -> list[_Emit]:
+    """Ways to write the prompt, best first: the scalar style of the value it replaces (`style`: a block `|`/`>`
+    stays a literal block, a quoted value stays quoted for a one-line prompt), then literal block (multi-line)
+    or ruamel's choice, then double-quoted."""
+    def literal(col: int, step: int, nl: str) -> tuple[str, str]:
+        r = _yaml_literal(prompt, col, step, nl, one_line=style in ("|", ">"))
+        if r is None:
+            raise _Fallback
+        return r
 
+    def single(col: int, step: int, nl: str) -> tuple[str, str]:
+        if "\n" in prompt or _YAML_LITERAL_BAD.search(prompt):
+            raise _Fallback
+        return " '" + prompt.replace("'", "''") + "'", ""
+
+    dq: _Emit = lambda col, step, nl: (" " + _yaml_dq(prompt), "")  # noqa: E731
+    # a multi-line prompt is a block whatever it replaces: a quoted one-liner would become one long escaped line
+    keep: dict[str, list[_Emit]] = {"|": [literal], ">": [literal]}
+    if "\n" not in prompt:
+        keep.update({'"': [dq], "'": [single]})
+    emitters: list[_Emit] = list(keep.get(style or "", []))
+    if "\n" in prompt:
         emitters.append(literal)
     else:
         emitters.append(lambda col, step, nl: (" " + _yaml_flow_scalar(prompt), ""))
-    emitters.append(lambda col, step, nl: (" " + _yaml_dq(prompt), ""))
+    emitters.append(dq)
     return emitters
+
+
+def _yaml_style(text: str, parts: list[str]) -> str | None:
+    """The scalar style ('|', '>', '"', "'" or None for plain) of the value at `parts`, None when there is none."""
+    MappingNode, ScalarNode, _ = _yaml_scalar_nodes()
+    from ruamel.yaml import YAML
+
+    try:
+        node = YAML(typ="rt").compose(text)
+    except Exception:  # noqa: BLE001 - unparsable text fails later with its own error
+        return None
+    for part in parts:
+        if not isinstance(node, MappingNode):
+            return None
+        pair = _yaml_lookup(node, part)
+        if pair is None:
+            return None
+        node = pair[1]
+    return node.style if isinstance(node, ScalarNode) else None
 
 
 def _yaml_export(text: str | None, key: str, parts: list[str], prompt: str, prov: dict | None,
@@ -379,7 +411,7 @@ def _yaml_export(text: str | None, key: str, parts: list[str], prompt: str, prov
             return False
         return _plain(got if got is not None else {}) == expected
 
-    for emit in _yaml_prompt_emitters(prompt):
+    for emit in _yaml_prompt_emitters(prompt, _yaml_style(text, parts) if text.strip() else None):
         try:
             new = _yaml_splice(text, parts, emit, replace_collection=False)
             if prov is not None:

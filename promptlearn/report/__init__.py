@@ -11,7 +11,7 @@ in ``tables``, and the number formatting they (and promptlearn/views.py) share i
 
 from __future__ import annotations
 
-from promptlearn.report.formatting import fmt, fmt_gain
+from promptlearn.report.formatting import budget_text, fmt, fmt_gain
 from promptlearn.report.lineage import diff_html, word_diff
 from promptlearn.report.page import CSS, JS, render_report, write_report
 from promptlearn.report.plots import score_plot
@@ -25,6 +25,7 @@ __all__ = [
     "MAX_SAME_ROWS",
     "PASS",
     "SCORED_EVENTS",
+    "budget_text",
     "diff_html",
     "flat_metrics",
     "fmt",

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from promptlearn.report.formatting import _cls_gain, _usd, fmt, fmt_gain
+from promptlearn.report.formatting import _cls_gain, _usd, budget_text, fmt, fmt_gain
 from promptlearn.report.lineage import _lineage, diff_html
 from promptlearn.report.plots import _plots
 from promptlearn.report.summary import run_summary
@@ -34,7 +34,10 @@ def _cards(s: Mapping[str, Any]) -> str:
     ]
     e = html.escape
     counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(s["counts"].items(), key=lambda kv: -kv[1]))
-    return '<div class="cards">' + "".join(
+    led_used = led.get("requests", (led.get("calls") or 0) + (led.get("cached_calls") or 0))
+    budget = budget_text(s.get("budget"), led_used if led else None)
+    budget_html = f'<p class="budget">{e(budget)}</p>' if budget else ""
+    return budget_html + '<div class="cards">' + "".join(
         f'<div class="card"><div class="k">{e(k)}</div><div class="v {c}">{e(v)}</div></div>' for k, v, c in items
     ) + (f'<div class="card"><div class="k">candidates</div><div class="v">{sum(s["counts"].values())}</div>'
          f'<div class="k">{e(counts)}</div></div></div>')
@@ -49,6 +52,12 @@ def _best_prompt(s: Mapping[str, Any]) -> str:
         out.append('<p class="muted">No candidate beat the seed prompt with enough confidence; the best prompt is '
                    "the seed.</p>")
     out.append(f'<pre class="prompt">{e(best["prompt"])}</pre>')
+    passed_over = sorted((n for n in s["candidates"] if n.get("not_accepted")), key=lambda n: -n["val"])
+    if passed_over:
+        items = "".join(f'<li><a href="#c-{e(n["id"])}"><code>{e(n["id"])}</code></a> {e(str(n["operator"]))} · '
+                        f'val {fmt(n["val"])}: {e(n["not_accepted"])}</li>' for n in passed_over)
+        out.append(f'<p id="not-accepted">Higher val score than the best ({fmt(best["val"])}) but not accepted:</p>'
+                   f'<ul class="not-accepted">{items}</ul>')
     if not same:
         out.append(f'<h3>Change from the seed</h3><div class="diff">{diff_html(seed["prompt"], best["prompt"])}</div>')
     out.append("</section>")
@@ -180,9 +189,17 @@ def _json_for_script(text: str) -> str:
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the report (default <run_dir>/report.html) atomically and return its path."""
+    """Write the report (default <run_dir>/report.html; `out` a directory: report.html in it) atomically and
+    return its path. A path that cannot be written is a PromptlearnError in one line."""
+    from promptlearn.errors import PromptlearnError
     from promptlearn.store import atomic_write
 
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    atomic_write(path, render_report(run_dir))
+    if path.is_dir():
+        path = path / "report.html"
+    page = render_report(run_dir)
+    try:
+        atomic_write(path, page)
+    except OSError as e:
+        raise PromptlearnError(f"cannot write the report to {path}: {e.strerror or e}") from None
     return path

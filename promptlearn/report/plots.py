@@ -135,9 +135,15 @@ def score_plot(summary: Mapping[str, Any], x_key: str) -> str:
 
 
 def _plots(s: Mapping[str, Any]) -> str:
+    free = not float((s.get("ledger") or {}).get("usd") or 0.0) and not any(
+        float(p.get("usd") or 0.0) for p in [*s["points"], *s["best_line"]])
+    where = ("model calls (every call cost $0: a local or unpriced model, so there is no cost plot)" if free
+             else "model calls (left) or cost (right)")
+    figures = f'<figure>{score_plot(s, "calls")}</figure>'
+    if not free:
+        figures += f'<figure>{score_plot(s, "usd")}</figure>'
     return ('<section id="progress"><h2>Progress</h2><p class="muted">Each dot is a candidate scored on the full '
-            "val split, placed at the run's cumulative model calls (left) or cost (right) when it was scored; the "
+            f"val split, placed at the run's cumulative {where} when it was scored; the "
             "line is the best val so far. Diamonds: seed and best on the held-out test split, scored once at the "
             "end.</p>"
-            f'<div class="plots"><figure>{score_plot(s, "calls")}</figure><figure>{score_plot(s, "usd")}</figure>'
-            "</div></section>")
+            f'<div class="plots">{figures}</div></section>')

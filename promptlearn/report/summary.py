@@ -12,6 +12,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from promptlearn.store import RunStore, iter_parents
 
+#: The loop's default acceptance confidence (loop.Options.confidence), for runs that did not set it.
+DEFAULT_CONFIDENCE = 0.8
+
 #: Progress events of a candidate that got a full val score (what the loop logs, see loop.Verdict).
 SCORED_EVENTS = ("seed", "promoted", "accepted")
 
@@ -57,6 +60,13 @@ def _summary(store: RunStore, with_examples: bool) -> dict[str, Any]:
             "gain": None if val is None or pval is None else val - pval,
             "screen": None if scr is None else {"score": scr.get("score"), "parent": scr.get("parent")},
         })
+    threshold = float((config.get("options") or {}).get("confidence", DEFAULT_CONFIDENCE))
+    promotes = {e["id"]: e for e in events if e["kind"] == "promote"}  # the last verdict on each candidate
+    best_val = scores.get(best_id, {}).get("val", {}).get("score") if best_id else None
+    for n in nodes:
+        n["not_accepted"] = None
+        if (best_val is not None and n["val"] is not None and n["val"] > best_val and n["id"] != best_id):
+            n["not_accepted"] = not_accepted_reason(promotes.get(n["id"]), threshold)
     path = [n["id"] for n in iter_parents(nodes, best_id)] if best_id is not None and best_id in by_id else []
     on_path = set(path)
     for n in nodes:
@@ -93,6 +103,7 @@ def _summary(store: RunStore, with_examples: bool) -> dict[str, Any]:
         "counts": _count_status(nodes),
         "points": points, "best_line": best_line,
         "ledger": ledger or {}, "ledger_by_tag": store.get_meta("ledger_by_tag") or {},
+        "budget": store.get_meta("budget"),
         "test_metrics": store.get_meta("test_metrics") or {},
     }
     seed, best = out["seed"], out["best"]
@@ -102,6 +113,20 @@ def _summary(store: RunStore, with_examples: bool) -> dict[str, Any]:
     if with_examples:
         out["examples"] = _examples(store, run_yaml, seed_id, best_id)
     return out
+
+
+def not_accepted_reason(promote: Mapping[str, Any] | None, threshold: float) -> str:
+    """Why a candidate with a higher val score than the best is not the best: the acceptance rule of loop.py
+    (no violated side-effect constraint, and confidence >= the threshold that it beats the best of the time)."""
+    if promote is None:
+        return "never compared with the best (the run stopped first)"
+    if promote.get("violations"):
+        return "violates " + "; ".join(map(str, promote["violations"]))
+    conf, then = promote.get("confidence"), promote.get("best")
+    than = f" the best of the time (val {then:.3f})" if isinstance(then, (int, float)) else " the best of the time"
+    if isinstance(conf, (int, float)) and conf < threshold:
+        return f"confidence {conf:.2f} that it beats{than} is below {threshold:.2f}"
+    return f"not better than{than} when it was compared"
 
 
 def _prompt_scores(nodes: Sequence[Mapping[str, Any]], cid: str | None) -> dict[str, Any]:
@@ -184,14 +209,24 @@ def _result_view(res: Any) -> dict[str, Any]:
                     if not r.passed and not r.judge_error]} for t in res.turns]}
 
 
-def runs_overview(root: str | Path = "runs") -> list[dict[str, Any]]:
-    """One summary (without per-example data) per run under root, oldest first; broken stores are skipped."""
-    from promptlearn.store import list_runs
+#: Files of a run folder; a folder holding any of them but no readable store is listed as unreadable.
+RUN_FILES = ("store.sqlite", "run.yaml", "lineage.json", "best_prompt.txt")
 
+
+def runs_overview(root: str | Path = "runs") -> list[dict[str, Any]]:
+    """One summary (without per-example data) per run under root, oldest first. A folder that looks like a run
+    but cannot be read (no store, a damaged one) gets {"run_id", "run_dir", "status": "unreadable", "error"}."""
+    from promptlearn.store import run_started
+
+    root = Path(root)
+    dirs = [p for p in root.iterdir() if p.is_dir() and any((p / f).exists() for f in RUN_FILES)] \
+        if root.is_dir() else []
     out = []
-    for d in list_runs(root):
+    for d in sorted(dirs, key=lambda p: (run_started(p), p.name)):
         try:
+            if not (d / "store.sqlite").exists():
+                raise FileNotFoundError("no store.sqlite (the run's store is missing)")
             out.append(run_summary(d, examples=False))
         except Exception as e:  # noqa: BLE001 - one bad run must not hide the others
-            out.append({"run_id": d.name, "run_dir": str(d), "error": str(e)})
+            out.append({"run_id": d.name, "run_dir": str(d), "status": "unreadable", "error": " ".join(str(e).split())})
     return out
