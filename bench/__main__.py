@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "prefix_reuse": ("bench.prefix_reuse",
                      "wall time with a ~1,500- vs ~50-token system prompt, KV-cache reuse vs naive"),
     "quality": ("bench.quality", "test score per call budget: evolve/optuna/mutate vs DSPy MIPROv2/COPRO/GEPA"),
+    "suite": ("bench.rules_suite", "rule adherence: promptlearn vs gepa and DSPy on tasks/rules/*.yaml, same budget"),
     "concurrency": ("bench.concurrency", "engine throughput vs ideal at 1-64 requests in flight (100 ms server)"),
     "cache": ("bench.cache", "an identical re-run of an optimization makes 0 model calls; its wall time"),
     "render": ("bench.render", "write BENCHMARKS.md from every JSON result in bench/results/"),

@@ -52,7 +52,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TQDM_DISABLE", "1")  # DSPy draws progress bars for every evaluation
@@ -120,12 +120,13 @@ def wrapper_options(name: str, budget: int, n_train: int, n_val: int) -> dict[st
 
 
 # ---- tasks -----------------------------------------------------------------------------------------------
-def load(name: str, quick: bool) -> Any:
+def load(name: str, quick: bool, path: Path | None = None) -> Any:
+    """tasks/<name>.yaml (or `path`) with the benchmark's proposer (and, quick, its smaller data)."""
     from promptlearn.task import load_task
 
     over = dict(QUICK_OVERRIDES.get(name, {})) if quick else {}
     over["proposer"] = {**PROPOSER, **({"max_tokens": QUICK_PROPOSER_TOKENS} if quick else {})}
-    return load_task(ROOT / "tasks" / f"{name}.yaml", overrides=over)
+    return load_task(path or ROOT / "tasks" / f"{name}.yaml", overrides=over)
 
 
 def loaded_proposer(tasks: Sequence[str], quick: bool) -> dict[str, Any]:
@@ -139,20 +140,30 @@ def test_reserve(task: Any) -> int:
 
 # ---- scoring ---------------------------------------------------------------------------------------------
 class Scorer:
-    """Test scores of prompts through promptlearn's evaluator, cached (calls outside every budget)."""
+    """Test (or val) scores of prompts through promptlearn's evaluator, cached (calls outside every budget).
+    `overrides`: a candidate's decoding options (Candidate.model_overrides, e.g. guidance), scored with it."""
 
     def __init__(self, task: Any, work: Path):
         from promptlearn.engine import Evaluator
 
         self.task = task
         self.ev = Evaluator(task, cache_path=work / f"score-cache-{task.name}.sqlite")
-        self.memo: dict[str, float] = {}
+        self.memo: dict[tuple[str, str, str], float] = {}
 
-    def test(self, prompt: str) -> float:
-        if prompt not in self.memo:
-            ev = self.ev.evaluate(prompt, self.task.examples("test"), split="test", tag="bench-test")
-            self.memo[prompt] = ev.score
-        return self.memo[prompt]
+    @staticmethod
+    def key(prompt: str, split: str = "test", overrides: Mapping[str, Any] | None = None) -> tuple[str, str, str]:
+        return split, prompt, json.dumps(dict(overrides or {}), sort_keys=True)
+
+    def score(self, prompt: str, split: str = "test", overrides: Mapping[str, Any] | None = None) -> float:
+        k = self.key(prompt, split, overrides)
+        if k not in self.memo:
+            ev = self.ev.evaluate(prompt, self.task.examples(split), split=split, tag=f"bench-{split}",
+                                  model_overrides=overrides or None)
+            self.memo[k] = ev.score
+        return self.memo[k]
+
+    def test(self, prompt: str, overrides: Mapping[str, Any] | None = None) -> float:
+        return self.score(prompt, "test", overrides)
 
     def close(self) -> None:
         self.ev.close()
@@ -160,12 +171,18 @@ class Scorer:
 
 # ---- promptlearn's optimizers (and the DSPy wrapper) ----------------------------------------------------
 def run_promptlearn(task: Any, line: str, budget: int, seed: int, work: Path, scorer: Scorer, memo: Any,
-                    loop_options: Mapping[str, Any]) -> dict[str, Any]:
+                    loop_options: Mapping[str, Any], *, optimizer: str | None = None,
+                    options: Mapping[str, Any] | None = None, family: str | None = None) -> dict[str, Any]:
+    """One run of `line` (promptlearn's optimizer of that name, or pl-dspy-*; `optimizer` + `options` name
+    another optimizer setting, e.g. optuna with search_guidance) with exactly `budget` search calls."""
     from promptlearn.run import optimize
     from promptlearn.store import RunStore
+    from promptlearn.types import model_overrides
 
     n_train, n_val = len(task.examples("train")), len(task.examples("val"))
-    if line.startswith("pl-dspy-"):
+    if optimizer is not None:
+        name, opts = optimizer, dict(options or {})
+    elif line.startswith("pl-dspy-"):
         name, opts = "dspy", wrapper_options(line.rsplit("-", 1)[1], budget, n_train, n_val)
     else:
         name, opts = line, {}
@@ -181,26 +198,31 @@ def run_promptlearn(task: Any, line: str, budget: int, seed: int, work: Path, sc
     by_tag = store.get_meta("ledger_by_tag") or {}
     test_calls = int((by_tag.get("test") or {}).get("calls", 0))
     calls = res.ledger.calls - test_calls
-    prompts = {c["id"]: c["prompt"] for c in store.candidates()}
+    # what the budget counts: requests, cache hits included (calls above: those that reached the model)
+    requests = res.ledger.requests - int((by_tag.get("test") or {}).get("requests", test_calls))
+    # a candidate is its prompt plus its decoding options (guidance): each is scored with its own
+    cands = {c["id"]: (c["prompt"], model_overrides(c["meta"])) for c in store.candidates()}
     known = {res.seed.id: res.seed.test, res.best.id: res.best.test}
-    for pid, prompt in prompts.items():
+    for pid, (prompt, over) in cands.items():
         if known.get(pid) is not None:
-            scorer.memo.setdefault(prompt, known[pid])
-    curve: list[list[float]] = [[0, scorer.test(res.seed.prompt)]]
+            scorer.memo.setdefault(scorer.key(prompt, "test", over), known[pid])
+    curve: list[list[float]] = [[0, scorer.test(*cands.get(res.seed.id, (res.seed.prompt, {})))]]
     last = res.seed.id
     for e in store.events("progress"):
-        if e.get("best") and e["best"] != last and e["best"] in prompts:
+        if e.get("best") and e["best"] != last and e["best"] in cands:
             last = e["best"]
-            curve.append([int(e["calls"]), scorer.test(prompts[last])])
-    curve.append([calls, scorer.test(res.best.prompt)])
+            curve.append([int(e["calls"]), scorer.test(*cands[last])])
+    curve.append([calls, scorer.test(*cands.get(res.best.id, (res.best.prompt, {})))])
     dspy_log = [e for e in store.events("dspy")]
     store.close()
-    out = {"line": line, "family": FAMILY[line], "optimizer": name, "options": opts, "seed": seed,
+    out = {"line": line, "family": family or FAMILY[line], "optimizer": name, "options": opts, "seed": seed,
            "test": res.best.test, "val": res.best.val, "seed_test": res.seed.test, "seed_val": res.seed.val,
-           "calls": calls, "budget": budget, "model_calls_counted": counted["calls"], "test_calls": test_calls,
+           "calls": calls, "requests": requests, "budget": budget, "model_calls_counted": counted["calls"],
+           "test_calls": test_calls,
            "wall_s": round(wall, 2), "est_wall_s": round(wall + counted["replayed_s"], 2),
            "replayed_calls": counted["replayed"], "candidates": res.candidates, "stop_reason": res.stop_reason,
-           "curve": curve, "prompt": res.best.prompt, "run_dir": str(rdir.relative_to(ROOT))}
+           "curve": curve, "prompt": res.best.prompt, "decoding": cands.get(res.best.id, ("", {}))[1],
+           "run_dir": str(rdir.relative_to(ROOT) if rdir.is_relative_to(ROOT) else rdir)}
     if dspy_log:
         out["dspy_log"] = dspy_log[-1]
     return out
@@ -548,18 +570,26 @@ def measure(*, quick: bool, tasks: Sequence[str], lines: Sequence[str], seeds: S
 
 def _one(task: Any, line: str, budget: int, seed: int, scorer: Scorer, memo: Any,
          loop_options: Mapping[str, Any]) -> dict[str, Any]:
-    print(f"[quality] {time.strftime('%H:%M:%S')} {task.name} {line} seed {seed} budget {budget} ...",
+    def run() -> dict[str, Any]:
+        if line in NATIVE:
+            return run_dspy(task, line, budget, seed, scorer, memo)
+        return run_promptlearn(task, line, budget, seed, WORK, scorer, memo, loop_options)
+
+    return run_guarded("quality", task.name, line, seed, budget, FAMILY[line], run)
+
+
+def run_guarded(label: str, tname: str, line: str, seed: int, budget: int, family: str,
+                run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`run()`, logged; an exception becomes a record with the error (one broken line must not lose the others)."""
+    print(f"[{label}] {time.strftime('%H:%M:%S')} {tname} {line} seed {seed} budget {budget} ...",
           file=sys.stderr, flush=True)
     try:
-        if line in NATIVE:
-            r = run_dspy(task, line, budget, seed, scorer, memo)
-        else:
-            r = run_promptlearn(task, line, budget, seed, WORK, scorer, memo, loop_options)
-    except Exception as e:  # noqa: BLE001 - one broken line must not lose the others
+        r = run()
+    except Exception as e:  # noqa: BLE001 - recorded in the result
         traceback.print_exc(file=sys.stderr)
-        r = {"line": line, "family": FAMILY[line], "seed": seed, "test": None, "calls": 0, "wall_s": 0.0,
+        r = {"line": line, "family": family, "seed": seed, "test": None, "calls": 0, "wall_s": 0.0,
              "est_wall_s": 0.0, "curve": [[0, 0.0]], "budget": budget, "error": f"{type(e).__name__}: {str(e)[:240]}"}
-    print(f"[quality] {time.strftime('%H:%M:%S')} {task.name} {line} seed {seed}: test {r.get('test')} "
+    print(f"[{label}] {time.strftime('%H:%M:%S')} {tname} {line} seed {seed}: test {r.get('test')} "
           f"calls {r.get('calls')} wall {r.get('wall_s')} s{' error ' + r['error'] if r.get('error') else ''}",
           file=sys.stderr, flush=True)
     return r

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-ORDER = ("quality", "concurrency", "cache", "overhead", "guidance", "prefix_reuse", "llama_tuning")
+ORDER = ("quality", "suite", "concurrency", "cache", "overhead", "guidance", "prefix_reuse", "llama_tuning")
 
 
 def load_results(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
@@ -119,7 +119,9 @@ def _short(text: str, n: int = 80) -> str:
 
 def _what(family: str) -> str:
     return {"promptlearn": "promptlearn", "dspy": "DSPy's own API (ChatAdapter)",
-            "dspy-wrapper": "DSPy search, promptlearn's plain-text adapter"}.get(family, family)
+            "dspy-wrapper": "DSPy search, promptlearn's plain-text adapter",
+            "promptlearn+guidance": "promptlearn, prompt + decoding guidance", "gepa": "gepa package (DefaultAdapter)",
+            "hand-written": "hand-written best (handwritten.json)"}.get(family, family)
 
 
 def _notes(line: str, v: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> str:
@@ -159,6 +161,108 @@ def _goal_text(g: Mapping[str, Any], seed_test: float | None = None) -> str:
                    f"(mean curve) vs DSPy's {f(x.get('their_calls'), 0)}{reach_note} -> goal <= 50% of its calls "
                    f"{half}.")
     return "Goals:\n" + "\n".join(out) if out else ""
+
+
+# ---- rule-adherence suite ------------------------------------------------------------------------------------
+SUITE_METHOD = """\
+How it is run (details in [bench/rules_suite.py](bench/rules_suite.py)): one single-rule task per
+tasks/rules/*.yaml, target and proposer the embedded model; every search line gets the same budget of search calls
+(target and proposer/reflection calls alike); every final prompt is scored on the task's held-out test split and on
+val by promptlearn's evaluator, outside the budget.
+- **evolve / mutate / optuna**: `promptlearn.optimize(task, name, budget=...)`; **optuna-guided** is optuna with
+  `search_guidance: true` (a trial also picks a decoding guidance strength; its prompts are scored with it), so it is
+  reported apart from the prompt-only lines.
+- **gepa**: the gepa package, `gepa.optimize` with its DefaultAdapter; the system prompt is the one component, the
+  data are `{input, additional_context, answer}` dicts, promptlearn's checks are the evaluator (score and
+  feedback), task_lm and reflection_lm are the embedded model through litellm. A meter counts every target and
+  reflection call and refuses the call past the budget; gepa stops at max_metric_calls = budget or at the budget.
+- **pl-dspy-mipro / pl-dspy-gepa**: DSPy's MIPROv2 and GEPA through promptlearn's `dspy` optimizer, whose adapter
+  sends the instruction as the plain system prompt. DSPy's own API (ChatAdapter / JSONAdapter) could not parse
+  SmolLM2's replies in any earlier run (the quality section above), so these wrapper lines are the DSPy lines here.
+- **handwritten**: the best hand-written wording from bench/results/handwritten.json (`python -m bench handwritten`),
+  not re-run. Tasks that file marks as having no headroom are left out of the suite means.
+- Calls are calls that reached the model. The budget counts requests: promptlearn's lines (and the DSPy wrapper)
+  answer a repeated request from their cache, which still counts against the budget but is not a call; gepa has no
+  cache, so its requests are its calls.
+- Calls to seed + 10: the search calls at which the best-so-far prompt (the run's progress events; gepa's
+  new best on val) first scores the seed's test score + 0.10 on test, per seed; "never" when it does not within the
+  budget.
+"""
+
+
+def suite(r: Mapping[str, Any], stem: str) -> str:
+    quick = r.get("quick")
+    cmd = "python -m bench suite" + (" --quick" if quick else "")
+    missing = r.get("missing") or []
+    lines = [f"`{cmd}` -> [{stem}.json]({rel(stem + '.json')}): budget **{r.get('budget')} search calls** per run, "
+             f"seeds {r.get('seeds')}, {len(r.get('tasks') or {})} task(s), {when(r)}"
+             + (f", {r['total_s'] / 60:.0f} min in all" if r.get("total_s") else "")
+             + (f"; splits cut to the first {r['quick_splits']} examples" if r.get("quick_splits") else "") + "."]
+    if missing:
+        shown = ", ".join(f"{t}/{ln}/s{sd}" for t, ln, sd in missing[:12])
+        lines.append(f"\n**Partial**: {len(missing)} (task, line, seed) run(s) missing ({shown}"
+                     f"{', ...' if len(missing) > 12 else ''}); `{cmd} --resume` runs them. The figures below cover "
+                     "only the runs present.")
+    lines.append("\n" + _suite_summary(r))
+    for tname, t in (r.get("tasks") or {}).items():
+        sp, hr = t.get("splits", {}), t.get("headroom")
+        head = {True: "hand-written headroom: yes", False: "**no headroom** (hand-written best no better): left out "
+                "of the suite means", None: "headroom: not measured (no handwritten.json entry)"}[hr]
+        lines.append(f"\n#### {tname}\n\n[{t.get('file')}]({t.get('file')}); splits train/val/test {sp.get('train')}/"
+                     f"{sp.get('val')}/{sp.get('test')}, max_tokens {t.get('max_tokens')}; seed prompt "
+                     f"`{_short(t.get('seed_prompt', ''))}`: val **{f(t.get('seed_val'))}**, test "
+                     f"**{f(t.get('seed_test'))}**; {head}.\n")
+        lines.append("| line | what | test mean | spread (sd; min-max) | gain (points) | val mean | overfit gap | "
+                     "calls to seed+10 (per seed) | runs | calls (mean / max) | notes |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for line, v in (t.get("summary") or {}).items():
+            reach = ", ".join("never" if x is None else str(x) for x in v.get("reach_calls") or []) or "-"
+            if v.get("family") == "hand-written":
+                reach = "-"
+            notes = "; ".join(e.replace("|", "/")[:120] for e in v.get("errors", []))
+            if v.get("capped"):
+                notes = "; ".join(x for x in (notes, f"call past the budget refused in {v['capped']} run(s)") if x)
+            gain = "-" if v.get("gain") is None else f"{v['gain'] * 100:+.1f}"
+            lines.append(f"| {line} | {_what(v.get('family'))} | **{f(v.get('test_mean'))}** | {f(v.get('test_std'))}; "
+                         f"{f(v.get('test_min'))}-{f(v.get('test_max'))} | {gain} | {f(v.get('val_mean'))} | "
+                         f"{f(v.get('gap_mean'))} | {reach} | {v.get('n')} | {f(v.get('calls_mean'), 0)} / "
+                         f"{f(v.get('calls_max'))} | {notes} |")
+    if quick:
+        lines.append("\nQuick form: splits cut, fewer calls and one seed, so the goal verdicts are indicative only; "
+                     "hand-written figures (if shown) are on the full splits of handwritten.json.")
+    else:
+        lines.append("\n" + SUITE_METHOD)
+    return "\n".join(lines)
+
+
+def _suite_summary(r: Mapping[str, Any]) -> str:
+    s = r.get("suite") or {}
+    out = [f"Suite summary over the {len(s.get('included', []))} task(s) with headroom"
+           + (f" (left out, no headroom: {', '.join(s['excluded_no_headroom'])})" if s.get("excluded_no_headroom")
+              else "") + f"; {r.get('unchanged_definition', '')}.\n",
+           "| line | what | tasks | mean test | mean test gain (points) | improved / unchanged / worse | "
+           "mean overfit gap | tasks reaching seed+10 |", "|---|---|---|---|---|---|---|---|"]
+    for line, v in (s.get("lines") or {}).items():
+        gain = "-" if v.get("gain_mean") is None else f"**{v['gain_mean'] * 100:+.1f}**"
+        miss = f" (missing: {', '.join(v['missing_tasks'])})" if v.get("missing_tasks") and v.get("tasks") else ""
+        fam = next((t["summary"][line]["family"] for t in (r.get("tasks") or {}).values()
+                    if line in (t.get("summary") or {})), None)
+        out.append(f"| {line} | {_what(fam)} | {v.get('tasks')}{miss} | {f(v.get('test_mean'))} | {gain} | "
+                   f"{v.get('improved')} / {v.get('unchanged')} / {v.get('worse')} | {f(v.get('gap_mean'))} | "
+                   f"{v.get('reached')} |")
+    out.append("\nGoals:")
+    for g in r.get("goals") or []:
+        out.append(f"- {g['goal']}: {_suite_verdict(g, r)} ({g.get('measured') or 'nothing measured'}).")
+    return "\n".join(out)
+
+
+def _suite_verdict(g: Mapping[str, Any], r: Mapping[str, Any]) -> str:
+    v = {True: "met", False: "**not met**", None: "not measured"}[g.get("met")]
+    if g.get("met") is not None and not g.get("binding"):
+        why = ("quick form" if r.get("quick") else f"budget {r.get('budget')}" if r.get("budget") != 300
+               else "runs or lines missing")
+        v += f" (indicative only: {why})"
+    return v
 
 
 # ---- concurrency, cache, overhead --------------------------------------------------------------------------
@@ -234,8 +338,9 @@ def generic(r: Mapping[str, Any], stem: str) -> str:
 
 
 RENDERERS: dict[str, Callable[[Mapping[str, Any], str], str]] = {
-    "quality": quality, "concurrency": concurrency, "cache": cache, "overhead": overhead}
-TITLES = {"quality": "Quality per budget: promptlearn vs DSPy", "concurrency": "Concurrency: throughput vs ideal",
+    "quality": quality, "suite": suite, "concurrency": concurrency, "cache": cache, "overhead": overhead}
+TITLES = {"quality": "Quality per budget: promptlearn vs DSPy", "suite": "Rule-adherence suite",
+          "concurrency": "Concurrency: throughput vs ideal",
           "cache": "Cache: an identical re-run", "overhead": "Overhead of the evaluation path",
           "guidance": "Classifier-free guidance", "prefix_reuse": "System-prompt prefix reuse",
           "llama_tuning": "llama.cpp thread tuning", "all": "How long the suite takes"}
@@ -331,6 +436,10 @@ def goals_at_a_glance(results: Mapping[str, Mapping[str, Any]]) -> str:
                     f"{verdict(d.get('goal_half_calls'))}"
                     f"{' (trivially)' if trivial and d.get('goal_half_calls') else ''}"
                     f" | {stem}.json |")
+    stem, su = pick("suite")
+    for g in (su or {}).get("goals") or []:
+        rows.append(f"| suite: {g['goal']} | {g.get('measured') or 'nothing measured'} | {_suite_verdict(g, su)} | "
+                    f"{stem}.json |")
     stem, o = pick("overhead")
     if o:
         rows.append(f"| overhead of `eval` vs llama-cpp-python on the same requests <= 1.05x | wall "
