@@ -39,6 +39,10 @@ REPLIES = {
     "language": ("La capitale de la France est Paris, une très belle ville.",
                  "The capital of France is Paris, a very beautiful city."),
     "lowercase": ("paris is the capital of france.", "Paris is the capital of France."),
+    "capitals": ("PARIS IS THE CAPITAL OF FRANCE.", "Paris is the capital of France."),
+    "highlight": ("The capital of France is *Paris*.", "The capital of France is Paris."),
+    "sentences": ("Paris is the capital of France. It lies on the Seine.",
+                  "Paris is the capital of France. It lies on the Seine. It is large."),
 }
 
 
@@ -88,7 +92,8 @@ def test_guard_fails_a_degenerate_reply_the_rule_alone_would_pass(path):
     degenerate = {"start_word": "Certainly.", "end_phrase": "Is there anything else I can help with?",
                   "quotation": '""', "postscript": "P.S.", "title": "<<Title>>", "keyword": "BrightMart",
                   "json": "{}", "language": "123", "forbidden_word": "OK.", "max_words": "OK.",
-                  "no_comma": "OK.", "lowercase": "ok."}[path.stem]
+                  "no_comma": "OK.", "lowercase": "ok.", "capitals": "OK.",
+                  "highlight": "*Paris*", "sentences": "OK."}[path.stem]
     ctx = CheckContext(task.prompt)
     assert build_check(rule[0]).score(degenerate, ctx).score == 1.0
     assert build_check(guards[0]).score(degenerate, ctx).score == 0.0
