@@ -41,6 +41,9 @@ REPLIES = {
     "lowercase": ("paris is the capital of france.", "Paris is the capital of France."),
     "capitals": ("PARIS IS THE CAPITAL OF FRANCE.", "Paris is the capital of France."),
     "highlight": ("The capital of France is *Paris*.", "The capital of France is Paris."),
+    "greeting": ("Hello! Paris is the capital of France.", "Paris is the capital of France."),
+    "address_friend": ("Good question, friend! Paris is the capital of France.",
+                       "Good question! Paris is the capital of France."),
     "sentences": ("Paris is the capital of France. It lies on the Seine.",
                   "Paris is the capital of France. It lies on the Seine. It is large."),
 }
@@ -93,7 +96,8 @@ def test_guard_fails_a_degenerate_reply_the_rule_alone_would_pass(path):
                   "quotation": '""', "postscript": "P.S.", "title": "<<Title>>", "keyword": "BrightMart",
                   "json": "{}", "language": "123", "forbidden_word": "OK.", "max_words": "OK.",
                   "no_comma": "OK.", "lowercase": "ok.", "capitals": "OK.",
-                  "highlight": "*Paris*", "sentences": "OK."}[path.stem]
+                  "highlight": "*Paris*", "sentences": "OK.",
+                  "greeting": "Hello!", "address_friend": "Hi friend"}[path.stem]
     ctx = CheckContext(task.prompt)
     assert build_check(rule[0]).score(degenerate, ctx).score == 1.0
     assert build_check(guards[0]).score(degenerate, ctx).score == 0.0
