@@ -154,8 +154,12 @@ def at_floor(name: str, wordings: list[str], parts: dict[tuple[str, str, str], d
     rows = [parts.get((name, w, "val")) for w in ["floor", *wordings]]
     if any(r is None for r in rows):
         return False
-    floor, n = rows[0]["pass_rate"], rows[0]["n"]
-    return not any(r["pass_rate"] >= floor + 2 / n - 1e-9 for r in rows[1:])
+    return not any(passed(r) >= passed(rows[0]) + 2 for r in rows[1:])
+
+
+def passed(row: dict[str, Any]) -> int:
+    """Replies that pass every check (counted, not compared as rounded rates)."""
+    return round(row["pass_rate"] * row["n"])
 
 
 def best_by_val(name: str, wordings: list[str], parts: dict[tuple[str, str, str], dict[str, Any]]) -> str | None:
@@ -216,10 +220,8 @@ def summarise(parts: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, An
         if rows[("floor", "val")] is None or any(rows[(w, "val")] is None for w, _ in ws):
             out_tasks[name] = {"measured": False}
             continue
-        n_val = rows[("seed", "val")]["n"]
-        floor = rows[("floor", "val")]["pass_rate"]
         best = best_by_val(name, [w for w, _ in ws], parts)
-        off = {w: rows[(w, "val")]["pass_rate"] >= floor + 2 / n_val - 1e-9 for w, _ in ws}
+        off = {w: passed(rows[(w, "val")]) >= passed(rows[("floor", "val")]) + 2 for w, _ in ws}
         seed_val = rows[("seed", "val")]
         entry = {
             "measured": True, "task_file": f"tasks/rules/{name}.yaml", "rule": task.spec.description,
