@@ -133,3 +133,17 @@ def test_a_rules_seed_scores_what_its_check_results_say(tmp_path):
             assert turn.checks[c.name].score == c.score(turn.reply, CheckContext(task.prompt)).score
         per_example.append(math.fsum(r.score for r in turn.checks.values()) / len(turn.checks))
     assert res.score == pytest.approx(math.fsum(per_example) / len(per_example))
+
+
+def test_floor_marks_in_task_files_match_the_measurement():
+    """A rule no wording moves off the floor says `# floor: true` on its task file's first line, and only then."""
+    import json
+
+    path = ROOT / "bench" / "results" / "handwritten.json"
+    if not path.exists():
+        pytest.skip("bench/results/handwritten.json not written yet")
+    measured = json.loads(path.read_text())["tasks"]
+    for p in RULES:
+        entry = measured.get(p.stem, {})
+        if entry.get("measured"):
+            assert p.read_text().startswith("# floor: true") == entry["floor_true"], p.stem
