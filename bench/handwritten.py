@@ -64,6 +64,8 @@ DEFINITIONS = {
                 "model can keep the rule when asked in some way, and the seed leaves room to do better",
     "floor_true": "no prompt is off the floor: no wording measured moves the embedded model on this rule; such a "
                   "task is left out of the suite's mean",
+    "ceiling": "the seed's val pass rate is 1: not at the floor, but no room above the seed; also left out of the mean",
+    "mean_over_headroom_tasks": "mean of the val/test scores over the tasks with headroom (neither floor nor ceiling)",
 }
 
 
