@@ -57,11 +57,13 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr)
 
 
-def _say_retries() -> None:
-    """Commands that call models say so on stderr while a server refuses connections (one line per backoff)."""
+def _say_retries(ctx: typer.Context) -> None:
+    """Commands that call models say so on stderr while a server refuses connections (one line per backoff),
+    only while the command runs: the CLI may run inside a library user's process (typer's runner, a notebook)."""
     from promptlearn.lm import set_retry_notice
 
     set_retry_notice(lambda line: print(f"promptlearn: {line}", file=sys.stderr, flush=True))
+    ctx.call_on_close(lambda: set_retry_notice(None))
 
 
 def _check_min_score(value: Optional[float]) -> None:
@@ -86,6 +88,7 @@ def _read_prompt_arg(prompt: Optional[str], prompt_file: Optional[Path]) -> Opti
 
 @app.command("eval")
 def eval_cmd(
+    ctx: typer.Context,
     task: Path = typer.Argument(..., help="task YAML file"),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="system prompt text (default: the task's seed)"),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="read the system prompt from a file"),
@@ -97,7 +100,7 @@ def eval_cmd(
 ) -> None:
     """Score a system prompt on a split of the task's conversations."""
     _check_min_score(min_score)
-    _say_retries()
+    _say_retries(ctx)
     from promptlearn.engine import Evaluator
     from promptlearn.lm import count_tokens
     from promptlearn.metrics import summary
@@ -190,6 +193,7 @@ def _print_eval(name: str, split: str, out: dict[str, Any]) -> None:
 
 @app.command("optimize")
 def optimize_cmd(
+    ctx: typer.Context,
     task: Path = typer.Argument(..., help="task YAML file"),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="evolve, mutate, dspy or optuna"),
     budget_calls: Optional[int] = typer.Option(None, "--budget-calls", help="hard cap on model calls"),
@@ -204,7 +208,7 @@ def optimize_cmd(
                                        help="with --resume: continue the run with a larger budget"),
 ) -> None:
     """Search for a better system prompt; score seed and best on the held-out test split."""
-    _say_retries()
+    _say_retries(ctx)
     from promptlearn.run import optimize
 
     options = _parse_options(option)
@@ -375,6 +379,7 @@ def export_cmd(
 
 @app.command("check")
 def check_cmd(
+    ctx: typer.Context,
     task: Path = typer.Argument(..., help="task YAML file"),
     prompt_from: str = typer.Option(..., "--prompt-from",
                                     help="FILE:dotted.key of the prompt in the app's config, a plain-text file "
@@ -396,7 +401,7 @@ def check_cmd(
 ) -> None:
     """Gate a build: re-evaluate the prompt the app will load; exit 1 when it scores too low or breaks examples."""
     _check_min_score(min_score)
-    _say_retries()
+    _say_retries(ctx)
     from promptlearn.gate import check_prompt, read_prompt_source
 
     path, key, text, recorded = read_prompt_source(prompt_from, fmt=fmt, root=root)

@@ -868,3 +868,16 @@ def test_cli_export_of_an_unfinished_run_warns(finished_run, tmp_path, status):
     assert proc.returncode == 0 and "exported best prompt" in proc.stdout, proc.stderr
     assert (f"run run is {status}: this is the best prompt so far, not a finished run's; continue it with "
             f"promptlearn optimize TASK --resume {run}") in " ".join(proc.stderr.split()), proc.stderr
+
+
+def test_a_command_run_in_process_leaves_no_retry_hook_behind(tmp_path):
+    """The CLI's retry lines are for its own command: run in-process (typer's runner, a notebook), the hook
+    stayed set and a library call made later printed retry lines."""
+    from typer.testing import CliRunner
+
+    from promptlearn import lm
+    from promptlearn.cli import app
+
+    task = write_task(tmp_path, TEN)
+    CliRunner().invoke(app, ["eval", str(task), "--split", "nosuch"])
+    assert lm._retry_notice is None

@@ -199,7 +199,7 @@ def assert_report_drawn(probe: dict[str, Any], *, min_points: int = 1, min_nodes
         assert plot["size"][0] > 200 and plot["size"][1] > 100, plot
         assert plot["points"] >= min_points, plot
         assert plot["bestline"] == 1, plot
-    assert probe["pointsVisible"] >= 2 * min_points
+    assert probe["pointsVisible"] >= len(kinds) * min_points
     assert probe["nodes"] >= min_nodes and probe["pathNodes"] >= 1 and probe["bestNode"] == 1, probe
     assert probe["treeSize"][0] > 200 and probe["treeSize"][1] > 20, probe
     assert probe["checkRows"] >= 1 and probe["ledgerRows"] >= 1, probe
