@@ -6,26 +6,17 @@ Runs are stores built by hand (tests/test_report.py's build_store); the CLI runs
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
+from test_cli_export_check import cli as run_cli
 from test_report import build_store
 
 
 def cli(monkeypatch, capsys, *args: str, columns: int = 80) -> tuple[int, str, str]:
     """Run `promptlearn ARGS` in this process at COLUMNS wide; returns (exit code, stdout, stderr)."""
-    from promptlearn import cli as cli_mod
-
     monkeypatch.setenv("COLUMNS", str(columns))
-    monkeypatch.setattr(sys, "argv", ["promptlearn", *map(str, args)])
-    code = 0
-    try:
-        cli_mod.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(monkeypatch, capsys, *args)
 
 
 # ---- --version, --help ----------------------------------------------------------------------------------------

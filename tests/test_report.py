@@ -256,10 +256,8 @@ def test_cli_runs_empty_and_missing_run(tmp_path):
     assert proc.returncode == 2 and "run 'nope' not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_cli_optimize_prints_report_path(tmp_path):
-    from promptlearn.cli import app
-    from promptlearn.testing import FakeLM, wording_sensitive_responder
-
+def write_contract_task(tmp_path: Path) -> Path:
+    """The contract task as a task file with its data file, for the CLI."""
     rows = [{"id": f"q{i}", "user": f"Question number {i}: tell me about topic {i}"} for i in range(10)]
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "task.yaml").write_text(yaml.safe_dump({
@@ -267,6 +265,14 @@ def test_cli_optimize_prints_report_path(tmp_path):
         "prompt": "You are a pirate. Start every reply with the word Ahoy.", "protected": ["Ahoy"],
         "data": [{"file": "rows.jsonl"}], "checks": [{"type": "starts_with", "value": "Ahoy", "name": "ahoy"}],
         "splits": {"train": 0.4, "val": 0.3, "test": 0.3, "seed": 0}, "optimizer": {"name": "evolve"}}))
+    return tmp_path / "task.yaml"
+
+
+def test_cli_optimize_prints_report_path(tmp_path):
+    from promptlearn.cli import app
+    from promptlearn.testing import FakeLM, wording_sensitive_responder
+
+    write_contract_task(tmp_path)
     with FakeLM(wording_sensitive_responder):
         out = CliRunner().invoke(app, ["optimize", str(tmp_path / "task.yaml"), "--budget-calls", "40",
                                        "--run-dir", str(tmp_path / "run"), "--cache", str(tmp_path / "c.sqlite")])
@@ -306,13 +312,7 @@ def test_budget_line_in_the_terminal(tmp_path):
     from promptlearn.cli import app
     from promptlearn.testing import FakeLM, wording_sensitive_responder
 
-    rows = [{"id": f"q{i}", "user": f"Question number {i}: tell me about topic {i}"} for i in range(10)]
-    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "task.yaml").write_text(yaml.safe_dump({
-        "name": "contract", "model": {"name": "fake/target", "max_tokens": 16},
-        "prompt": "You are a pirate. Start every reply with the word Ahoy.", "protected": ["Ahoy"],
-        "data": [{"file": "rows.jsonl"}], "checks": [{"type": "starts_with", "value": "Ahoy", "name": "ahoy"}],
-        "splits": {"train": 0.4, "val": 0.3, "test": 0.3, "seed": 0}, "optimizer": {"name": "evolve"}}))
+    write_contract_task(tmp_path)
     with FakeLM(wording_sensitive_responder):
         out = CliRunner().invoke(app, ["optimize", str(tmp_path / "task.yaml"), "--budget-calls", "30",
                                        "--run-dir", str(tmp_path / "run"), "--cache", str(tmp_path / "c.sqlite")],
