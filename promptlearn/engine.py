@@ -329,7 +329,7 @@ class Evaluator:
                                  completion.completion_tokens) for completion, ctx, specs in replies])
 
     def _needs_model(self, specs: Iterable[Mapping[str, Any]]) -> bool:
-        return any(getattr(self._check(spec), "needs_model", False) for spec in specs)
+        return any(is_model_check(self._check(spec)) for spec in specs)
 
     async def _score(self, reply: str, ctx: CheckContext, specs: Iterable[Mapping[str, Any]]) -> dict[str, CheckResult]:
         """reply -> one result per check, named uniquely ('#2' for a repeated name), weighted; a check that

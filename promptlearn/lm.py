@@ -98,8 +98,7 @@ class Ledger:
     def check(self, est_tokens: int = 0) -> None:
         """Raise BudgetExceeded if one more call of about est_tokens would pass a limit."""
         b, t = self.budget, self.total
-        if b.max_calls is not None and t.requests + self._pending_calls + 1 > b.max_calls:
-            raise BudgetExceeded("max_calls", t.requests, b.max_calls)
+        self._check_requests()
         if b.max_tokens is not None and t.tokens + self._pending_tokens + est_tokens > b.max_tokens:
             raise BudgetExceeded("max_tokens", t.tokens, b.max_tokens)
         if b.max_usd is not None and t.usd >= b.max_usd:
@@ -113,12 +112,16 @@ class Ledger:
             self._pending_calls += 1
             self._pending_tokens += est_tokens
 
+    def _check_requests(self) -> None:
+        """The one rule of `max_calls`: requests made (cache hits included) plus those in flight, plus this one."""
+        b, t = self.budget, self.total
+        if b.max_calls is not None and t.requests + self._pending_calls + 1 > b.max_calls:
+            raise BudgetExceeded("max_calls", t.requests, b.max_calls)
+
     def hit(self, tag: str | None = None) -> None:
         """Count one request served from the cache: it costs nothing but counts toward `max_calls`."""
         with self._lock:
-            b = self.budget
-            if b.max_calls is not None and self.total.requests + self._pending_calls + 1 > b.max_calls:
-                raise BudgetExceeded("max_calls", self.total.requests, b.max_calls)
+            self._check_requests()
         self.add(Usage(cached_calls=1), tag)
 
     def release(self, est_tokens: int) -> None:
@@ -170,6 +173,14 @@ class LM:
         """The sample number as it enters a request's key: greedy decoding gives one reply whatever the number."""
         return sample if self.config.temperature > 0 else 0
 
+    def _from_cache(self, key: str, tag: str | None) -> Completion | None:
+        """The cached reply to this request, counted as a request; None when it is not cached."""
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is None:
+            return None
+        self.ledger.hit(tag)
+        return Completion(hit["text"], hit.get("prompt_tokens", 0), hit.get("completion_tokens", 0), cached=True)
+
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._sem is None or self._sem_loop is not loop:
@@ -182,20 +193,12 @@ class LM:
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
         params = self.params()
         key = request_key(self.name, params, msgs, self.sample_key(sample))
-        if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                self.ledger.hit(tag)
-                return Completion(hit["text"], hit.get("prompt_tokens", 0), hit.get("completion_tokens", 0),
-                                  cached=True)
+        if (cached := self._from_cache(key, tag)) is not None:
+            return cached
         est = sum(len(m["content"]) for m in msgs) // 3 + self.config.max_tokens
         async with self._semaphore():
-            if self.cache is not None:  # another coroutine may have filled it while we waited
-                hit = self.cache.get(key)
-                if hit is not None:
-                    self.ledger.hit(tag)
-                    return Completion(hit["text"], hit.get("prompt_tokens", 0), hit.get("completion_tokens", 0),
-                                      cached=True)
+            if (cached := self._from_cache(key, tag)) is not None:  # filled while we waited for a slot
+                return cached
             self.ledger.reserve(est)
             try:
                 result = await self._call_with_retries(msgs, params, sample)

@@ -196,8 +196,7 @@ class RunContext:
     def _count_idle(self) -> None:
         """A proposal is idle when no model request (made, cached or replayed) came since the last one: a
         duplicate, a rejected prompt, or one scored on no examples. Normal runs never have long idle streaks."""
-        u = self.evaluator.ledger.total
-        requests = u.calls + u.cached_calls
+        requests = self.evaluator.ledger.total.requests
         self.idle = self.idle + 1 if requests == self._requests_seen else 0
         self._requests_seen = requests
 
