@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptlearn.export import prompt_sha256, read_prompt
+from promptlearn.export import prompt_sha256, read_prompt, read_provenance
 from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
 from promptlearn.testing_server import LoopbackServer
 
@@ -104,6 +104,11 @@ def test_export_every_format_with_provenance(fake_run, monkeypatch, capsys, name
     text = (tmp / name).read_text()
     assert result.run_id in text and prompt_sha256(result.best.prompt) in text
     assert f"{result.best.test:.4f}".rstrip("0") in text and f"{result.best.val:.4f}".rstrip("0") in text
+    assert read_provenance(tmp / name, key, fmt=fmt) == {
+        "run_id": "r1", "val": round(result.best.val, 4), "test": round(result.best.test, 4),
+        "sha256": prompt_sha256(result.best.prompt)}
+    # the default is a comment wherever the format has comments: no extra key for a strict schema to refuse
+    assert ("_provenance" in text) == (name == "app.json")
     assert out.startswith(f"exported best prompt {result.best.id} of run r1 (val {result.best.val:.4f}, "
                           f"test {result.best.test:.4f}) to ")
 
@@ -121,17 +126,53 @@ def test_export_keeps_the_config_and_matches_result_export(fake_run, monkeypatch
     for line in APP_CONFIG.splitlines():
         if "placeholder" not in line:
             assert line in text
-    prov = yaml.safe_load(text)["assistant"]["system_prompt_provenance"]
-    assert prov == {"run_id": "r1", "val": round(result.best.val, 4), "test": round(result.best.test, 4),
-                    "sha256": prompt_sha256(result.best.prompt)}
+    assert set(yaml.safe_load(text)["assistant"]) == {"system_prompt", "temperature"}
+    lines = text.splitlines()
+    i = lines.index("  system_prompt: " + json.dumps(result.best.prompt)) if "\n" not in result.best.prompt else \
+        next(n for n, ln in enumerate(lines) if ln.startswith("  system_prompt:"))
+    assert lines[i - 1] == (f"  # promptlearn: run_id=r1 val={round(result.best.val, 4)} "
+                            f"test={round(result.best.test, 4)} sha256={prompt_sha256(result.best.prompt)}")
+    assert lines[i - 2] == "  # The system prompt: written by `promptlearn export`, gated by `promptlearn check` in CI."
+
+
+@pytest.mark.parametrize("name", ["app.yaml", "app.toml", "app.json"])
+def test_export_provenance_key_is_an_opt_in(fake_run, monkeypatch, capsys, name):
+    tmp, _, result = fake_run
+    key = "assistant.system_prompt"
+    code, _, err = cli(monkeypatch, capsys, "export", "r1", "--to", tmp / name, "--key", key)
+    assert code == 0, err
+    code, _, err = cli(monkeypatch, capsys, "export", "r1", "--to", tmp / name, "--key", key,
+                       "--provenance", "key")
+    assert code == 0, err
+    text = (tmp / name).read_text()
+    assert "# promptlearn:" not in text and "system_prompt_provenance" in text  # switched, not both
+    assert read_provenance(tmp / name, key)["sha256"] == prompt_sha256(result.best.prompt)
+    before = text
+    code, _, _ = cli(monkeypatch, capsys, "export", "r1", "--to", tmp / name, "--key", key, "--provenance", "key")
+    assert code == 0 and (tmp / name).read_text() == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--to", "x.yaml", "--provenance", "sibling"], "provenance must be one of comment, key, none"),
+    (["--to", "x.env", "--provenance", "key"], "has no mappings for a sibling provenance key"),
+])
+def test_export_bad_provenance_form_exits_2(fake_run, monkeypatch, capsys, args, message):
+    tmp, _, _ = fake_run
+    code, out, err = cli(monkeypatch, capsys, "export", "r1", "--key", "a", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (out, err)
+    assert not (tmp / "x.yaml").exists() and not (tmp / "x.env").exists()
 
 
 def test_export_no_provenance(fake_run, monkeypatch, capsys):
     tmp, _, result = fake_run
     code, _, _ = cli(monkeypatch, capsys, "export", "r1", "--to", tmp / "c.json", "--key", "a.b",
-                     "--no-provenance")
+                     "--provenance", "none")
     assert code == 0
     assert json.loads((tmp / "c.json").read_text()) == {"a": {"b": result.best.prompt}}
+    code, _, _ = cli(monkeypatch, capsys, "export", "r1", "--to", tmp / "c.yaml", "--key", "a.b",
+                     "--no-provenance")  # the older spelling still works
+    assert code == 0 and "promptlearn" not in (tmp / "c.yaml").read_text()
+    assert read_provenance(tmp / "c.yaml", "a.b") is None
 
 
 @pytest.mark.parametrize("args, message", [
@@ -165,7 +206,8 @@ def test_export_of_a_run_without_test_score_warns(tmp_path, monkeypatch, capsys)
     store.set_meta("best", cand.id)
     code, out, err = cli(monkeypatch, capsys, "export", tmp_path / "half", "--to", tmp_path / "a.yaml", "--key", "p")
     assert code == 0 and "test -)" in out and "no test score" in err
-    assert yaml.safe_load((tmp_path / "a.yaml").read_text())["p_provenance"]["test"] is None
+    assert read_provenance(tmp_path / "a.yaml", "p")["test"] is None
+    assert "test=null" in (tmp_path / "a.yaml").read_text()
     RunStore(tmp_path / "empty")
     code, _, err = cli(monkeypatch, capsys, "export", tmp_path / "empty", "--to", tmp_path / "a.yaml", "--key", "p")
     assert code == 2 and "has no best prompt yet" in err
@@ -184,7 +226,7 @@ def test_export_records_decoding_options_of_the_best_candidate(tmp_path, monkeyp
     store.set_meta("best", cand.id)
     code, _, err = cli(monkeypatch, capsys, "export", tmp_path / "g", "--to", tmp_path / "a.yaml", "--key", "p")
     assert code == 0 and "decoding options guidance=1.5" in err
-    prov = yaml.safe_load((tmp_path / "a.yaml").read_text())["p_provenance"]
+    prov = read_provenance(tmp_path / "a.yaml", "p")
     assert prov["decoding"] == {"guidance": 1.5} and prov["test"] == 0.6
 
 
