@@ -441,21 +441,26 @@ def _yaml_export(text: str | None, key: str, parts: list[str], prompt: str, prov
     if data is not None and not isinstance(data, Mapping):
         raise ExportError(f"{name}: the YAML document is a {type(data).__name__}, not a mapping")
     prov_parts = _prov_parts(parts)
-    new = _yaml_write(text, key, parts, prompt, _sibling_prov(data, prov, prov_parts, form), name)
+    new = _yaml_write(text, data, key, parts, prompt, _sibling_prov(data, prov, prov_parts, form), name)
     if prov is None:
         return new
     comment = f"# promptlearn: {_prov_comment(prov)}" if form == "comment" else None
     line = _yaml_key_line(new, parts)
     assert line is not None  # the key was just written
     out = _put_comment_above(new, line, comment, _newline(new), _yaml_sig)
-    if out != new and _yaml_sig(out) != _yaml_sig(new):
+    try:
+        same = out == new or _yaml_sig(out) == _yaml_sig(new)
+    except Exception:  # noqa: BLE001 - a comment line that breaks the document is no place for it
+        same = False
+    if not same:
         raise ExportError(f"{name}: cannot put a provenance comment above {key!r}; write it as a key "
                           f"(provenance_as='key', --provenance key) or leave it out")
     return out
 
 
-def _yaml_write(text: str, key: str, parts: list[str], prompt: str, prov: dict | None, name: str) -> str:
-    data = _yaml_load(text, name) if text.strip() else None
+def _yaml_write(text: str, data: Any, key: str, parts: list[str], prompt: str, prov: dict | None,
+                name: str) -> str:
+    """`text` (loaded as `data`) with the prompt, and `prov` as the sibling mapping if given, spliced in."""
     expected = _plain(data) if data is not None else {}
     _check_path(expected, parts, name)
     _deep_set(expected, parts, prompt)
