@@ -206,6 +206,8 @@ def optimize_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     extend_budget: bool = typer.Option(False, "--extend-budget",
                                        help="with --resume: continue the run with a larger budget"),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", help="also log the run to this MLflow tracking URI "
+                                                                "(default: the task's tracking.mlflow)"),
 ) -> None:
     """Search for a better system prompt; score seed and best on the held-out test split."""
     _say_retries(ctx)
@@ -217,7 +219,7 @@ def optimize_cmd(
         with live:
             result = optimize(task, optimizer, budget=budget_calls, seed=seed, run_dir=run_dir, resume=resume,
                               cache_path=cache, options=options, on_progress=live.update,
-                              extend_budget=extend_budget)
+                              extend_budget=extend_budget, tracking=mlflow)
     except KeyboardInterrupt:
         where = live.run_dir or "the run directory"
         print(f"promptlearn: interrupted; the run is saved: continue it with --resume {where}", file=sys.stderr)
@@ -227,6 +229,10 @@ def optimize_cmd(
         return
     _print_result(result)
     _console().print(f"report: {_write_report_quietly(result.run_dir)}")
+    if result.tracking:
+        from promptlearn.mlflow_tracking import tracking_line
+
+        print(tracking_line(result.tracking), file=sys.stderr if result.tracking.get("error") else sys.stdout)
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:

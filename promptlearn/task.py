@@ -166,6 +166,23 @@ class Objective(_Strict):
         return {k: str(e) for k, e in v.items()}
 
 
+class Tracking(_Strict):
+    """Where runs are logged: `mlflow:` a tracking server URI (credentials only in MLflow's own env vars)."""
+
+    mlflow: str | None = None
+    experiment: str = "promptlearn"
+
+    @field_validator("mlflow")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v is not None and "@" in (urlsplit(v).netloc or ""):
+            raise ValueError("the URI holds credentials; put them in MLFLOW_TRACKING_USERNAME / "
+                             "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN and give the URI without them")
+        return v
+
+
 class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str = "evolve"
@@ -187,6 +204,7 @@ class TaskSpec(_Strict):
     budget: Budget = Field(default_factory=Budget)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     cache: str | None = None
+    tracking: Tracking = Field(default_factory=Tracking)
 
     @field_validator("model", "proposer", "judge", mode="before")
     @classmethod
@@ -314,7 +332,7 @@ class Task:
 
     def fingerprint(self) -> str:
         """Hash of everything that changes scores: used to refuse resuming a run with a different task."""
-        blob = json.dumps({"spec": self.spec.model_dump(mode="json", exclude={"budget", "optimizer"}),
+        blob = json.dumps({"spec": self.spec.model_dump(mode="json", exclude={"budget", "optimizer", "tracking"}),
                            "examples": {k: [e.id for e in v] for k, v in self.splits.items()}}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
