@@ -350,22 +350,39 @@ def checks_cmd(
 @app.command("export")
 def export_cmd(
     run: str = typer.Argument(..., help="run id (under --root), a unique prefix of one, latest, or a run directory"),
-    to: Path = typer.Option(..., "--to", help="the app's config file (created when missing)"),
-    key: str = typer.Option(..., "--key", help="dotted path of the prompt in it, e.g. assistant.system_prompt"),
+    to: str = typer.Option(..., "--to", help="the app's config file (created when missing), or "
+                                             "mlflow://prompts/NAME for the MLflow Prompt Registry"),
+    key: Optional[str] = typer.Option(None, "--key", help="dotted path of the prompt in it, e.g. "
+                                                          "assistant.system_prompt (config files only)"),
     fmt: Optional[str] = typer.Option(None, "--format", help="yaml, json, toml, env, py or md (default: from --to)"),
     no_provenance: bool = typer.Option(False, "--no-provenance", help="write only the prompt (no run id/scores)"),
     root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
+    alias: Optional[str] = typer.Option(None, "--alias", help="with mlflow://: point this alias (e.g. "
+                                                              "production) at the new version"),
 ) -> None:
     """Write a run's best prompt into the app's config file, with provenance (run id, val, test, sha256)."""
+    from promptlearn.errors import TaskError
+    from promptlearn.export.mlflow_registry import export_to_registry, is_registry_uri
     from promptlearn.gate import export_run
 
-    info = export_run(run, to, key, fmt=fmt, with_provenance=not no_provenance, root=root)
+    if is_registry_uri(to):
+        if key is not None or fmt is not None or no_provenance:
+            raise TaskError("a registry version always carries its provenance and has no key or format",
+                            field="--to mlflow://", fix="drop --key, --format and --no-provenance")
+        info: Any = export_to_registry(run, to, alias=alias, root=root)
+    else:
+        if key is None or alias is not None:
+            raise TaskError("a config file export needs --key and takes no --alias", field="--key",
+                            fix="give e.g. --key assistant.system_prompt")
+        info = export_run(run, Path(to), key, fmt=fmt, with_provenance=not no_provenance, root=root)
 
     def fmt_score(x: Optional[float]) -> str:
         return "-" if x is None else f"{x:.4f}"
 
+    where = (f"{info.uri}" + (f" (alias {info.alias})" if info.alias else "") if is_registry_uri(to)
+             else f"{info.path}:{info.key} ({info.format})")
     print(f"exported best prompt {info.candidate_id} of run {info.run_id} (val {fmt_score(info.val)}, test "
-          f"{fmt_score(info.test)}) to {info.path}:{info.key} ({info.format})")
+          f"{fmt_score(info.test)}) to {where}")
     if info.status != "finished":
         from rich.markup import escape
 
@@ -389,7 +406,8 @@ def check_cmd(
     task: Path = typer.Argument(..., help="task YAML file"),
     prompt_from: str = typer.Option(..., "--prompt-from",
                                     help="FILE:dotted.key of the prompt in the app's config, a plain-text file "
-                                         "(a run's best_prompt.txt) or a run (id or directory)"),
+                                         "(a run's best_prompt.txt), a run (id or directory) or "
+                                         "mlflow://prompts/NAME@ALIAS"),
     fmt: Optional[str] = typer.Option(None, "--format", help="config format (default: from the file name)"),
     split: str = typer.Option("test", "--split", help="train, val, test or all"),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="fail when the score is below this"),
