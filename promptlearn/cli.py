@@ -362,7 +362,8 @@ def export_cmd(
 ) -> None:
     """Write a run's best prompt into the app's config file, with provenance (run id, val, test, sha256)."""
     from promptlearn.errors import TaskError
-    from promptlearn.export.mlflow_registry import export_to_registry, is_registry_uri
+    from promptlearn.export.mlflow_export import export_to_registry
+    from promptlearn.export.mlflow_registry import is_registry_uri
     from promptlearn.gate import export_run
 
     if is_registry_uri(to):

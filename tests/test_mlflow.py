@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from promptlearn.export.mlflow_registry import provenance_tags, read_registry_prompt
+from promptlearn.export.mlflow_export import provenance_tags
+from promptlearn.export.mlflow_registry import read_registry_prompt
 from promptlearn.mlflow_tracking import ARTIFACTS, TrackingWarning
 from promptlearn.optimizers import _PLUGINS, register_optimizer
 from promptlearn.run import optimize
@@ -249,7 +250,7 @@ def test_a_prompt_whose_braces_mlflow_would_read_otherwise_is_not_registered(reg
 
 
 def test_decoding_options_travel_with_the_registered_version(registry, tmp_path, monkeypatch):
-    from promptlearn.export.mlflow_registry import export_to_registry
+    from promptlearn.export.mlflow_export import export_to_registry
     from promptlearn.gate import read_prompt_source
 
     class Guided:

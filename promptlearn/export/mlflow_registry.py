@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from promptlearn.errors import ConfigError
@@ -155,79 +154,6 @@ def _registry_error(what: str, e: BaseException) -> ConfigError:
     return ConfigError(f"{what}: {one_line(e)}")
 
 
-# ---- export ----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegistryExport:
-    """What `export_to_registry` registered: the run's best prompt as a new version of a registry prompt."""
-
-    run_id: str
-    candidate_id: str
-    prompt: str  #: in promptlearn's syntax (what the run scored)
-    template: str  #: in the registry's syntax (what was registered)
-    val: float | None
-    test: float | None
-    name: str
-    version: int
-    alias: str | None
-    provenance: Mapping[str, Any]
-    decoding: Mapping[str, Any] = field(default_factory=dict)
-    status: str | None = None
-    run_dir: Path | None = None
-
-    @property
-    def uri(self) -> str:
-        return str(RegistryRef(self.name, version=self.version))
-
-
-def provenance_tags(prov: Mapping[str, Any]) -> dict[str, str]:
-    """Provenance as prompt version tags: `promptlearn.<key>`, strings as they are, everything else as JSON."""
-    return {TAG + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in prov.items()}
-
-
-def export_to_registry(run: str | Path, to: str, *, alias: str | None = None, root: str | Path = "runs",
-                       tracking_uri: str | None = None) -> RegistryExport:
-    """Register the best prompt of `run` as a new version of the prompt `to` (mlflow://prompts/NAME) with the
-    provenance a config export writes (run id, val, test, sha256, decoding), and point `alias` at it."""
-    from promptlearn.gate import best_of_run, provenance
-    from promptlearn.store import RunStore, resolve_run
-
-    ref = parse_registry_uri(to)
-    if ref.alias is not None or ref.version is not None:
-        raise ConfigError(f"export to {SCHEME}{ref.name} (a new version is made); move an alias with --alias")
-    if alias is not None and (not _NAME.fullmatch(alias) or alias == "latest"):
-        raise ConfigError(f"bad alias {alias!r}: letters, digits, _ . - (and not 'latest', which MLflow keeps)")
-    run_id, cid, prompt, val, test, decoding = best_of_run(run, root)
-    rdir = resolve_run(run, root)
-    store = RunStore(rdir, create=False)
-    try:
-        status, tracked = store.get_meta("status"), store.get_meta("mlflow") or {}
-    finally:
-        store.close()
-    template = to_registry_template(prompt)
-    prov = provenance(run_id, val, test, prompt, decoding)
-    tags = {**provenance_tags(prov), TAG + "candidate_id": cid, TAG + "status": str(status)}
-    if tracked.get("run_id"):
-        tags[TAG + "mlflow_run_id"] = tracked["run_id"]
-    client = registry_client(tracking_uri)
-    score = " ".join(f"{k} {v:.4f}" for k, v in (("val", val), ("test", test)) if v is not None)
-    try:
-        version = client.register_prompt(ref.name, template, commit_message=f"promptlearn run {run_id} ({score})",
-                                         tags=tags)
-        if alias:
-            client.set_prompt_alias(ref.name, alias, version.version)
-    except Exception as e:  # noqa: BLE001 (MLflow and requests errors alike: one line)
-        raise _registry_error(f"cannot register {ref} at the MLflow registry", e) from None
-    if tracked.get("run_id"):
-        try:  # the registry's own link to the tracking run, where that run lives on the same server
-            client.link_prompt_version_to_run(tracked["run_id"], version)
-        except Exception:  # noqa: BLE001 (a tracking run on another server: the tag above still links them)
-            pass
-    return RegistryExport(run_id, cid, prompt, template, val, test, ref.name, int(version.version), alias, prov,
-                          decoding, status, rdir)
-
-
 # ---- reading ---------------------------------------------------------------------------------------------------
 
 
@@ -253,7 +179,7 @@ class RegistryPrompt:
 def read_registry_prompt(ref: str, *, tracking_uri: str | None = None) -> RegistryPrompt:
     """The prompt version `ref` names, as an app's mlflow.genai.load_prompt(...) gets it, in promptlearn's syntax.
     A version promptlearn registered must convert back to the text whose sha256 it recorded."""
-    from promptlearn.export.api import prompt_sha256
+    from promptlearn.types import candidate_id
 
     parsed = parse_registry_uri(ref)
     client = registry_client(tracking_uri)
@@ -271,10 +197,10 @@ def read_registry_prompt(ref: str, *, tracking_uri: str | None = None) -> Regist
     except ConfigError as e:
         raise ConfigError(f"{parsed}: {e}") from None
     tags = dict(version.tags)
-    recorded = tags.get(TAG + "sha256")
-    if recorded and recorded != prompt_sha256(prompt):
-        raise ConfigError(f"{parsed} version {version.version} does not read back as the prompt its "
-                          f"{TAG}sha256 tag records")
     decoding = json.loads(tags.get(TAG + "decoding") or "{}")
+    recorded = tags.get(TAG + "candidate_id")  # the run's content hash of prompt and decoding
+    if recorded and recorded != candidate_id(prompt, decoding):
+        raise ConfigError(f"{parsed} version {version.version} does not read back as the prompt the run scored "
+                          f"(its {TAG}candidate_id tag)")
     return RegistryPrompt(parsed, int(version.version), prompt, template, decoding, tags,
                           tuple(version.aliases or ()))
