@@ -16,7 +16,6 @@ import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
-from urllib.parse import urlsplit
 
 from promptlearn.errors import ConfigError, TaskError, TaskWarning
 
@@ -48,13 +47,13 @@ def import_mlflow() -> Any:
 
 
 def check_uri(uri: str, field: str = "--mlflow") -> str:
-    """The tracking URI as given, refused (TaskError) when it carries credentials, which would end up in files."""
+    """The tracking URI as given, refused (TaskError) when empty or when it carries credentials."""
     if not isinstance(uri, str) or not uri.strip():
         raise TaskError("empty MLflow tracking URI", field=field, fix="give e.g. http://127.0.0.1:5000")
-    if "@" in (urlsplit(uri).netloc or ""):
-        raise TaskError("the MLflow URI holds credentials", field=field,
-                        fix="put them in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN "
-                            "and give the URI without them")
+    from promptlearn.task import CREDENTIALS_FIX, has_credentials
+
+    if has_credentials(uri):
+        raise TaskError("the MLflow URI holds credentials", field=field, fix=CREDENTIALS_FIX)
     return uri.strip()
 
 
@@ -184,16 +183,17 @@ class MlflowTracker:
 
     def abort(self, status: str) -> None:
         self._queue.put(("tags", {"promptlearn.status": status}))
-        self._end("KILLED" if status == "interrupted" else "FAILED")
+        self._end("KILLED" if status == "interrupted" else "FAILED", wait=min(self.drain_seconds, 10.0))
 
-    def _end(self, status: str) -> dict[str, Any]:
+    def _end(self, status: str, wait: float | None = None) -> dict[str, Any]:
+        """Queue the end and wait (at most `wait`, default drain_seconds) for the worker to send everything."""
+        wait = self.drain_seconds if wait is None else wait
         self._queue.put(("end", status))
         self._queue.put(None)
         if self._thread is not None:
-            self._thread.join(self.drain_seconds)
+            self._thread.join(wait)
             if self._thread.is_alive() and self.error is None:
-                self._fail(f"MLflow at {self.uri} did not take the run's last records within "
-                           f"{self.drain_seconds:g} s")
+                self._fail(f"MLflow at {self.uri} did not take the run's last records within {wait:g} s")
         self._link(force=True)
         return self.info()
 

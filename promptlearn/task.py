@@ -166,6 +166,18 @@ class Objective(_Strict):
         return {k: str(e) for k, e in v.items()}
 
 
+#: What to do instead of writing credentials into a tracking URI (which would end up in run files and logs).
+CREDENTIALS_FIX = ("put them in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN and give "
+                   "the URI without them")
+
+
+def has_credentials(uri: str) -> bool:
+    """Whether a URI carries `user:password@` (one rule for the task file, --mlflow and MLFLOW_TRACKING_URI)."""
+    from urllib.parse import urlsplit
+
+    return "@" in (urlsplit(uri).netloc or "")
+
+
 class Tracking(_Strict):
     """Where runs are logged: `mlflow:` a tracking server URI (credentials only in MLflow's own env vars)."""
 
@@ -175,11 +187,8 @@ class Tracking(_Strict):
     @field_validator("mlflow")
     @classmethod
     def _no_credentials(cls, v: str | None) -> str | None:
-        from urllib.parse import urlsplit
-
-        if v is not None and "@" in (urlsplit(v).netloc or ""):
-            raise ValueError("the URI holds credentials; put them in MLFLOW_TRACKING_USERNAME / "
-                             "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN and give the URI without them")
+        if v is not None and has_credentials(v):
+            raise ValueError(f"the URI holds credentials; {CREDENTIALS_FIX}")
         return v
 
 
