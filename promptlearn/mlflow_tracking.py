@@ -102,6 +102,7 @@ def tracker_for(tracking: str | Mapping[str, Any] | None, task: "Task") -> Track
     `tracking:` section, else none. A bad URI or missing mlflow fails here, before any call is made."""
     spec = task.spec.tracking
     uri, experiment = spec.mlflow, spec.experiment
+    field = "tracking.mlflow (task file)" if tracking is None else "tracking (--mlflow)"
     if isinstance(tracking, str):
         uri = tracking
     elif isinstance(tracking, Mapping):
@@ -114,7 +115,7 @@ def tracker_for(tracking: str | Mapping[str, Any] | None, task: "Task") -> Track
     if uri is None:
         return NoTracker()
     import_mlflow()
-    return MlflowTracker(check_uri(uri, "tracking.mlflow"), str(experiment))
+    return MlflowTracker(check_uri(uri, field), str(experiment))
 
 
 class MlflowTracker:
@@ -221,7 +222,11 @@ class MlflowTracker:
     def _work(self) -> None:
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=self.uri)
+        client: Any = None
+        try:
+            client = MlflowClient(tracking_uri=self.uri)
+        except Exception as e:  # noqa: BLE001 (e.g. a URI scheme MLflow has no store for)
+            self._fail(f"no MLflow client for {self.uri}: {one_line(e)}")
         held: tuple[str, Any] | None = None  # an item taken while gathering metrics, handled next
         while True:
             item = held if held is not None else self._queue.get()

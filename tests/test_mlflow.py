@@ -368,3 +368,14 @@ def test_cli_says_at_the_end_that_tracking_failed(tmp_path, monkeypatch, capsys)
     assert err.count("MLflow tracking stopped") == 1  # the warning when it failed
     assert err.strip().splitlines()[-1].startswith("promptlearn: warning: MLflow tracking failed")  # and at the end
     assert yaml.safe_load((tmp_path / "run" / "run.yaml").read_text())["task"]["name"] == "contract"
+
+
+def test_a_uri_mlflow_has_no_store_for_is_one_warning_and_a_finished_run(tmp_path):
+    with warnings.catch_warnings(record=True) as caught, FakeLM(wording_sensitive_responder):
+        warnings.simplefilter("always")
+        res = optimize(contract_task(), seed=0, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite",
+                       tracking="nosuchscheme://tracker")
+    told = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
+    assert len(told) == 1 and "nosuchscheme://tracker" in told[0], told
+    assert res.tracking["run_id"] is None and res.tracking["error"] == told[0].split("stopped: ")[1].split("; the")[0]
+    assert RunStore(tmp_path / "run", create=False).get_meta("status") == "finished"
