@@ -206,6 +206,8 @@ def optimize_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     extend_budget: bool = typer.Option(False, "--extend-budget",
                                        help="with --resume: continue the run with a larger budget"),
+    mlflow: Optional[str] = typer.Option(None, "--mlflow", help="also log the run to this MLflow tracking URI "
+                                                                "(default: the task's tracking.mlflow)"),
 ) -> None:
     """Search for a better system prompt; score seed and best on the held-out test split."""
     _say_retries(ctx)
@@ -217,7 +219,7 @@ def optimize_cmd(
         with live:
             result = optimize(task, optimizer, budget=budget_calls, seed=seed, run_dir=run_dir, resume=resume,
                               cache_path=cache, options=options, on_progress=live.update,
-                              extend_budget=extend_budget)
+                              extend_budget=extend_budget, tracking=mlflow)
     except KeyboardInterrupt:
         where = live.run_dir or "the run directory"
         print(f"promptlearn: interrupted; the run is saved: continue it with --resume {where}", file=sys.stderr)
@@ -227,6 +229,10 @@ def optimize_cmd(
         return
     _print_result(result)
     _console().print(f"report: {_write_report_quietly(result.run_dir)}")
+    if result.tracking:
+        from promptlearn.mlflow_tracking import tracking_line
+
+        print(tracking_line(result.tracking), file=sys.stderr if result.tracking.get("error") else sys.stdout)
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -344,8 +350,10 @@ def checks_cmd(
 @app.command("export")
 def export_cmd(
     run: str = typer.Argument(..., help="run id (under --root), a unique prefix of one, latest, or a run directory"),
-    to: Path = typer.Option(..., "--to", help="the app's config file (created when missing)"),
-    key: str = typer.Option(..., "--key", help="dotted path of the prompt in it, e.g. assistant.system_prompt"),
+    to: str = typer.Option(..., "--to", help="the app's config file (created when missing), or "
+                                             "mlflow://prompts/NAME for the MLflow Prompt Registry"),
+    key: Optional[str] = typer.Option(None, "--key", help="dotted path of the prompt in it, e.g. "
+                                                          "assistant.system_prompt (config files only)"),
     fmt: Optional[str] = typer.Option(None, "--format", help="yaml, json, toml, env, py or md (default: from --to)"),
     provenance: str = typer.Option("comment", "--provenance", metavar="[comment|key|none]",
                                    help="how to write run id, val, test and sha256: comment (default; a "
@@ -353,20 +361,37 @@ def export_cmd(
                                         "sibling KEY_provenance entry: yaml, toml, json) or none"),
     no_provenance: bool = typer.Option(False, "--no-provenance", hidden=True, help="same as --provenance none"),
     root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
+    alias: Optional[str] = typer.Option(None, "--alias", help="with mlflow://: point this alias (e.g. "
+                                                              "production) at the new version"),
 ) -> None:
     """Write a run's best prompt into the app's config file, with provenance (run id, val, test, sha256).
 
     Provenance is a comment on the key by default (no extra key for a strict schema); re-exporting replaces it.
     """
+    from promptlearn.errors import TaskError
+    from promptlearn.export.mlflow_export import export_to_registry
+    from promptlearn.export.mlflow_registry import is_registry_uri
     from promptlearn.gate import export_run
 
-    info = export_run(run, to, key, fmt=fmt, provenance="none" if no_provenance else provenance, root=root)
+    if is_registry_uri(to):
+        if key is not None or fmt is not None or no_provenance or provenance != "comment":
+            raise TaskError("a registry version always carries its provenance and has no key or format",
+                            field="--to mlflow://", fix="drop --key, --format and --provenance")
+        info: Any = export_to_registry(run, to, alias=alias, root=root)
+    else:
+        if key is None or alias is not None:
+            raise TaskError("a config file export needs --key and takes no --alias", field="--key",
+                            fix="give e.g. --key assistant.system_prompt")
+        info = export_run(run, Path(to), key, fmt=fmt, provenance="none" if no_provenance else provenance,
+                          root=root)
 
     def fmt_score(x: Optional[float]) -> str:
         return "-" if x is None else f"{x:.4f}"
 
+    where = (f"{info.uri}" + (f" (alias {info.alias})" if info.alias else "") if is_registry_uri(to)
+             else f"{info.path}:{info.key} ({info.format})")
     print(f"exported best prompt {info.candidate_id} of run {info.run_id} (val {fmt_score(info.val)}, test "
-          f"{fmt_score(info.test)}) to {info.path}:{info.key} ({info.format})")
+          f"{fmt_score(info.test)}) to {where}")
     if info.status != "finished":
         from rich.markup import escape
 
@@ -390,7 +415,8 @@ def check_cmd(
     task: Path = typer.Argument(..., help="task YAML file"),
     prompt_from: str = typer.Option(..., "--prompt-from",
                                     help="FILE:dotted.key of the prompt in the app's config, a plain-text file "
-                                         "(a run's best_prompt.txt) or a run (id or directory)"),
+                                         "(a run's best_prompt.txt), a run (id or directory) or "
+                                         "mlflow://prompts/NAME@ALIAS"),
     fmt: Optional[str] = typer.Option(None, "--format", help="config format (default: from the file name)"),
     split: str = typer.Option("test", "--split", help="train, val, test or all"),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="fail when the score is below this"),

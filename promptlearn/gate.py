@@ -173,12 +173,18 @@ def read_provenance_ref(path: str | Path, key: str, prompt: str, *, fmt: str | N
 
 
 def read_prompt_source(ref: str | Path, *, fmt: str | None = None, root: str | Path = "runs"
-                       ) -> tuple[Path, str | None, str, dict[str, Any]]:
+                       ) -> tuple[Path | str, str | None, str, dict[str, Any]]:
     """(where, key, prompt, decoding) for what `check --prompt-from` takes: a run (id under `root`, or its
     directory: its best prompt and the decoding it was scored with), a plain-text file such as a run's
-    best_prompt.txt (read exactly), or `FILE:dotted.key` of an app config (key None for the first two)."""
+    best_prompt.txt (read exactly), `FILE:dotted.key` of an app config (key None for the first two), or a
+    prompt registry version `mlflow://prompts/NAME@ALIAS` (where names the exact version)."""
     from promptlearn.export import detect_format
+    from promptlearn.export.mlflow_registry import is_registry_uri, read_registry_prompt
     from promptlearn.store import resolve_run
+
+    if is_registry_uri(ref):
+        got = read_registry_prompt(str(ref))
+        return got.where, None, got.prompt, dict(got.decoding)
 
     try:
         rdir = resolve_run(ref, root)

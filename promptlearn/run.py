@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from promptlearn.engine import Evaluation, Evaluator
 from promptlearn.errors import BudgetExceeded, ModelError, RunError, TaskError
@@ -18,6 +18,9 @@ from promptlearn.metrics import adherence, side_effects
 from promptlearn.store import RunStore, atomic_write, resolve_run
 from promptlearn.task import Task, load_task
 from promptlearn.types import Usage
+
+if TYPE_CHECKING:
+    from promptlearn.mlflow_tracking import Tracker
 
 LOOP_OPTIONS = {f.name for f in dataclasses.fields(Options)}
 
@@ -49,6 +52,7 @@ class Result:
     stop_reason: str | None  #: why the search ended (optimizer finished, budget stop, patience, ...)
     candidates: int  #: how many distinct prompts were recorded
     budget: Mapping[str, Any] | None = None  #: max_calls asked, the search's share and the test reserve
+    tracking: Mapping[str, Any] | None = None  #: the MLflow run it was logged to (uri, run_id, error), if any
 
     @property
     def overfit_gap(self) -> float | None:
@@ -77,14 +81,16 @@ class Result:
                 "requests": self.ledger.requests,
                 "usd": self.ledger.usd, "seconds": self.ledger.seconds, "candidates": self.candidates,
                 "stop_reason": self.stop_reason, "budget": dict(self.budget) if self.budget else None,
-                "front": [{"id": p.id, "val": p.val, "test": p.test} for p in self.front]}
+                "front": [{"id": p.id, "val": p.val, "test": p.test} for p in self.front],
+                "tracking": dict(self.tracking) if self.tracking else None}
 
 
 def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: int | Mapping[str, Any] | None = None,
              seed: int = 0, run_dir: str | Path | None = None, resume: str | Path | None = None,
              runs_root: str | Path = "runs", cache_path: str | Path | None = None,
              options: Mapping[str, Any] | None = None,
-             on_progress: Callable[[RunContext], None] | None = None, extend_budget: bool = False) -> Result:
+             on_progress: Callable[[RunContext], None] | None = None, extend_budget: bool = False,
+             tracking: str | Mapping[str, Any] | None = None) -> Result:
     """Optimize the task's system prompt: search on train/val, then score seed and best once on test.
 
     Args:
@@ -102,6 +108,9 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
         on_progress: called with the RunContext after each scored candidate (e.g. to draw progress).
         extend_budget: with `resume`, accept a budget above the run's own (no limit may go down) and search
             further; without it, another budget than the run's is refused.
+        tracking: an MLflow tracking URI, or {mlflow: URI, experiment: NAME}: log the run there as well (default:
+            the task's `tracking:`). A tracker that fails is warned about once and the run goes on
+            (`Result.tracking["error"]` says what failed).
 
     Returns the Result (seed, best, lineage, ledger); the run folder holds the store, run.yaml, lineage.json
     and best_prompt.txt. Raises TaskError for a bad task or option before any call is made, RunError for a
@@ -109,7 +118,25 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     `resume` continues a run with its own budget: another one (from `budget` or the task file) is refused
     unless `extend_budget`, which only raises limits. A finished run stays finished whatever happens later.
     """
+    from promptlearn.mlflow_tracking import tracker_for
+
     file_task = task if isinstance(task, Task) else load_task(task)
+    tracker = tracker_for(tracking, file_task)
+    try:
+        result = _optimize(file_task, optimizer, budget, seed, run_dir, resume, runs_root, cache_path, options,
+                           on_progress, extend_budget, tracker)
+    except BaseException as e:
+        tracker.abort("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        raise
+    info = tracker.finish(result)
+    return dataclasses.replace(result, tracking=info) if info else result
+
+
+def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str, Any] | None, seed: int,
+              run_dir: str | Path | None, resume: str | Path | None, runs_root: str | Path,
+              cache_path: str | Path | None, options: Mapping[str, Any] | None,
+              on_progress: Callable[[RunContext], None] | None, extend_budget: bool, tracker: Tracker) -> Result:
+    """`optimize` once the task is loaded and the tracker chosen."""
     task = _with_budget(file_task, budget)
     task.require("train", "val", "test", proposer=True)  # before a run folder exists or a call is made
     if resume is not None:
@@ -137,8 +164,10 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
                                   "fingerprint": task.fingerprint(), "budget": _limits(task),
                                   "task_budget": _limits(file_task)})
         atomic_write(rdir / "run.yaml", _run_yaml(task, name, seed, opt_options))
+    tracker.start(task, store, name, seed, opt_options, _limits(task))
     evaluator = Evaluator(task, store=store, cache_path=cache_path)
-    ctx = RunContext(task, evaluator, store, seed=seed, options=loop_opts, on_progress=on_progress)
+    ctx = RunContext(task, evaluator, store, seed=seed, options=loop_opts,
+                     on_progress=_both(tracker.progress, on_progress))
     full_calls = evaluator.ledger.budget.max_calls
     test_reserve = 2 * sum(sum(t.given is None for t in e.turns) for e in task.examples("test"))
     if full_calls is not None:
@@ -184,6 +213,16 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     finally:
         evaluator.close()
     return result
+
+
+def _both(first: Callable[[RunContext], None], then: Callable[[RunContext], None] | None
+          ) -> Callable[[RunContext], None]:
+    def hook(ctx: RunContext) -> None:
+        first(ctx)
+        if then is not None:
+            then(ctx)
+
+    return hook
 
 
 def optimizer_options(name: str) -> list[str] | None:

@@ -166,6 +166,32 @@ class Objective(_Strict):
         return {k: str(e) for k, e in v.items()}
 
 
+#: What to do instead of writing credentials into a tracking URI (which would end up in run files and logs).
+CREDENTIALS_FIX = ("put them in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN and give "
+                   "the URI without them")
+
+
+def has_credentials(uri: str) -> bool:
+    """Whether a URI carries `user:password@` (one rule for the task file, --mlflow and MLFLOW_TRACKING_URI)."""
+    from urllib.parse import urlsplit
+
+    return "@" in (urlsplit(uri).netloc or "")
+
+
+class Tracking(_Strict):
+    """Where runs are logged: `mlflow:` a tracking server URI (credentials only in MLflow's own env vars)."""
+
+    mlflow: str | None = None
+    experiment: str = "promptlearn"
+
+    @field_validator("mlflow")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        if v is not None and has_credentials(v):
+            raise ValueError(f"the URI holds credentials; {CREDENTIALS_FIX}")
+        return v
+
+
 class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str = "evolve"
@@ -187,6 +213,7 @@ class TaskSpec(_Strict):
     budget: Budget = Field(default_factory=Budget)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     cache: str | None = None
+    tracking: Tracking = Field(default_factory=Tracking)
 
     @field_validator("model", "proposer", "judge", mode="before")
     @classmethod
@@ -314,7 +341,7 @@ class Task:
 
     def fingerprint(self) -> str:
         """Hash of everything that changes scores: used to refuse resuming a run with a different task."""
-        blob = json.dumps({"spec": self.spec.model_dump(mode="json", exclude={"budget", "optimizer"}),
+        blob = json.dumps({"spec": self.spec.model_dump(mode="json", exclude={"budget", "optimizer", "tracking"}),
                            "examples": {k: [e.id for e in v] for k, v in self.splits.items()}}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -193,3 +193,90 @@ def test_cli_output_never_shows_the_key(tmp_path):
     for proc in (opt, ev, bad):
         assert_clean_text(proc.stdout + proc.stderr)
     assert leaks(tmp_path) == []
+
+
+# ---- MLflow: credentials only in MLflow's own environment variables --------------------------------------------
+
+class _RecordingTracker:
+    """An HTTP server in MLflow's place that records each request's Authorization header and refuses it (401)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        seen = self.headers = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _refuse(self) -> None:
+                seen.append(self.headers.get("Authorization"))
+                body = json.dumps({"error_code": "UNAUTHENTICATED", "message": "bad credentials"}).encode()
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _refuse
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "_RecordingTracker":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_mlflow_token_reaches_the_tracker_and_nothing_else(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    from promptlearn.testing import FakeLM, contract_task
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", KEY)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with _RecordingTracker() as tracker, FakeLM(wording_sensitive_responder), warnings.catch_warnings(record=True) \
+            as caught:
+        warnings.simplefilter("always")
+        res = optimize(contract_task(), seed=0, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite",
+                       tracking={"mlflow": tracker.uri, "experiment": "secrets"})
+    assert tracker.headers and set(tracker.headers) == {f"Bearer {KEY}"}  # MLflow read its own variable
+    assert res.tracking["error"] and "bad credentials" in res.tracking["error"]  # the refusal, said once
+    assert [str(w.message) for w in caught if "MLflow" in str(w.message)] != []
+    for text in [json.dumps(res.to_json()), *(str(w.message) for w in caught), *capsys.readouterr()]:
+        assert_clean_text(text)
+    assert leaks(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", ["argument", "task file"])
+def test_an_mlflow_uri_with_credentials_is_refused(tmp_path, where):
+    from promptlearn.testing import contract_task
+
+    uri = f"https://ci:{KEY}@mlflow.example.invalid"
+    with pytest.raises(TaskError) as info:
+        if where == "argument":
+            optimize(contract_task(), run_dir=tmp_path / "run", tracking=uri)
+        else:
+            spec = task_dict("http://127.0.0.1:9/v1")
+            spec["tracking"] = {"mlflow": uri}
+            task_from_dict(spec)
+    assert "MLFLOW_TRACKING_PASSWORD" in str(info.value) and "tracking" in str(info.value)
+    assert_clean_text(str(info.value))
+    assert not (tmp_path / "run").exists()
+
+
+def test_registry_uri_with_credentials_in_mlflows_variable_is_refused(monkeypatch):
+    from promptlearn.errors import ConfigError
+    from promptlearn.export import read_prompt
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://ci:{KEY}@mlflow.example.invalid")
+    with pytest.raises(ConfigError) as info:
+        read_prompt("mlflow://prompts/app@production")
+    assert "MLFLOW_TRACKING_URI" in str(info.value)
+    assert_clean_text(str(info.value))

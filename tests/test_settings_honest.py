@@ -48,6 +48,8 @@ def full_task_dict(tmp_path: Path) -> dict[str, Any]:
         "budget": {"max_calls": 400, "max_usd": 1.0, "max_tokens": 1_000_000, "max_seconds": 600},
         "optimizer": {"name": "evolve", "minibatch": 4},
         "cache": "cache.sqlite",
+        # a tracker nothing listens on: both fields are read, the tracker fails once and the run goes on
+        "tracking": {"mlflow": "http://127.0.0.1:9", "experiment": "everything"},
     }
 
 
@@ -98,6 +100,7 @@ def test_no_task_field_is_accepted_and_ignored(tmp_path, monkeypatch):
         return object.__getattribute__(self, name)
 
     monkeypatch.chdir(tmp_path)  # the task's relative `cache:` lands here: every request reaches the model
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     for cls in schema_models:
         monkeypatch.setattr(cls, "__getattribute__", spy)
     validate = TaskSpec.model_validate.__func__
@@ -130,6 +133,7 @@ def test_fields_used_elsewhere_are_used_there(tmp_path, monkeypatch):
     from promptlearn.report import write_report
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     task = task_from_dict(full_task_dict(tmp_path), base_dir=tmp_path)
     with FakeLM(judge_or_target):
         optimize(task, seed=0, run_dir=tmp_path / "run", budget=80)

@@ -78,8 +78,16 @@ def export_prompt(path: str | os.PathLike[str], key: str, prompt: str, *, fmt: s
         _write_file(path, new)
 
 
-def read_prompt(path: str | os.PathLike[str], key: str, *, fmt: str | None = None) -> str:
-    """The prompt stored under `key` in the config file at `path`, exactly as the app loads it."""
+def read_prompt(path: str | os.PathLike[str], key: str | None = None, *, fmt: str | None = None) -> str:
+    """The prompt stored under `key` in the config file at `path`, exactly as the app loads it; for a registry
+    prompt (`mlflow://prompts/NAME@ALIAS`, no key) the version the app's load_prompt gets, as a promptlearn
+    template."""
+    if isinstance(path, str) and path.startswith("mlflow://"):
+        from promptlearn.export.mlflow_registry import read_registry_prompt
+
+        return read_registry_prompt(path).prompt
+    if key is None:
+        raise TypeError("read_prompt needs the prompt's key in a config file")
     f = detect_format(path, fmt)
     text = _read_file(path)
     if text is None:
