@@ -45,7 +45,7 @@ def export_to_registry(run: str | Path, to: str, *, alias: str | None = None, ro
                        tracking_uri: str | None = None) -> RegistryExport:
     """Register the best prompt of `run` as a new version of the prompt `to` (mlflow://prompts/NAME) with the
     provenance a config export writes (run id, val, test, sha256, decoding), and point `alias` at it."""
-    from promptlearn.gate import best_of_run, provenance
+    from promptlearn.gate import best_of_run, make_provenance
     from promptlearn.store import RunStore, resolve_run
 
     ref = parse_registry_uri(to)
@@ -61,7 +61,7 @@ def export_to_registry(run: str | Path, to: str, *, alias: str | None = None, ro
     finally:
         store.close()
     template = to_registry_template(prompt)
-    prov = provenance(run_id, val, test, prompt, decoding)
+    prov = make_provenance(run_id, val, test, prompt, decoding)
     tags = {**provenance_tags(prov), TAG + "candidate_id": cid, TAG + "status": str(status)}
     if tracked.get("run_id"):
         tags[TAG + "mlflow_run_id"] = tracked["run_id"]
