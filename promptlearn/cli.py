@@ -206,6 +206,9 @@ def optimize_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     extend_budget: bool = typer.Option(False, "--extend-budget",
                                        help="with --resume: continue the run with a larger budget"),
+    parallel: Optional[int] = typer.Option(None, "--parallel", min=1,
+                                           help="proposals in flight at once (default: 1 for the embedded "
+                                                "model, else enough to keep the model's concurrency busy)"),
 ) -> None:
     """Search for a better system prompt; score seed and best on the held-out test split."""
     _say_retries(ctx)
@@ -217,7 +220,7 @@ def optimize_cmd(
         with live:
             result = optimize(task, optimizer, budget=budget_calls, seed=seed, run_dir=run_dir, resume=resume,
                               cache_path=cache, options=options, on_progress=live.update,
-                              extend_budget=extend_budget)
+                              extend_budget=extend_budget, parallel=parallel)
     except KeyboardInterrupt:
         where = live.run_dir or "the run directory"
         print(f"promptlearn: interrupted; the run is saved: continue it with --resume {where}", file=sys.stderr)

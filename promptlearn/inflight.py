@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Sequence
 
 from promptlearn.lm import Ledger
 
@@ -96,7 +96,7 @@ async def gather_or_cancel(aws: Sequence[Awaitable[Any]]) -> list[Any]:
     tasks = [asyncio.ensure_future(a) for a in aws]
     try:
         return list(await asyncio.gather(*tasks))
-    except BaseException:
+    except (Exception, asyncio.CancelledError):  # not GeneratorExit: a coroutine closed after its loop is gone
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -81,7 +81,8 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
              seed: int = 0, run_dir: str | Path | None = None, resume: str | Path | None = None,
              runs_root: str | Path = "runs", cache_path: str | Path | None = None,
              options: Mapping[str, Any] | None = None,
-             on_progress: Callable[[RunContext], None] | None = None, extend_budget: bool = False) -> Result:
+             on_progress: Callable[[RunContext], None] | None = None, extend_budget: bool = False,
+             parallel: int | None = None) -> Result:
     """Optimize the task's system prompt: search on train/val, then score seed and best once on test.
 
     Args:
@@ -99,6 +100,9 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
         on_progress: called with the RunContext after each scored candidate (e.g. to draw progress).
         extend_budget: with `resume`, accept a budget above the run's own (no limit may go down) and search
             further; without it, another budget than the run's is refused.
+        parallel: proposals in flight at once (`optimizer.parallel`; default `default_parallel`). Decisions are
+            applied in proposal order, so a P gives the same lineage whatever the timing; P=1 is the serial
+            search. A resumed run keeps its own P.
 
     Returns the Result (seed, best, lineage, ledger); the run folder holds the store, run.yaml, lineage.json
     and best_prompt.txt. Raises TaskError for a bad task or option before any call is made, RunError for a
@@ -120,17 +124,23 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
                            "start a new run instead of --resume")
         name, seed, opt_options = saved["optimizer"], saved["seed"], saved["options"]
         opt, loop_opts = _build_optimizer(name, opt_options)
+        loop_opts.parallel = saved.get("parallel", 1)  # a run made before parallel search was serial
+        if parallel is not None and parallel != loop_opts.parallel:
+            raise RunError(f"run {rdir.name} searches with parallel {loop_opts.parallel}; --resume replays it "
+                           f"with the same (asked: {parallel}): resume without --parallel")
         task = _resume_budget(store, saved, file_task, budget, extend_budget)
     else:
         name = optimizer or task.spec.optimizer.name
         opt_options = {**(task.spec.optimizer.model_extra or {}), **(options or {})}
         opt, loop_opts = _build_optimizer(name, opt_options)  # a bad name or option: no run folder yet
+        loop_opts.parallel = _parallel(task, loop_opts, parallel)
         task.warn(search=True)
         rdir = Path(run_dir) if run_dir else Path(runs_root) / _run_id(task.name, seed)
         if (rdir / "store.sqlite").exists():
             raise RunError(f"{rdir} already holds a run; use --resume {rdir} or another --run-dir")
         store = RunStore(rdir)
         store.set_meta("config", {"optimizer": name, "seed": seed, "options": opt_options,
+                                  "parallel": loop_opts.parallel,
                                   "fingerprint": task.fingerprint(), "budget": _limits(task),
                                   "task_budget": _limits(file_task)})
         atomic_write(rdir / "run.yaml", _run_yaml(task, name, seed, opt_options))
@@ -212,6 +222,25 @@ def _build_optimizer(name: str, options: Mapping[str, Any]) -> tuple[Any, Option
         return cls(**{k: v for k, v in options.items() if k not in LOOP_OPTIONS}), loop_opts
     except TypeError as e:  # a plugin's constructor refusing what its signature seemed to take
         raise TaskError(f"optimizer '{name}': {e}", field="optimizer", fix="check its options") from None
+
+
+def default_parallel(task: Task, minibatch: int = 8) -> int:
+    """Proposals in flight by default: 1 for a concurrency-1 model (the embedded one is compute-bound in one
+    process), else enough that the screens in flight fill the target's concurrency twice over (at most 16)."""
+    conc = task.model.max_concurrency
+    if conc <= 1:
+        return 1
+    return max(1, min(16, -(-2 * conc // max(1, minibatch))))
+
+
+def _parallel(task: Task, opts: Options, asked: int | None) -> int:
+    value = asked if asked is not None else opts.parallel
+    if value is None:
+        return default_parallel(task, opts.minibatch)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TaskError(f"optimizer.parallel must be a whole number >= 1, not {value!r}", field="optimizer.parallel",
+                        fix="e.g. parallel: 4 (1 for a serial search)")
+    return value
 
 
 def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mapping[str, Any]) -> Result:
