@@ -339,6 +339,8 @@ class LM:
         from promptlearn import openai_http as http
 
         c = self.config
+        if c.name not in _UNPRICED:  # import litellm (seconds) now, not in the middle of replies in flight:
+            litellm()  # pricing the first reply would block the loop and time out the requests still running
 
         async def send(msgs: list[dict[str, str]], kwargs: dict[str, Any]) -> tuple[str, tuple[int, int, int], float]:
             body = {k: v for k, v in kwargs.items() if k != "api_key"}
