@@ -250,9 +250,7 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mappin
     ids = [seed_id] + ([best_id] if best_id != seed_id else [])
     extra = [c for c in pareto_front(ctx) if c not in ids][: ctx.options.test_front]
     tests: dict[str, Evaluation] = {}
-    for cid in ids + extra:
-        cand = ctx.candidates[cid]
-        ev = ctx.evaluator.evaluate(cand.prompt, test, split="test", tag="test", model_overrides=cand.model_overrides)
+    for cid, ev in zip(ids + extra, _test_evaluations(ctx, [ctx.candidates[c] for c in ids + extra], test)):
         if not ev.complete:
             break
         tests[cid] = ev
@@ -274,6 +272,26 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mappin
     return Result(store.run_id, store.dir, scores(seed_id), scores(best_id),
                   tuple(scores(c) for c in extra if c in tests), store.lineage(), ctx.evaluator.ledger.snapshot(),
                   stop_reason, len(ctx.candidates), budget)
+
+
+def _test_evaluations(ctx: RunContext, cands: list[Any], test: list[Any]) -> list[Evaluation]:
+    """Each candidate scored on test, in order. A model that takes concurrent requests scores them all at once,
+    each within an in-order grant (promptlearn.inflight), so the candidates a budget leaves unscored are the
+    ones scoring them one by one would leave; a concurrency-1 model scores them one by one (KV-cache reuse)."""
+    from promptlearn.inflight import InOrderGrants, gather_or_cancel
+
+    ev = ctx.evaluator
+    if ctx.task.model.max_concurrency <= 1 or len(cands) == 1:
+        return [ev.evaluate(c.prompt, test, split="test", tag="test", model_overrides=c.model_overrides)
+                for c in cands]
+    grants = InOrderGrants(ev.ledger)
+    stages = [grants.add(ev.max_requests(test)) for _ in cands]
+
+    async def one(c: Any, stage: Any) -> Evaluation:
+        async with grants.stage(stage):
+            return await ev.aevaluate(c.prompt, test, split="test", tag="test", model_overrides=c.model_overrides)
+
+    return list(ev.run(gather_or_cancel([one(c, s) for c, s in zip(cands, stages)])))
 
 
 def _close(store: RunStore, ctx: RunContext, status: str, error: str | None = None) -> None:
