@@ -34,7 +34,9 @@ class Evaluation:
     prompt: str  #: the system prompt template that was scored (placeholders unfilled)
     split: str  #: train, val, test, all or custom
     results: Mapping[str, ExampleResult]  #: example id -> replies and check results, in example order
-    usage: Usage = field(default_factory=Usage)  #: what this evaluation spent (cached calls cost nothing)
+    #: what the ledger spent while this evaluation ran (cached calls cost nothing); with evaluations in flight at
+    #: once (parallel search) it includes theirs: per-example costs are in the run store
+    usage: Usage = field(default_factory=Usage)
     complete: bool = True  #: False when a budget stop left examples unscored
     stop_reason: str | None = None  #: the budget stop message when incomplete
     model_overrides: Mapping[str, Any] = field(default_factory=dict)  #: decoding options applied (e.g. guidance)
