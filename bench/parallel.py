@@ -138,8 +138,8 @@ def quality(result: dict[str, Any], work: Path, seeds: Sequence[int], p_big: int
                               "optimizer": "evolve"})
     done = {(r["task"], r["parallel"], r["seed"]) for r in runs}
     start = time.monotonic()
-    for seed in seeds:
-        for task in QUALITY_TASKS:
+    for task in QUALITY_TASKS:
+        for seed in seeds:
             for p in (1, p_big):
                 if (task, p, seed) in done:
                     continue
@@ -170,8 +170,10 @@ def quality(result: dict[str, Any], work: Path, seeds: Sequence[int], p_big: int
 
 def summarize(result: dict[str, Any]) -> None:
     rows = result.get("throughput") or []
-    if rows:
-        best = max(rows, key=lambda r: r["fraction_of_ideal"])
+    if rows:  # the goal is judged on the first optimizer measured (evolve, the default)
+        first = [r for r in rows if r["optimizer"] == rows[0]["optimizer"]]
+        best = max(first, key=lambda r: r["fraction_of_ideal"])
+        result["goal_optimizer"] = best["optimizer"]
         result["best_p"], result["best_fraction"] = best["parallel"], best["fraction_of_ideal"]
         result["goal_met"] = best["fraction_of_ideal"] >= GOAL
     q = result.get("quality") or {}
@@ -201,8 +203,9 @@ def markdown(result: dict[str, Any]) -> str:
         out += [f"| {r['optimizer']} | {r['parallel']} | {r['calls']} | {r['run_s']} | {r['ideal_s']} | "
                 f"**{r['fraction_of_ideal']}** | {r['ledger_s']} | {r['process_s']} | {r['candidates']} | "
                 f"{r['seed_test']:.3f} -> {r['best_test']:.3f} | {r['loadavg']} |" for r in rows]
-        out += ["", f"Goal: >= {GOAL} of ideal at the best P — best {result.get('best_fraction')} at "
-                f"P={result.get('best_p')}: **{'met' if result.get('goal_met') else 'not met'}**.", ""]
+        out += ["", f"Goal: >= {GOAL} of ideal at the best P — {result.get('goal_optimizer')} (the default "
+                f"optimizer): best {result.get('best_fraction')} at P={result.get('best_p')}: "
+                f"**{'met' if result.get('goal_met') else 'not met'}**.", ""]
     q = result.get("quality") or {}
     if q.get("summary"):
         n_seeds = len({r["seed"] for r in q.get("runs", [])})
