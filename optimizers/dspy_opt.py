@@ -153,10 +153,13 @@ class _Bridge:
     def guard(self) -> None:
         if self.stop is not None:
             raise self.stop
-        if self.limit is not None and self.ctx.budget.calls >= self.limit:
-            e = CompileBudget(f"DSPy used its share of the budget ({self.limit} calls)")
-            self.remember(e, fatal=False)
-            raise e
+        try:
+            self.ctx.check_stop()
+            if self.limit is not None and self.ctx.budget.calls >= self.limit:
+                raise CompileBudget(f"DSPy used its share of the budget ({self.limit} calls)")
+        except (StopRun, BudgetExceeded, CompileBudget) as e:
+            self.remember(e, fatal=not isinstance(e, CompileBudget))
+            raise
 
     def remember(self, e: BaseException, *, fatal: bool) -> None:
         if self.stop is None:

@@ -63,13 +63,15 @@ class OptimizerContext(Protocol):
       prompt that loses a protected clause or placeholder (no call made), screens it on a train minibatch
       against its first parent (or the best), promotes it to the full val split, and accepts it as the new best
       only by a paired bootstrap on val. `propose_many` puts up to `parallel` proposals in flight at once and
-      returns one Verdict per proposal, in proposal order; its decisions are applied in proposal order once the
-      batch is back, never in completion order, so `propose_many([a, b])` decides exactly what `propose(a)`
-      then `propose(b)` would, except that `b` was written before `a`'s verdict was known (its parent is what
-      the optimizer chose then). `propose_many([a])` is `propose(a)`.
+      returns one Verdict per proposal, in proposal order. Its decisions are applied in proposal order once the
+      batch is back, never in completion order: `propose_many([a, b])` judges `b` after `a` (against the best
+      that `a` may have just replaced) as `propose(a)` then `propose(b)` would, except that `b` was dispatched
+      (its default parent, its screening minibatch) before `a`'s results were in. `propose_many([a])` is
+      `propose(a)`. `max_candidates` is honoured exactly; patience and the stop file are checked between
+      batches, so a batch already in flight is finished and decided first.
     - **Models.** Never call a model except through the context: `evaluate`, the proposals, `generate` /
-      `generate_many` (the proposer, counted under 'proposer'), `complete` and `score_replies` (for an
-      optimizer that wraps another framework's loop). Every call is cached, stored for resume and counted in
+      `generate_many` (the proposer, counted under 'proposer'), `complete`, `score_replies` and `check_stop`
+      (for an optimizer that wraps another framework's loop). Every call is cached, stored for resume and counted in
       the one budget.
     - **Determinism.** Draw every random choice from `rng`, and make choices only from what the context
       returned (scores, verdicts, failures): the same seed and cache then give the same lineage, a resumed run
@@ -156,6 +158,11 @@ class OptimizerContext(Protocol):
 
     def passing(self, k: int = 3) -> list[tuple[Example, str]]:
         """Up to k single-turn train conversations some candidate answered perfectly (material for demos)."""
+        ...
+
+    def check_stop(self) -> None:
+        """Raise StopRun or BudgetExceeded now if the run must end (stop file, patience, candidate cap, budget):
+        for an optimizer that drives another framework's loop between its own calls to the context."""
         ...
 
     def log(self, kind: str, data: Mapping[str, Any]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from conftest import requires_model
 from promptlearn.context import OptimizerContext
 from promptlearn.errors import RunError, TaskError
 from promptlearn.lm import Budget, Ledger
@@ -230,3 +231,34 @@ def test_builtin_optimizers_use_only_the_optimizer_context(optimizer, parallel, 
         res = optimize(contract_task(max_calls=120, optimizer=optimizer), seed=3, run_dir=tmp_path / "r",
                        cache_path=tmp_path / "c.sqlite", parallel=parallel)
     assert res.candidates >= 2
+
+
+@pytest.mark.model
+@requires_model
+def test_p4_on_the_embedded_model_is_deterministic_and_within_budget(tmp_path):
+    """The real model (concurrency 1: the proposals' requests queue for it): two P=4 runs, separate caches."""
+    from promptlearn.task import load_task
+
+    task = load_task(Path(__file__).resolve().parent.parent / "tasks" / "pirate.yaml", overrides={
+        "model": {"max_tokens": 12}, "data": [{"file": "data/pirate.jsonl", "limit": 10}]})
+    runs = [optimize(task, "evolve", budget=40, seed=0, run_dir=tmp_path / f"r{i}", cache_path=tmp_path / f"c{i}",
+                     parallel=4) for i in range(2)]
+    assert all(r.ledger.requests <= 40 for r in runs)
+    assert _lineage(tmp_path / "r0") == _lineage(tmp_path / "r1")
+    assert RunStore(tmp_path / "r0", create=False).get_meta("config")["parallel"] == 4
+    assert len(runs[0].lineage["nodes"]) > 2 and runs[0].best.test is not None
+
+
+def test_cli_parallel_flag_and_task_file_option(tmp_path, monkeypatch, capsys):
+    from test_cli_export_check import cli, write_task
+
+    path = write_task(tmp_path / "task.yaml")
+    with FakeLM(wording_sensitive_responder):
+        code, out, err = cli(monkeypatch, capsys, "optimize", path, "--parallel", "3", "--run-dir", tmp_path / "a",
+                             "--cache", tmp_path / "c.sqlite", "--budget-calls", "60", "--json")
+        assert code == 0, err
+        assert RunStore(tmp_path / "a", create=False).get_meta("config")["parallel"] == 3
+        code, _, err = cli(monkeypatch, capsys, "optimize", path, "--parallel", "0", "--run-dir", tmp_path / "b")
+        assert code == 2 and not (tmp_path / "b").exists()
+        code, _, err = cli(monkeypatch, capsys, "optimize", path, "-o", "parallel=two", "--run-dir", tmp_path / "b")
+        assert code == 2 and "optimizer.parallel" in err and not (tmp_path / "b").exists()
