@@ -470,7 +470,8 @@ def goals_at_a_glance(results: Mapping[str, Mapping[str, Any]]) -> str:
         ps = [k for k in summ if k.startswith(task + "/")]
         if len(ps) == 2:
             one, big = summ[ps[0]], summ[ps[1]]
-            few = " (fewer seeds than planned)" if min(big["n"], one["n"]) < len(pq.get("seeds", [])) else ""
+            few = (f" (indicative only: {min(big['n'], one['n'])} of {len(pq.get('seeds', []))} planned seeds)"
+                   if min(big["n"], one["n"]) < len(pq.get("seeds", [])) else "")
             rows.append(f"| {task}: parallel costs no test quality at equal calls | {ps[1].split('/')[1]} "
                         f"{f(big['mean'])} (sd {f(big['sd'])}, {big['n']} seeds) vs P=1 {f(one['mean'])} "
                         f"(sd {f(one['sd'])}, {one['n']} seeds) | "
