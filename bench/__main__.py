@@ -20,6 +20,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "quality": ("bench.quality", "test score per call budget: evolve/optuna/mutate vs DSPy MIPROv2/COPRO/GEPA"),
     "suite": ("bench.rules_suite", "rule adherence: promptlearn vs gepa and DSPy on tasks/rules/*.yaml, same budget"),
     "concurrency": ("bench.concurrency", "engine throughput vs ideal at 1-64 requests in flight (100 ms server)"),
+    "parallel": ("bench.parallel", "parallel search: optimize wall time vs ideal at P=1-16 (500 ms server), "
+                                   "test score P=1 vs P>1 at equal calls"),
     "cache": ("bench.cache", "an identical re-run of an optimization makes 0 model calls; its wall time"),
     "handwritten": ("bench.handwritten", "tasks/rules/: seed vs 5 hand-written wordings of each rule, val and test"),
     "render": ("bench.render", "write BENCHMARKS.md from every JSON result in bench/results/"),

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-ORDER = ("quality", "suite", "concurrency", "cache", "overhead", "guidance", "prefix_reuse", "llama_tuning")
+ORDER = ("quality", "suite", "concurrency", "parallel", "cache", "overhead", "guidance", "prefix_reuse", "llama_tuning")
 
 
 def load_results(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
@@ -341,6 +341,7 @@ RENDERERS: dict[str, Callable[[Mapping[str, Any], str], str]] = {
     "quality": quality, "suite": suite, "concurrency": concurrency, "cache": cache, "overhead": overhead}
 TITLES = {"quality": "Quality per budget: promptlearn vs DSPy", "suite": "Rule-adherence suite",
           "concurrency": "Concurrency: throughput vs ideal",
+          "parallel": "Parallel search: whole-run wall time and quality at equal calls",
           "cache": "Cache: an identical re-run", "overhead": "Overhead of the evaluation path",
           "guidance": "Classifier-free guidance", "prefix_reuse": "System-prompt prefix reuse",
           "llama_tuning": "llama.cpp thread tuning", "all": "How long the suite takes"}
@@ -456,6 +457,25 @@ def goals_at_a_glance(results: Mapping[str, Mapping[str, Any]]) -> str:
                     f"{f((direct or {}).get('fraction_of_ideal'))} direct{_spread(direct or {})}"
                     f"{'; ' + f(via.get('fraction_of_ideal')) + ' through litellm' if via else ''} | "
                     f"{verdict(c.get('goal_met'))} | {stem}.json |")
+    stem, par = pick("parallel")
+    if par and par.get("throughput"):
+        rows.append(f"| whole `optimize` run at concurrency 16, 500 ms server: >= {par.get('goal')} of ideal at the "
+                    f"best P | {par.get('goal_optimizer', '')} {f(par.get('best_fraction'))} at P={par.get('best_p')} "
+                    f"(P=1: "
+                    f"{f(next((r['fraction_of_ideal'] for r in par['throughput'] if r['parallel'] == 1), None))}) | "
+                    f"{verdict(par.get('goal_met'))} | {stem}.json |")
+    pq = (par or {}).get("quality") or {}
+    summ = pq.get("summary") or {}
+    for task in pq.get("tasks", []):
+        ps = [k for k in summ if k.startswith(task + "/")]
+        if len(ps) == 2:
+            one, big = summ[ps[0]], summ[ps[1]]
+            few = (f" (indicative only: {min(big['n'], one['n'])} of {len(pq.get('seeds', []))} planned seeds)"
+                   if min(big["n"], one["n"]) < len(pq.get("seeds", [])) else "")
+            rows.append(f"| {task}: parallel costs no test quality at equal calls | {ps[1].split('/')[1]} "
+                        f"{f(big['mean'])} (sd {f(big['sd'])}, {big['n']} seeds) vs P=1 {f(one['mean'])} "
+                        f"(sd {f(one['sd'])}, {one['n']} seeds) | "
+                        f"{verdict(big['mean'] >= one['mean'] - 1e-9)}{few} | {stem}.json |")
     stem, k = pick("cache")
     if k:
         rows.append(f"| identical re-run makes 0 model calls | {(k.get('second') or {}).get('calls')} calls, "

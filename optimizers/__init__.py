@@ -1,4 +1,5 @@
-"""Optimizers: each proposes candidate system prompts through a RunContext; the engine decides and keeps score.
+"""Optimizers: each proposes candidate system prompts through an OptimizerContext; the engine decides and keeps
+score.
 
 Adding one is one file implementing the protocol below plus one line in `_BUILTINS` (or a plugin calling
 `register_optimizer`).
@@ -12,20 +13,21 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 from promptlearn.errors import TaskError
 
 if TYPE_CHECKING:
-    from promptlearn.loop import RunContext
+    from promptlearn.context import OptimizerContext
 
 
 class Optimizer(Protocol):
-    """Proposes prompts with `ctx.propose(prompt, parents, operator)` until it is done or the context stops it.
+    """Proposes prompts with `ctx.propose` / `ctx.propose_many` until it is done or the context stops it.
 
-    Contract: never calls a model except through ctx (ctx.evaluate, ctx.propose, ctx.generate); draws every
-    random choice from ctx.rng so the same seed and cache give the same lineage; lets StopRun and
-    BudgetExceeded propagate (the engine catches them and finishes the run).
+    Contract: uses only what promptlearn.context.OptimizerContext lists (its docstring is the full contract):
+    never calls a model except through ctx; draws every random choice from ctx.rng so the same seed and cache
+    give the same lineage; puts up to `ctx.parallel` proposals in flight with propose_many where it can; lets
+    StopRun and BudgetExceeded propagate (the engine catches them and finishes the run).
     """
 
     name: ClassVar[str]
 
-    def run(self, ctx: RunContext) -> None: ...
+    def run(self, ctx: OptimizerContext) -> None: ...
 
 
 _BUILTINS = {

@@ -4,10 +4,14 @@ Why it is built this way:
 - `PromptAdapter` sends the signature's instruction as the plain system message and the user turn verbatim, and
   takes the raw reply as the output: DSPy scores exactly the prompt the app will send. Demos become "Example:"
   text appended to the system prompt, the same way in the prompts proposed afterwards.
-- `EngineLM` routes every DSPy call through promptlearn's `LM.complete` (cache, ledger, hard budget); target
+- `EngineLM` routes every DSPy call through `ctx.complete` (cache, ledger, hard budget, run store); target
   requests are byte-identical to the engine's, so re-scoring DSPy's prompts hits the cache.
 - The metric is promptlearn's checks. DSPy never decides: its pick and the other prompts it scored are proposed
   through `ctx.propose`, best first, and the engine screens, promotes and accepts them as for any optimizer.
+- DSPy keeps its own loop (its teleprompters are serial), so `optimizer.parallel` does not apply to the compile;
+  what it found is proposed together (ctx.propose_many), so scoring that is in flight at once.
+- Only the OptimizerContext is used (ctx.complete for the calls, ctx.score_replies for the metric, ctx.budget),
+  never the evaluator, the store or the ledger.
 - DSPy scores errors as failed examples, so the bridge remembers the first budget stop, fails every later call at
   once and re-raises the stop after the compile. DSPy gets `compile_share` of the calls left; the rest pays for
   scoring what it found.
@@ -26,8 +30,9 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from promptlearn.errors import BudgetExceeded, ModelError, TaskError
-from promptlearn.lm import LM, Completion
-from promptlearn.loop import RunContext, StopRun
+from promptlearn.context import OptimizerContext, Proposal
+from promptlearn.lm import Completion
+from promptlearn.loop import StopRun
 from promptlearn.task import render_prompt
 from promptlearn.types import ExampleResult
 
@@ -96,7 +101,7 @@ def _text(output: Any) -> str:
 
 
 class EngineLM(dspy.BaseLM):
-    """A DSPy LM whose calls are promptlearn `LM.complete` calls (cache, ledger, hard budget).
+    """A DSPy LM whose calls are `ctx.complete` calls (cache, ledger, hard budget, kept for resume).
 
     The target ignores DSPy's sampling arguments: it answers exactly as the app's model would. The proposer takes
     DSPy's temperature (teleprompters pick it on purpose) and `n` (samples 0..n-1 of that request).
@@ -106,24 +111,17 @@ class EngineLM(dspy.BaseLM):
         super().__init__(model=f"promptlearn/{config.name}", temperature=config.temperature,
                          max_tokens=config.max_tokens, cache=False, num_retries=0)
         self.bridge, self.config, self.tag, self.target = bridge, config, tag, target
-        self._lms: dict[float, LM] = {}
-
-    def lm(self, temperature: float | None) -> LM:
-        t = self.config.temperature if self.target or temperature is None else float(temperature)
-        if t not in self._lms:
-            config = self.config if t == self.config.temperature else self.config.model_copy(update={"temperature": t})
-            ev = self.bridge.ctx.evaluator
-            self._lms[t] = LM(config, cache=ev.cache, ledger=ev.ledger)
-        return self._lms[t]
 
     def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> dict[str, Any]:
         kw = {**self.kwargs, **kwargs}
         msgs = [{"role": m["role"], "content": _content(m["content"])}
                 for m in (messages or [{"role": "user", "content": prompt}])]
         n = int(kw.get("n") or 1)
-        lm = self.lm(kw.get("temperature"))
+        t = kw.get("temperature")
+        temperature = None if self.target or t is None else float(t)
         first = 0 if self.target else int(kw.get("rollout_id") or 0) * n
-        done = [self.bridge.call(lm, msgs, sample=first + i, tag=self.tag, target=self.target) for i in range(n)]
+        done = [self.bridge.call(msgs, sample=first + i, tag=self.tag, target=self.target, temperature=temperature)
+                for i in range(n)]
         p, c = sum(x.prompt_tokens for x in done), sum(x.completion_tokens for x in done)
         return {"model": self.model, "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
                 "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": x.text}}
@@ -140,7 +138,7 @@ def _content(content: Any) -> str:
 
 
 class _Bridge:
-    """Runs DSPy's calls on the evaluator's loop.
+    """Runs DSPy's calls through the context (ctx.complete).
 
     Each call is kept in the run store, so a resumed run replays it and pays its original cost once (the ledger
     stays right across resume). The first stop is remembered and re-raised on every later call, so DSPy cannot
@@ -157,7 +155,7 @@ class _Bridge:
             raise self.stop
         try:
             self.ctx.check_stop()
-            if self.limit is not None and self.ctx.evaluator.ledger.total.requests >= self.limit:
+            if self.limit is not None and self.ctx.budget.calls >= self.limit:
                 raise CompileBudget(f"DSPy used its share of the budget ({self.limit} calls)")
         except (StopRun, BudgetExceeded, CompileBudget) as e:
             self.remember(e, fatal=not isinstance(e, CompileBudget))
@@ -167,11 +165,13 @@ class _Bridge:
         if self.stop is None:
             self.stop, self.fatal = e, fatal
 
-    def call(self, lm: LM, messages: list[dict[str, str]], *, sample: int, tag: str, target: bool) -> Completion:
+    def call(self, messages: list[dict[str, str]], *, sample: int, tag: str, target: bool,
+             temperature: float | None) -> Completion:
         self.guard()
         try:
-            return self.ctx.stored_call(lm, messages, sample=sample, tag=tag)
-        except BudgetExceeded as e:
+            return self.ctx.complete(messages, model="target" if target else "proposer", sample=sample,
+                                     temperature=temperature, tag=tag)
+        except (StopRun, BudgetExceeded) as e:
             self.remember(e, fatal=True)
             raise
         except ModelError as e:  # a proposer that fails ends the compile; a target that fails ends the run
@@ -203,16 +203,15 @@ class DSPyOptimizer:
         self.compile_error: str | None = None
 
     # ---- the run --------------------------------------------------------------------------------------------------
-    def run(self, ctx: RunContext) -> None:
+    def run(self, ctx: OptimizerContext) -> None:
         self.ctx, self.examples = ctx, {e.id: e for e in ctx.train + ctx.val}
         self.with_vars = bool(ctx.task.placeholders)
         train, val = self._dspy_examples(ctx.train), self._dspy_examples(ctx.val)
         if not train:
-            ctx.store.log_event("dspy", {"skipped": "no single-turn train examples"})
+            ctx.log("dspy", {"skipped": "no single-turn train examples"})
             return
-        b = ctx.evaluator.ledger.budget
-        used = ctx.evaluator.ledger.total.requests
-        limit = None if b.max_calls is None else used + int((b.max_calls - used) * self.compile_share)
+        b = ctx.budget
+        limit = None if b.max_calls is None else b.calls + int((b.max_calls - b.calls) * self.compile_share)
         self.bridge = _Bridge(ctx, limit)
         self.adapter = PromptAdapter()
         target = EngineLM(self.bridge, ctx.task.model, f"dspy-{self.teleprompter}", target=True)
@@ -289,7 +288,7 @@ class DSPyOptimizer:
     def score(self, prompt: str, ex: Any, reply: str) -> ExampleResult:
         """What the engine scores for this reply to the example's first turn (the engine's own scoring path)."""
         try:
-            return self.ctx.evaluator.score_replies(prompt, ex, [reply])
+            return self.ctx.score_replies(prompt, ex, [reply])
         except (BudgetExceeded, ModelError) as e:  # a judge check's call
             self.bridge.remember(e, fatal=True)
             raise
@@ -312,21 +311,25 @@ class DSPyOptimizer:
 
     def _propose(self, ctx: Any, program: Any) -> None:
         seed = ctx.seed_candidate
-        seen, sent = {seed.prompt.strip()}, 0
-        try:
-            for prompt, meta in self.ranked(program):
-                if sent >= self.max_proposals:
-                    break
-                if prompt.strip() in seen:
-                    continue
+        seen: set[str] = {seed.prompt.strip()}
+        picked: list[Proposal] = []
+        for prompt, meta in self.ranked(program):
+            if len(picked) >= self.max_proposals:
+                break
+            if prompt.strip() not in seen:
                 seen.add(prompt.strip())
-                sent += 1
-                verdict = ctx.propose(prompt, (seed.id,), f"dspy-{self.teleprompter}", meta)
-                self.verdicts[verdict.status] += 1
+                picked.append(Proposal(prompt, (seed.id,), f"dspy-{self.teleprompter}", meta))
+        sent = 0
+        try:
+            for start in range(0, len(picked), ctx.parallel):
+                batch = picked[start:start + ctx.parallel]
+                sent += len(batch)
+                for verdict in ctx.propose_many(batch):
+                    self.verdicts[verdict.status] += 1
         finally:
             self._log(sent)
 
     def _log(self, sent: int) -> None:
-        self.ctx.store.log_event("dspy", {"teleprompter": self.teleprompter, "scored_prompts": len(self.scored),
+        self.ctx.log("dspy", {"teleprompter": self.teleprompter, "scored_prompts": len(self.scored),
                                           "proposed": sent, "verdicts": dict(self.verdicts),
                                           "compile_error": self.compile_error})

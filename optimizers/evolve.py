@@ -2,6 +2,8 @@
 
 Parents are drawn in proportion to how many val examples they are best on (so specialists survive next to the
 overall best); operators are drawn by their track record (promotions per try), so what works here gets used.
+Each round draws `ctx.parallel` children from the pool as it stands, sends the LLM operators' proposer requests
+together and proposes the children together (ctx.propose_many); with parallel 1 it is the serial search.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptlearn.optimizers.operators import LLM_OPERATORS, MUTATIONS, crossover
+from promptlearn.context import Proposal, Request
+from promptlearn.optimizers.operators import LLM_OPERATORS, MUTATIONS, REQUESTS, crossover, extract_prompt
 
 if TYPE_CHECKING:
-    from promptlearn.loop import RunContext
+    from promptlearn.context import OptimizerContext
 
 
 class Evolution:
@@ -32,11 +35,37 @@ class Evolution:
         self.max_failed = max_failed_proposals
         self.tries: Counter[str] = Counter()
         self.wins: Counter[str] = Counter()
+        self.failed_in_a_row = 0
 
-    def run(self, ctx: RunContext) -> None:
-        failed_in_a_row = 0
-        while failed_in_a_row < self.max_failed:
+    def run(self, ctx: OptimizerContext) -> None:
+        while self.failed_in_a_row < self.max_failed:
+            children = self.draw(ctx, ctx.parallel)
+            requests = [c if isinstance(c, Request) else None for _, _, c in children]
+            replies = ctx.generate_many(requests) if any(requests) else []
+            proposals = []
+            for i, (parents, op, child) in enumerate(children):
+                text = extract_prompt(replies[i]) if isinstance(child, Request) else child
+                if text is None:
+                    self.failed_in_a_row += 1
+                    continue
+                proposals.append(Proposal(text, parents, op))
+            if not proposals:
+                continue
+            for verdict, p in zip(ctx.propose_many(proposals), proposals):
+                if verdict.status in ("duplicate", "rejected"):
+                    self.failed_in_a_row += 1
+                    continue
+                self.failed_in_a_row = 0
+                if verdict.status in ("promoted", "accepted"):
+                    self.wins[p.operator] += 1 + (verdict.status == "accepted")
+
+    def draw(self, ctx: OptimizerContext, n: int) -> list[tuple[tuple[str, ...], str, str | Request]]:
+        """Up to n children of the pool as it stands: (parents, operator, prompt or proposer request). A draw
+        that gives no child counts as a failed proposal."""
+        out: list[tuple[tuple[str, ...], str, str | Request]] = []
+        while len(out) < n and self.failed_in_a_row < self.max_failed:
             pool = ctx.pool
+            child: str | Request | None
             if len(pool) >= 2 and ctx.rng.random() < self.crossover_rate:
                 a, b = self.pick_parent(ctx), self.pick_parent(ctx)
                 if a.id == b.id:
@@ -46,21 +75,17 @@ class Evolution:
             else:
                 parent = self.pick_parent(ctx)
                 op = self.pick_operator(ctx)
-                child = MUTATIONS[op](parent.prompt, ctx.rng, protected=ctx.task.spec.protected,
-                                      passing=ctx.passing(k=8) if op in ("add_example", "opening_template") else (),
-                                      ctx=ctx, parent_id=parent.id)
+                make = REQUESTS.get(op, MUTATIONS[op])
+                child = make(parent.prompt, ctx.rng, protected=ctx.task.spec.protected,
+                             passing=ctx.passing(k=8) if op in ("add_example", "opening_template") else (),
+                             ctx=ctx, parent_id=parent.id)
                 parents = (parent.id,)
             self.tries[op] += 1
             if child is None:
-                failed_in_a_row += 1
+                self.failed_in_a_row += 1
                 continue
-            verdict = ctx.propose(child, parents, op)
-            if verdict.status in ("duplicate", "rejected"):
-                failed_in_a_row += 1
-                continue
-            failed_in_a_row = 0
-            if verdict.status in ("promoted", "accepted"):
-                self.wins[op] += 1 + (verdict.status == "accepted")
+            out.append((parents, op, child))
+        return out
 
     def pick_parent(self, ctx: Any) -> Any:
         """Pareto selection: a candidate's weight is the number of val examples it is best on."""

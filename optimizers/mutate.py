@@ -3,16 +3,19 @@
 The proposer model reads the current best prompt, conversations it failed on the train split and the checks'
 feedback, and writes an edited prompt. Needs a capable proposer: with the embedded 135M model most proposals
 are rejected or screened out (the engine's guards keep that cheap), which is why `evolve` is the default.
+Each round asks the proposer for `ctx.parallel` rewrites of the best at once (each from its own sample of
+failures) and proposes them together; with parallel 1 it is the serial search.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from promptlearn.optimizers.operators import paraphrase, reflect
+from promptlearn.context import Proposal, Request
+from promptlearn.optimizers.operators import extract_prompt, paraphrase_request, reflect_request
 
 if TYPE_CHECKING:
-    from promptlearn.loop import RunContext
+    from promptlearn.context import OptimizerContext
 
 
 class ReflectiveMutation:
@@ -22,18 +25,33 @@ class ReflectiveMutation:
         self.paraphrase_every = paraphrase_every
         self.max_failed = max_failed_proposals
 
-    def run(self, ctx: RunContext) -> None:
+    def run(self, ctx: OptimizerContext) -> None:
         failed, step = 0, 0
         while failed < self.max_failed:
-            step += 1
             parent, _ = ctx.best
-            use_paraphrase = self.paraphrase_every and step % self.paraphrase_every == 0
-            op = "paraphrase" if use_paraphrase else "reflect"
-            child = (paraphrase if use_paraphrase else reflect)(parent.prompt, ctx.rng, ctx=ctx, parent_id=parent.id)
-            if child is None and op == "reflect":  # nothing failed on train: paraphrase instead
-                op, child = "paraphrase", paraphrase(parent.prompt, ctx.rng, ctx=ctx)
-            if child is None:
-                failed += 1
-                continue
-            verdict = ctx.propose(child, (parent.id,), op)
-            failed = failed + 1 if verdict.status in ("duplicate", "rejected") else 0
+            ops: list[str] = []
+            requests: list[Request | None] = []
+            for _ in range(min(ctx.parallel, self.max_failed - failed)):
+                step += 1
+                op = "paraphrase" if self.paraphrase_every and step % self.paraphrase_every == 0 else "reflect"
+                request = (paraphrase_request if op == "paraphrase" else reflect_request)(
+                    parent.prompt, ctx.rng, ctx=ctx, parent_id=parent.id)
+                if request is None and op == "reflect":  # nothing failed on train: paraphrase instead
+                    op, request = "paraphrase", paraphrase_request(parent.prompt, ctx.rng, ctx=ctx)
+                ops.append(op)
+                requests.append(request)
+            children = [extract_prompt(t) for t in ctx.generate_many(requests)]
+            retry = [i for i, (op, r, c) in enumerate(zip(ops, requests, children))
+                     if c is None and op == "reflect" and r is not None]  # an unusable rewrite: paraphrase
+            if retry:
+                again = [paraphrase_request(parent.prompt, ctx.rng, ctx=ctx) for _ in retry]
+                for i, text in zip(retry, ctx.generate_many(again)):
+                    ops[i], children[i] = "paraphrase", extract_prompt(text)
+            proposals = []
+            for op, child in zip(ops, children):
+                if child is None:
+                    failed += 1
+                else:
+                    proposals.append(Proposal(child, (parent.id,), op))
+            for verdict in ctx.propose_many(proposals) if proposals else []:
+                failed = failed + 1 if verdict.status in ("duplicate", "rejected") else 0

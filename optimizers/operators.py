@@ -11,6 +11,8 @@ import random
 import re
 from typing import Any, Callable, Sequence
 
+from promptlearn.context import Request
+
 SENTENCE_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(\[{*-])")
 RULE_CUE = re.compile(r"\b(must|always|never|only|do not|don't|should|every|each|start|begin|end|use|avoid|"
                       r"include|reply|respond|answer|keep|make sure|no |not )", re.I)
@@ -239,22 +241,35 @@ def format_failures(failures: Sequence[tuple[Any, Any]], limit: int = 300) -> st
     return "\n".join(parts) or "(none recorded)"
 
 
-def paraphrase(prompt: str, rng: random.Random, ctx: Any = None, **_: Any) -> str | None:
+def paraphrase_request(prompt: str, rng: random.Random, ctx: Any = None, **_: Any) -> Request | None:
+    """The proposer request for a paraphrase (built now, sent later, so many can be in flight at once)."""
     if ctx is None:
         return None
-    return extract_prompt(ctx.generate([{"role": "user", "content": PARAPHRASE.format(
-        prompt=prompt, keep=keep_list(ctx))}], sample=rng.randrange(1000)))
+    return Request([{"role": "user", "content": PARAPHRASE.format(prompt=prompt, keep=keep_list(ctx))}],
+                   sample=rng.randrange(1000))
 
 
-def reflect(prompt: str, rng: random.Random, ctx: Any = None, parent_id: str | None = None,
-            **_: Any) -> str | None:
+def reflect_request(prompt: str, rng: random.Random, ctx: Any = None, parent_id: str | None = None,
+                    **_: Any) -> Request | None:
+    """The proposer request for a reflective rewrite from the parent's failures; None when nothing failed."""
     if ctx is None:
         return None
     failures = ctx.failures(parent_id) if parent_id else []
     if not failures:
         return None
-    return extract_prompt(ctx.generate([{"role": "user", "content": REFLECT.format(
-        prompt=prompt, failures=format_failures(failures), keep=keep_list(ctx))}], sample=rng.randrange(1000)))
+    return Request([{"role": "user", "content": REFLECT.format(
+        prompt=prompt, failures=format_failures(failures), keep=keep_list(ctx))}], sample=rng.randrange(1000))
+
+
+def paraphrase(prompt: str, rng: random.Random, ctx: Any = None, **_: Any) -> str | None:
+    request = paraphrase_request(prompt, rng, ctx)
+    return extract_prompt(ctx.generate(request.messages, sample=request.sample)) if request else None
+
+
+def reflect(prompt: str, rng: random.Random, ctx: Any = None, parent_id: str | None = None,
+            **_: Any) -> str | None:
+    request = reflect_request(prompt, rng, ctx, parent_id)
+    return extract_prompt(ctx.generate(request.messages, sample=request.sample)) if request else None
 
 
 LITERAL_RE = re.compile(r"\b(?:word|words|phrase|with|say|says|saying|token|string)\s+([A-Z][\w'-]*[!.]?|\S+[!?])")
@@ -282,3 +297,6 @@ MUTATIONS: dict[str, Callable[..., str | None]] = {
     "paraphrase": paraphrase, "reflect": reflect,
 }
 LLM_OPERATORS = ("paraphrase", "reflect")
+#: The LLM operators as request builders: an optimizer sends their requests together (ctx.generate_many) and
+#: reads each reply with extract_prompt.
+REQUESTS: dict[str, Callable[..., Request | None]] = {"paraphrase": paraphrase_request, "reflect": reflect_request}

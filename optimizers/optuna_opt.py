@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import random
 import re
+import warnings
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import optuna
 
+from promptlearn.context import Proposal
 from promptlearn.optimizers.operators import (EMPHASIS, RESTATE, as_list, demo_block, extract_prompt, keep_list,
                                               reword, rules, sentences)
 
 if TYPE_CHECKING:
-    from promptlearn.loop import RunContext
+    from promptlearn.context import OptimizerContext
 
 PARAPHRASE_RULE = """Rewrite this instruction for an AI assistant in different words, keeping its meaning.
 Keep these exact phrases unchanged: {keep}
@@ -143,26 +145,37 @@ class OptunaSearch:
             return 0.0
         return max(0.0, ctx.val_eval(parent_id).score - 0.05)
 
-    def run(self, ctx: RunContext) -> None:
+    def run(self, ctx: OptimizerContext) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=ctx.seed))
+        # With trials in flight, TPE scores the running ones as the worst so far (constant liar), so a batch
+        # spreads out instead of asking P times for the same point. At parallel 1 nothing is ever running.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(seed=ctx.seed, constant_liar=ctx.parallel > 1)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
         self.parse(ctx)
         study.enqueue_trial({f"rule{i}": 0 for i, v in enumerate(self.variants) if len(v) > 1}
                             | {"position": "keep", "as_list": False, "n_demos": 0})
         trials, idle = 0, 0
         while (self.n_trials is None or trials < self.n_trials) and idle < self.max_idle:
-            trials += 1
             if idle == 0:  # new candidates may have passed train examples: material for demos
                 self.refresh_demos(ctx)
-            trial = study.ask()
-            prompt, extra = self.build(trial, ctx)
+            batch, proposals = [], []
             parent_id = ctx.best_id or ctx.seed_candidate.id
+            for _ in range(ctx.parallel if self.n_trials is None else min(ctx.parallel, self.n_trials - trials)):
+                trials += 1
+                trial = study.ask()
+                prompt, extra = self.build(trial, ctx)
+                batch.append(trial)
+                proposals.append(Proposal(prompt, (parent_id,), "optuna", {"params": dict(trial.params), **extra}))
             try:
-                verdict = ctx.propose(prompt, (parent_id,), "optuna", {"params": dict(trial.params), **extra})
+                verdicts = ctx.propose_many(proposals)
             except BaseException:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                for trial in batch:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 raise
-            value = self.objective(ctx, verdict, parent_id)
-            self.values.setdefault(verdict.id, value)
-            study.tell(trial, value)
-            idle = idle + 1 if verdict.status == "duplicate" else 0
+            for trial, verdict in zip(batch, verdicts):
+                value = self.objective(ctx, verdict, parent_id)
+                self.values.setdefault(verdict.id, value)
+                study.tell(trial, value)
+                idle = idle + 1 if verdict.status == "duplicate" else 0

@@ -208,6 +208,9 @@ def optimize_cmd(
                                        help="with --resume: continue the run with a larger budget"),
     mlflow: Optional[str] = typer.Option(None, "--mlflow", help="also log the run to this MLflow tracking URI "
                                                                 "(default: the task's tracking.mlflow)"),
+    parallel: Optional[int] = typer.Option(None, "--parallel", min=1,
+                                           help="proposals in flight at once (default: 1 for the embedded "
+                                                "model, else enough to keep the model's concurrency busy)"),
 ) -> None:
     """Search for a better system prompt; score seed and best on the held-out test split."""
     _say_retries(ctx)
@@ -219,7 +222,8 @@ def optimize_cmd(
         with live:
             result = optimize(task, optimizer, budget=budget_calls, seed=seed, run_dir=run_dir, resume=resume,
                               cache_path=cache, options=options, on_progress=live.update,
-                              extend_budget=extend_budget, tracking=mlflow)
+                              extend_budget=extend_budget, tracking=mlflow,
+                              parallel=parallel)
     except KeyboardInterrupt:
         where = live.run_dir or "the run directory"
         print(f"promptlearn: interrupted; the run is saved: continue it with --resume {where}", file=sys.stderr)

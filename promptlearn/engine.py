@@ -34,7 +34,9 @@ class Evaluation:
     prompt: str  #: the system prompt template that was scored (placeholders unfilled)
     split: str  #: train, val, test, all or custom
     results: Mapping[str, ExampleResult]  #: example id -> replies and check results, in example order
-    usage: Usage = field(default_factory=Usage)  #: what this evaluation spent (cached calls cost nothing)
+    #: what the ledger spent while this evaluation ran (cached calls cost nothing); with evaluations in flight at
+    #: once (parallel search) it includes theirs: per-example costs are in the run store
+    usage: Usage = field(default_factory=Usage)
     complete: bool = True  #: False when a budget stop left examples unscored
     stop_reason: str | None = None  #: the budget stop message when incomplete
     model_overrides: Mapping[str, Any] = field(default_factory=dict)  #: decoding options applied (e.g. guidance)
@@ -114,6 +116,7 @@ class Evaluator:
         self._targets: dict[str, LM] = {}
         self._checks: dict[str, Check] = {}
         self._accounted: set[tuple[str, str]] = set()
+        self._running: dict[tuple[str, str], asyncio.Future[ExampleResult]] = {}  # (candidate, example) in flight
         self._loop = asyncio.new_event_loop()
         self._loop_lock = threading.Lock()
 
@@ -234,7 +237,9 @@ class Evaluator:
 
     async def memo_example(self, prompt: str, example: Example, *, tag: str | None = None,
                            model_overrides: Mapping[str, Any] | None = None) -> ExampleResult:
-        """run_example, but through the run store: a stored result is replayed with its original cost."""
+        """run_example, but through the run store: a stored result is replayed with its original cost. Two
+        evaluations in flight at once (parallel search) share one run of the same prompt on the same example,
+        so what a run pays never depends on which of them got there first."""
         if self.store is None:
             return await self.run_example(prompt, example, tag=tag, model_overrides=model_overrides)
         cid = candidate_id(prompt, model_overrides)
@@ -243,8 +248,32 @@ class Evaluator:
             res, usage = hit
             if (cid, example.id) not in self._accounted:  # a resumed run pays for its past calls once
                 self._accounted.add((cid, example.id))
-                self.ledger.add(usage, tag)
+                self.ledger.replay(usage, tag)
             return dataclasses.replace(res, primary=self.task.spec.objective.primary)
+        running = self._running.get((cid, example.id))
+        if running is not None:
+            try:
+                return await asyncio.shield(running)
+            except BudgetExceeded:  # the other one's budget ran out: try within this one's
+                return await self.memo_example(prompt, example, tag=tag, model_overrides=model_overrides)
+        fut: asyncio.Future[ExampleResult] = asyncio.get_running_loop().create_future()
+        self._running[(cid, example.id)] = fut
+        try:
+            res = await self._run_and_store(cid, prompt, example, tag, model_overrides)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # marked retrieved: waiters re-raise it, and no one else has to
+            raise
+        finally:
+            self._running.pop((cid, example.id), None)
+        fut.set_result(res)
+        return res
+
+    async def _run_and_store(self, cid: str, prompt: str, example: Example, tag: str | None,
+                             model_overrides: Mapping[str, Any] | None) -> ExampleResult:
         sink: list[Usage] = []
         token = usage_sink.set(sink)
         try:
@@ -257,6 +286,16 @@ class Evaluator:
         self.store.put_result(cid, res, total)
         self._accounted.add((cid, example.id))
         return res
+
+    def max_requests(self, examples: Iterable[Example]) -> int:
+        """The most requests scoring these examples can make: one per generated turn, plus every try of every
+        model check on it (what a proposal stage is granted in parallel search)."""
+        n = 0
+        for ex in examples:
+            for i, turn in enumerate(ex.turns, 1):
+                if turn.given is None:
+                    n += 1 + sum(_max_check_requests(self._check(spec)) for spec in self.checks_for(ex, i))
+        return n
 
     async def run_example(self, prompt: str, example: Example, *, tag: str | None = None,
                           model_overrides: Mapping[str, Any] | None = None) -> ExampleResult:
@@ -353,6 +392,13 @@ class Evaluator:
             weight = float(spec.get("weight", 1.0)) * float(weights.get(check.name, 1.0))
             out[name] = result if weight == result.weight else dataclasses.replace(result, weight=weight)
         return out
+
+
+def _max_check_requests(check: Check) -> int:
+    """Model calls one turn's check can make: samples x tries for a judge, 0 for a rule."""
+    if not is_model_check(check):
+        return 0
+    return max(1, int(getattr(check, "samples", 1))) * (1 + max(0, int(getattr(check, "retries", 0))))
 
 
 def applies_to_turn(spec: Mapping[str, Any], turn_index: int, n_turns: int) -> bool:

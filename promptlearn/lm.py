@@ -25,6 +25,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch a p
 _litellm = None
 # Collects the usage of every call made inside one example's evaluation (per-example cost in the run store).
 usage_sink: contextvars.ContextVar[list[Usage] | None] = contextvars.ContextVar("usage_sink", default=None)
+# The grant the current task's requests draw on (a proposal stage in flight; see Ledger.open_grant).
+_grant: contextvars.ContextVar["Grant | None"] = contextvars.ContextVar("_grant", default=None)
 _litellm_lock = threading.Lock()
 
 
@@ -65,6 +67,17 @@ class Completion:
 
 
 @dataclass
+class Grant:
+    """Requests set aside in a ledger for one piece of work (a proposal's stage), drawn on by the requests made
+    while it is the current grant (`Ledger.use_grant`)."""
+
+    ledger: "Ledger"
+    size: int
+    used: int = 0
+    closed: bool = False
+
+
+@dataclass
 class Budget:
     max_calls: int | None = None
     max_usd: float | None = None
@@ -81,6 +94,11 @@ class Ledger:
     In-flight calls hold a reservation of one request and their estimated tokens, so concurrent calls never
     together pass `max_calls` or `max_tokens`. USD and seconds are known only once a call returns: they are
     checked before each call, so calls already in flight may pass `max_usd` or `max_seconds` by their own cost.
+
+    Grants extend the reservations to whole pieces of work: `open_grant(n)` sets n requests aside (they count as
+    spent for every other caller), and requests made under it draw on them first, so work granted in a fixed
+    order gets the same budget whatever the timing (parallel search, promptlearn.inflight). A request past its
+    grant falls back to the common pool under the same one rule, so the budget holds exactly either way.
     """
 
     def __init__(self, budget: Budget | None = None, *, start: Usage | None = None):
@@ -89,6 +107,7 @@ class Ledger:
         self.by_tag: dict[str, Usage] = {}
         self._pending_calls = 0
         self._pending_tokens = 0
+        self._held = 0  # requests set aside by open grants and not drawn on yet
         self._started = time.monotonic() - (start.seconds if start else 0.0)
         self._lock = threading.Lock()
 
@@ -97,8 +116,11 @@ class Ledger:
 
     def check(self, est_tokens: int = 0) -> None:
         """Raise BudgetExceeded if one more call of about est_tokens would pass a limit."""
-        b, t = self.budget, self.total
         self._check_requests()
+        self._check_spend(est_tokens)
+
+    def _check_spend(self, est_tokens: int) -> None:
+        b, t = self.budget, self.total
         if b.max_tokens is not None and t.tokens + self._pending_tokens + est_tokens > b.max_tokens:
             raise BudgetExceeded("max_tokens", t.tokens, b.max_tokens)
         if b.max_usd is not None and t.usd >= b.max_usd:
@@ -108,26 +130,80 @@ class Ledger:
 
     def reserve(self, est_tokens: int) -> None:
         with self._lock:
-            self.check(est_tokens)
+            if not self._draw(1):  # a request its grant holds passed the max_calls rule when it was granted
+                self._check_requests()
+            self._check_spend(est_tokens)
             self._pending_calls += 1
             self._pending_tokens += est_tokens
 
     def _check_requests(self) -> None:
-        """The one rule of `max_calls`: requests made (cache hits included) plus those in flight, plus this one."""
-        b, t = self.budget, self.total
-        if b.max_calls is not None and t.requests + self._pending_calls + 1 > b.max_calls:
-            raise BudgetExceeded("max_calls", t.requests, b.max_calls)
+        """The one rule of `max_calls`: requests made (cache hits included), those in flight and those set aside
+        by grants, plus this one."""
+        if (free := self._free()) is not None and free < 1:
+            raise BudgetExceeded("max_calls", self.total.requests, self.budget.max_calls or 0)
+
+    def _free(self) -> int | None:
+        b = self.budget
+        return None if b.max_calls is None else b.max_calls - self.total.requests - self._pending_calls - self._held
+
+    def _draw(self, n: int) -> int:
+        """Take up to n requests from the current task's grant (under the lock); how many it had."""
+        g = _grant.get()
+        if g is None or g.ledger is not self or g.closed:
+            return 0
+        took = min(n, g.size - g.used)
+        g.used += took
+        self._held -= took
+        return took
 
     def hit(self, tag: str | None = None) -> None:
         """Count one request served from the cache: it costs nothing but counts toward `max_calls`."""
         with self._lock:
-            self._check_requests()
+            if not self._draw(1):
+                self._check_requests()
         self.add(Usage(cached_calls=1), tag)
+
+    def replay(self, usage: Usage, tag: str | None = None) -> None:
+        """Count a stored result's original usage (a resumed run pays for its past calls once), from the grant."""
+        with self._lock:
+            self._draw(usage.requests)
+        self.add(usage, tag)
 
     def release(self, est_tokens: int) -> None:
         with self._lock:
             self._pending_calls -= 1
             self._pending_tokens -= est_tokens
+
+    # ---- grants -------------------------------------------------------------------------------------------
+    def free_calls(self) -> int | None:
+        """Requests nobody has made, holds in flight or has set aside: None without `max_calls`."""
+        with self._lock:
+            free = self._free()
+            return None if free is None else max(0, free)
+
+    def open_grant(self, size: int) -> Grant:
+        """Set `size` requests aside (at most what is free); the caller makes it current with use_grant."""
+        with self._lock:
+            free = self._free()
+            size = size if free is None else max(0, min(size, free))
+            self._held += size
+            return Grant(self, size)
+
+    def close_grant(self, g: Grant) -> None:
+        """Give back what the grant did not use."""
+        with self._lock:
+            if not g.closed:
+                g.closed = True
+                self._held -= g.size - g.used
+
+    @staticmethod
+    def use_grant(g: Grant | None) -> contextvars.Token:
+        """Make `g` the grant of this task (and of the tasks it starts); reset with _grant.reset(token)."""
+        return _grant.set(g)
+
+    @staticmethod
+    def reset_grant(token: contextvars.Token) -> None:
+        _grant.reset(token)
 
     def add(self, usage: Usage, tag: str | None = None) -> None:
         sink = usage_sink.get()
@@ -263,6 +339,8 @@ class LM:
         from promptlearn import openai_http as http
 
         c = self.config
+        if c.name not in _UNPRICED:  # import litellm (seconds) now, not in the middle of replies in flight:
+            litellm()  # pricing the first reply would block the loop and time out the requests still running
 
         async def send(msgs: list[dict[str, str]], kwargs: dict[str, Any]) -> tuple[str, tuple[int, int, int], float]:
             body = {k: v for k, v in kwargs.items() if k != "api_key"}

@@ -8,13 +8,17 @@ The test split is scored once at the end, for the seed and the best candidates, 
 
 from __future__ import annotations
 
+import json
 import random
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
+from promptlearn.context import BudgetView, Proposal, Request
 from promptlearn.engine import Evaluation, Evaluator
 from promptlearn.errors import BudgetExceeded, ModelError
+from promptlearn.inflight import InOrderGrants, Stage, gather_or_cancel
 from promptlearn.lm import LM, Completion
 from promptlearn.metrics import side_effects, violated
 from promptlearn.store import RunStore
@@ -48,14 +52,33 @@ class Options:
     patience: int = 0  # stop after this many proposals with no new best (0: never)
     max_candidates: int | None = None
     test_front: int = 2  # extra Pareto-front candidates scored on test besides seed and best
+    parallel: int | None = None  # proposals in flight at once (None: run.default_parallel picks)
 
 
 class StopRun(Exception):
     """Raised inside the loop to end the search early (stop file, patience, candidate cap)."""
 
 
+@dataclass(eq=False)
+class _Slot:
+    """One proposal on its way through the engine: made at dispatch, scored in flight, decided in order."""
+
+    cand: Candidate
+    number: int = 0  # the proposal count once this one was counted: seeds its bootstrap
+    early: Verdict | None = None  # rejected or duplicate: decided without a call
+    parent: Candidate | None = None
+    batch: list[Example] = field(default_factory=list)
+    mine: Evaluation | None = None  # screen: the proposal on the minibatch
+    theirs: Evaluation | None = None  # screen: its parent on the same minibatch
+    val: Evaluation | None = None
+    stop: BudgetExceeded | None = None  # the budget stop that cut it short
+    stages: list[Stage] = field(default_factory=list)
+
+
 class RunContext:
-    """What an optimizer sees of a run: evaluate, propose, generate with the proposer, and the best so far."""
+    """The engine's side of a run; optimizers see it as a promptlearn.context.OptimizerContext (its contract is
+    written there). Proposals go dispatch -> screen -> promote -> accept; with several in flight the scoring
+    runs concurrently and every decision is applied in proposal order afterwards (propose_many)."""
 
     def __init__(self, task: Task, evaluator: Evaluator, store: RunStore, *, seed: int, options: Options,
                  on_progress: Callable[["RunContext"], None] | None = None):
@@ -68,6 +91,7 @@ class RunContext:
         self.train: list[Example] = task.examples("train")
         self.val: list[Example] = task.examples("val")
         self.proposer = LM(task.proposer, cache=evaluator.cache, ledger=evaluator.ledger)
+        self._lms: dict[tuple[str, float | None], LM] = {}
         self.on_progress = on_progress
         self.seed_candidate = Candidate(task.prompt, (), "seed")
         self.val_evals: dict[str, Evaluation] = {}
@@ -88,13 +112,20 @@ class RunContext:
                  model_overrides: Mapping[str, Any] | None = None) -> Evaluation:
         """Evaluate a prompt on examples (or a split name). Stored results are replayed, never recomputed.
         `model_overrides`: a candidate's decoding options (Candidate.model_overrides, e.g. guidance)."""
+        return self.evaluator.run(self.aevaluate(prompt, examples, tag=tag, model_overrides=model_overrides))
+
+    async def aevaluate(self, prompt: str, examples: Sequence[Example] | str, *, tag: str | None = None,
+                        model_overrides: Mapping[str, Any] | None = None) -> Evaluation:
         exs = self.task.examples(examples) if isinstance(examples, str) else list(examples)
         split = examples if isinstance(examples, str) else "custom"
-        ev = self.evaluator.evaluate(prompt, exs, split=split, tag=tag, model_overrides=model_overrides)
+        ev = await self.evaluator.aevaluate(prompt, exs, split=split, tag=tag, model_overrides=model_overrides)
         self.seen.setdefault(ev.candidate_id, {}).update(ev.results)
         if not ev.complete:
             raise ev.stop or BudgetExceeded("budget", 0, 0)
         return ev
+
+    def score_replies(self, prompt: str, example: Example, replies: Sequence[str]) -> ExampleResult:
+        return self.evaluator.score_replies(prompt, example, replies)
 
     def val_eval(self, cand_id: str) -> Evaluation:
         return self.val_evals[cand_id]
@@ -107,6 +138,18 @@ class RunContext:
     def pool(self) -> list[Candidate]:
         """Candidates scored on the full val split, in the order they were promoted."""
         return [self.candidates[c] for c in self.val_evals]
+
+    @property
+    def parallel(self) -> int:
+        return max(1, self.options.parallel or 1)
+
+    @property
+    def budget(self) -> BudgetView:
+        b, u = self.evaluator.ledger.budget, self.evaluator.ledger.snapshot()
+        return BudgetView(b.max_calls, u.requests, b.max_tokens, u.tokens, b.max_usd, u.usd, b.max_seconds, u.seconds)
+
+    def log(self, kind: str, data: Mapping[str, Any]) -> None:
+        self.store.log_event(kind, data)
 
     # ---- proposals --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -126,34 +169,91 @@ class RunContext:
     def propose(self, prompt: str, parents: Sequence[str], operator: str,
                 meta: Mapping[str, Any] | None = None) -> Verdict:
         """Screen, promote and maybe accept a new prompt. The engine decides; the optimizer only proposes."""
+        return self.propose_many([Proposal(prompt, tuple(parents), operator, dict(meta or {}))])[0]
+
+    def propose_many(self, proposals: Sequence[Proposal]) -> list[Verdict]:
+        """Dispatch every proposal (in order), score them all at once, then decide each in proposal order."""
         self.check_stop()
-        cand = Candidate(prompt, tuple(parents), operator, dict(meta or {}))
+        cap = self.options.max_candidates
+        slots: list[_Slot] = []
+        for p in proposals:
+            if cap is not None and self.proposals >= cap and slots:
+                break  # the cap stops the run once the ones before it are decided (check_stop, next call)
+            slots.append(self._dispatch(p))
+        live = [s for s in slots if s.early is None]
+        if len(live) == 1:  # exactly the serial path: no grants, one proposal on the loop
+            self.evaluator.run(self._score(live[0], None))
+        elif live:
+            grants = InOrderGrants(self.evaluator.ledger)
+            for s in live:
+                s.stages = ([grants.add(2 * self.evaluator.max_requests(s.batch))] if s.batch else []) + [
+                    grants.add(self.evaluator.max_requests(self.val))]
+            self.evaluator.run(gather_or_cancel([self._score(s, grants) for s in live]))
+        verdicts = []
+        for i, s in enumerate(slots):
+            verdicts.append(self._decide(s, None if i == 0 else s.early is None))
+        if len(slots) < len(proposals):
+            self.check_stop()
+        return verdicts
+
+    def _dispatch(self, p: Proposal) -> _Slot:
+        """Count and record a proposal, or turn it away (duplicate, lost a protected clause); pick its minibatch."""
+        cand = Candidate(p.prompt, tuple(p.parents), p.operator, dict(p.meta or {}))
         if cand.id in self.candidates:
-            self._count_idle()
-            return Verdict(cand.id, "duplicate", self.val_evals[cand.id].score if cand.id in self.val_evals else None)
+            return _Slot(cand, early=Verdict(cand.id, "duplicate"))
         self.proposals += 1
-        missing = self.task.violations(prompt)
-        if missing or not prompt.strip():
+        missing = self.task.violations(p.prompt)
+        if missing or not p.prompt.strip():
             self.record(cand, "rejected")
-            self._progress("rejected", cand.id)
-            self._count_idle()
-            return Verdict(cand.id, "rejected", reason="lost " + ", ".join(missing) if missing else "empty prompt")
+            return _Slot(cand, self.proposals, Verdict(cand.id, "rejected", reason="lost " + ", ".join(missing)
+                                                       if missing else "empty prompt"))
         self.record(cand, "proposed")
-        parent_id = parents[0] if parents and parents[0] in self.candidates else self.best_id
-        parent = self.candidates[parent_id]
-        batch = self.minibatch(parent_id)
-        if batch:
-            mine = self.evaluate(prompt, batch, tag=operator, model_overrides=cand.model_overrides)
-            theirs = self.evaluate(parent.prompt, batch, tag="screen-parent", model_overrides=parent.model_overrides)
-            if mine.score <= theirs.score:
-                self.store.set_status(cand.id, "screened_out")
-                self.store.log_event("screen", {"id": cand.id, "score": mine.score, "parent": theirs.score})
-                return self._after(Verdict(cand.id, "screened_out", reason=f"minibatch {mine.score:.2f} <= "
-                                                                           f"parent {theirs.score:.2f}"))
-        ev = self.evaluate(prompt, self.val, tag=operator, model_overrides=cand.model_overrides)
-        self._promote(cand, ev)
-        verdict = self._accept(cand, ev)
-        return self._after(verdict)
+        parent_id = p.parents[0] if p.parents and p.parents[0] in self.candidates else self.best_id
+        return _Slot(cand, self.proposals, parent=self.candidates[parent_id], batch=self.minibatch(parent_id))
+
+    async def _score(self, s: _Slot, grants: InOrderGrants | None) -> None:
+        """A proposal's evaluations: screen (the proposal, then its parent, on the minibatch), then val if the
+        screen passed. A budget stop is kept on the slot and acted on when its turn to be decided comes."""
+        cand, parent = s.cand, s.parent
+        assert parent is not None
+        try:
+            if s.batch:
+                async with _stage(grants, s.stages[0] if s.stages else None):
+                    s.mine = await self.aevaluate(cand.prompt, s.batch, tag=cand.operator,
+                                                  model_overrides=cand.model_overrides)
+                    s.theirs = await self.aevaluate(parent.prompt, s.batch, tag="screen-parent",
+                                                    model_overrides=parent.model_overrides)
+                if screen(s.mine, s.theirs) is not None:
+                    return
+            async with _stage(grants, s.stages[-1] if s.stages else None):
+                s.val = await self.aevaluate(cand.prompt, self.val, tag=cand.operator,
+                                             model_overrides=cand.model_overrides)
+        except BudgetExceeded as e:
+            s.stop = e
+        finally:
+            if grants is not None:
+                grants.skip(*s.stages)
+
+    def _decide(self, s: _Slot, active: bool | None) -> Verdict:
+        """Apply one proposal's outcome: its screen verdict, promotion and acceptance (in proposal order).
+        `active`: whether it counts as having made requests (None: ask the ledger, as the serial loop does)."""
+        cand = s.cand
+        if s.early is not None and s.early.status == "duplicate":
+            self._count_idle(active)
+            return Verdict(cand.id, "duplicate", self.val_evals[cand.id].score if cand.id in self.val_evals else None)
+        if s.early is not None:
+            self._progress("rejected", cand.id)
+            self._count_idle(active)
+            return s.early
+        if s.stop is not None:
+            raise s.stop
+        if s.mine is not None and s.theirs is not None and (reason := screen(s.mine, s.theirs)) is not None:
+            self.store.set_status(cand.id, "screened_out")
+            self.store.log_event("screen", {"id": cand.id, "score": s.mine.score, "parent": s.theirs.score})
+            return self._after(Verdict(cand.id, "screened_out", reason=reason), active)
+        assert s.val is not None
+        self._promote(cand, s.val)
+        return self._after(self._accept(cand, s.val, s.number), active)
 
     def minibatch(self, parent_id: str) -> list[Example]:
         """k train examples for screening: half the parent's failures (where gains are), half at random."""
@@ -173,12 +273,14 @@ class RunContext:
                              {"checks": ev.check_rates()})
         self.store.set_status(cand.id, "seed" if cand.operator == "seed" else "promoted")
 
-    def _accept(self, cand: Candidate, ev: Evaluation) -> Verdict:
+    def _accept(self, cand: Candidate, ev: Evaluation, number: int) -> Verdict:
+        """Accept a promoted candidate as the new best: it must beat the best on val with paired confidence
+        (bootstrap seeded by its proposal number) and keep the task's side-effect constraints."""
         best_cand, best_ev = self.best
         seed_ev = self.val_evals[self.seed_candidate.id]
         effects = side_effects(ev, seed_ev, self.val)
         bad = violated(self.task.spec.objective.constraints, effects)
-        conf = paired_confidence(ev, best_ev, self.options.bootstrap, random.Random(self.seed + self.proposals))
+        conf = paired_confidence(ev, best_ev, self.options.bootstrap, random.Random(self.seed + number))
         self.store.log_event("promote", {"id": cand.id, "val": ev.score, "best": best_ev.score,
                                          "confidence": conf, "violations": bad})
         if bad:
@@ -193,15 +295,18 @@ class RunContext:
         return Verdict(cand.id, "promoted", ev.score, f"val {ev.score:.3f} vs best {best_ev.score:.3f}, "
                                                       f"confidence {conf:.2f}")
 
-    def _count_idle(self) -> None:
+    def _count_idle(self, active: bool | None = None) -> None:
         """A proposal is idle when no model request (made, cached or replayed) came since the last one: a
-        duplicate, a rejected prompt, or one scored on no examples. Normal runs never have long idle streaks."""
+        duplicate, a rejected prompt, or one scored on no examples. Normal runs never have long idle streaks.
+        In a batch only its first proposal sees the batch's requests; the others count as active when scored."""
         requests = self.evaluator.ledger.total.requests
-        self.idle = self.idle + 1 if requests == self._requests_seen else 0
+        if active is None:
+            active = requests != self._requests_seen
+        self.idle = 0 if active else self.idle + 1
         self._requests_seen = requests
 
-    def _after(self, verdict: Verdict) -> Verdict:
-        self._count_idle()
+    def _after(self, verdict: Verdict, active: bool | None = None) -> Verdict:
+        self._count_idle(active)
         self.since_best += 1
         self._progress(verdict.status, verdict.id)
         return verdict
@@ -214,18 +319,52 @@ class RunContext:
         any other ModelError (a fault that never healed, a bad key) ends the run like a target failure would,
         so a dead proposer never turns the run into a blind search that still reports success.
         """
+        return self.generate_many([Request(messages, sample)])[0]
+
+    def generate_many(self, requests: Sequence[Request | None]) -> list[str | None]:
+        """Proposer calls at once; each distinct request is made once, and within the budget in request order."""
         self.check_stop()
+        keys = [None if r is None else json.dumps([[dict(m) for m in r.messages], r.sample], sort_keys=True)
+                for r in requests]
+        distinct = {k: r for k, r in zip(keys, requests) if k is not None and r is not None}
+        free = self.evaluator.ledger.free_calls()
+        todo = list(distinct.items())[: len(distinct) if free is None else free]
+        replies = self.evaluator.run(gather_or_cancel([self._agenerate(r) for _, r in todo]))
+        if len(todo) < len(distinct):  # the next one would pass max_calls: stop where a serial run would
+            ledger = self.evaluator.ledger
+            raise BudgetExceeded("max_calls", ledger.total.requests, ledger.budget.max_calls or 0)
+        got = {k: text for (k, _), text in zip(todo, replies)}
+        return [None if k is None else got[k] for k in keys]
+
+    async def _agenerate(self, r: Request) -> str | None:
         try:
-            return self.stored_call(self.proposer, messages, sample=sample, tag="proposer").text
+            return (await self.astored_call(self.proposer, r.messages, sample=r.sample, tag="proposer")).text
         except ModelError as e:
             if not e.bad_request:
                 raise
             return None
 
+    def complete(self, messages: Sequence[Mapping[str, str]], *, model: str = "proposer", sample: int = 0,
+                 temperature: float | None = None, tag: str | None = None) -> Completion:
+        """One stored call to the proposer or the target (the target always at its own temperature)."""
+        self.check_stop()
+        if model not in ("proposer", "target"):
+            raise ValueError(f"model must be 'proposer' or 'target', not {model!r}")
+        config = self.task.proposer if model == "proposer" else self.task.model
+        t = None if model == "target" or temperature is None or temperature == config.temperature else temperature
+        if (model, t) not in self._lms:
+            cfg = config if t is None else config.model_copy(update={"temperature": t})
+            self._lms[(model, t)] = LM(cfg, cache=self.evaluator.cache, ledger=self.evaluator.ledger)
+        return self.stored_call(self._lms[(model, t)], messages, sample=sample, tag=tag or model)
+
     def stored_call(self, lm: LM, messages: Sequence[Mapping[str, str]], *, sample: int = 0,
                     tag: str | None = None) -> Completion:
         """A model call kept in the run store under its cache key, so a resumed run replays it (paying its
         original cost once) instead of asking again: the one replay path for proposer and optimizer calls."""
+        return self.evaluator.run(self.astored_call(lm, messages, sample=sample, tag=tag))
+
+    async def astored_call(self, lm: LM, messages: Sequence[Mapping[str, str]], *, sample: int = 0,
+                           tag: str | None = None) -> Completion:
         from promptlearn.cache import request_key
         from promptlearn.lm import usage_sink
 
@@ -236,12 +375,12 @@ class RunContext:
             text, usage = stored
             if key not in self._replayed:
                 self._replayed.add(key)
-                self.evaluator.ledger.add(usage, tag)
+                self.evaluator.ledger.replay(usage, tag)
             return Completion(text, usage.prompt_tokens, usage.completion_tokens, cached=True)
         sink: list[Usage] = []
         token = usage_sink.set(sink)
         try:
-            done = self.evaluator.run(lm.complete(msgs, sample=sample, tag=tag))
+            done = await lm.complete(msgs, sample=sample, tag=tag)
         finally:
             usage_sink.reset(token)
         self._replayed.add(key)
@@ -291,6 +430,24 @@ class RunContext:
                                           "proposals": self.proposals, "seconds": u.seconds})
         if self.on_progress:
             self.on_progress(self)
+
+
+def screen(mine: Evaluation, parent: Evaluation) -> str | None:
+    """The screen rule: why a proposal stops at its minibatch (it must beat its parent on the same examples),
+    or None when it goes on to val."""
+    if mine.score <= parent.score:
+        return f"minibatch {mine.score:.2f} <= parent {parent.score:.2f}"
+    return None
+
+
+@asynccontextmanager
+async def _stage(grants: InOrderGrants | None, stage: Stage | None) -> AsyncIterator[None]:
+    """A proposal stage within its in-order grant (no grant: a single proposal, as the serial loop ran)."""
+    if grants is None or stage is None:
+        yield
+        return
+    async with grants.stage(stage):
+        yield
 
 
 def paired_confidence(new: Evaluation, old: Evaluation, n: int, rng: random.Random) -> float:

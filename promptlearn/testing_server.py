@@ -113,7 +113,8 @@ def _words(text: str) -> int:
 class LoopbackServer:
     """`with LoopbackServer(...) as srv:` serves on srv.base_url from a background thread + event loop."""
 
-    def __init__(self, responder: Callable[[dict], str] = echo_responder, latency: float = 0.0,
+    def __init__(self, responder: Callable[[dict], str] = echo_responder,
+                 latency: float | Callable[[dict], float] = 0.0,
                  faults: Optional[FaultPolicy] = None, hang_seconds: float = 30.0, retry_after: float = 1.0,
                  request_log_path: Optional[str] = None, model: str = "loopback", port: int = 0,
                  host: str = "127.0.0.1", response_log_path: Optional[str] = None):
@@ -236,8 +237,9 @@ class LoopbackServer:
             return self._error(400, "request body is not a JSON object", "invalid_request_error")
         fault = self.faults(body) if self.faults else None
         self._record(body, request, fault)
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
+        delay = self.latency(body) if callable(self.latency) else self.latency  # a function: jitter per request
+        if delay > 0:
+            await asyncio.sleep(delay)
         if fault == "reset":  # RST instead of FIN: the client sees "connection reset", no response
             sock = request.transport.get_extra_info("socket") if request.transport else None
             if sock is not None:

@@ -191,7 +191,7 @@ def optimized(tmp_path):
     task = pirate_task()
     with FakeLM(wording_sensitive_responder) as fake:
         result = optimize(task, "evolve", budget=120, seed=3, run_dir=tmp_path / "run",
-                          cache_path=tmp_path / "cache.sqlite")
+                          cache_path=tmp_path / "cache.sqlite", parallel=1)  # the serial search (its lineage below)
     return task, result, fake, tmp_path
 
 

@@ -41,6 +41,7 @@ OPTIMIZERS = [("evolve", wording_sensitive_responder), ("mutate", rewriting_resp
                                                     reason="needs promptlearn[dspy]"))]
 
 
+@pytest.mark.parametrize("parallel", [1, 4])
 @pytest.mark.parametrize("optimizer,responder", OPTIMIZERS)
-def test_optimizer_contract(optimizer, responder, tmp_path):
-    run_contract(optimizer, tmp_path, responder=responder)
+def test_optimizer_contract(optimizer, responder, parallel, tmp_path):
+    run_contract(optimizer, tmp_path, responder=responder, parallel=parallel)

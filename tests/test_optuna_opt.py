@@ -118,7 +118,8 @@ def test_other_seed_explores_differently(fake, tmp_path):
 
 def test_stops_after_idle_trials(fake, tmp_path):
     # The first trial is the seed configuration: a duplicate, i.e. no new candidate.
-    res = optimize(make_task(), "optuna", budget=100, seed=0, run_dir=tmp_path / "run", options={"max_idle": 1})
+    res = optimize(make_task(), "optuna", budget=100, seed=0, run_dir=tmp_path / "run", options={"max_idle": 1},
+                   parallel=1)  # one trial at a time: the first (a duplicate) is already max_idle
     assert res.stop_reason == "optimizer finished" and res.candidates == 1
 
 
@@ -220,7 +221,10 @@ class RecordingCtx(SimpleNamespace):
 
     def __init__(self, prompt: str, limit: int, **kw):
         base = stub_ctx(prompt, **kw)
-        super().__init__(**vars(base), seed=0, best_id=base.seed_candidate.id, proposed=[], limit=limit)
+        super().__init__(**vars(base), seed=0, best_id=base.seed_candidate.id, proposed=[], limit=limit, parallel=1)
+
+    def propose_many(self, proposals):
+        return [self.propose(p.prompt, p.parents, p.operator, p.meta) for p in proposals]
 
     def propose(self, prompt, parents, operator, meta=None):
         if len(self.proposed) >= self.limit:

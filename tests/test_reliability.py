@@ -33,13 +33,15 @@ REPO = Path(__file__).resolve().parents[1]
 PROMPTLEARN = REPO / ".venv" / "bin" / "promptlearn"
 BUDGET = 80
 SEED = 3
+PARALLEL = 3  # proposals in flight: every fault, kill and resume below happens with several of them scoring
 
 
 def responder(body: dict) -> str:
     return wording_sensitive_responder(body["messages"])
 
 
-def task_dict(base_url: str, *, max_calls: int = BUDGET, proposer: str | None = None, **model: Any) -> dict:
+def task_dict(base_url: str, *, max_calls: int = BUDGET, proposer: str | None = None, parallel: int = PARALLEL,
+              **model: Any) -> dict:
     users = [f"Question number {i}: tell me about topic {i * 7 % 11}" for i in range(15)]
     spec = {
         "name": "faults", "prompt": "You are a pirate. Start every reply with the word Ahoy.", "protected": ["Ahoy"],
@@ -48,7 +50,7 @@ def task_dict(base_url: str, *, max_calls: int = BUDGET, proposer: str | None = 
         "data": [{"examples": [{"id": f"q{i}", "user": u} for i, u in enumerate(users)]}],
         "checks": [{"type": "starts_with", "value": "Ahoy", "name": "ahoy"}],
         "splits": {"train": 0.4, "val": 0.3, "test": 0.3, "seed": 0},
-        "budget": {"max_calls": max_calls}, "optimizer": {"name": "evolve"},
+        "budget": {"max_calls": max_calls}, "optimizer": {"name": "evolve", "parallel": parallel},
     }
     if proposer:
         spec["proposer"] = {**spec["model"], "name": proposer}
@@ -120,6 +122,25 @@ def test_random_faults_of_every_kind_change_nothing_but_retries(clean, tmp_path,
     assert sorted(ok_keys(reqs)) == sorted(ok_keys(clean["requests"]))  # exactly the same successful requests
     by_tag = RunStore(tmp_path / "run", create=False).get_meta("ledger")
     assert by_tag["retries"] == faults and by_tag["calls"] == res.ledger.calls
+
+
+def test_p16_budget_holds_through_random_faults_and_results_match_a_fault_free_run(tmp_path):
+    """16 proposals in flight, 20% of requests failing (every fault kind): never a request past the budget,
+    and the same lineage, scores and stop as the same run without faults."""
+    runs = {}
+    for name, plan in [("clean", None), ("faults", FaultPlan.random(rate=0.2, kinds=FAULT_KINDS, seed=2))]:
+        with LoopbackServer(responder, faults=plan, hang_seconds=3.0, retry_after=0.01) as srv:
+            res = optimize(make_task(srv.base_url, max_calls=120, parallel=16, concurrency=16), seed=SEED,
+                           run_dir=tmp_path / name, cache_path=tmp_path / f"{name}.sqlite")
+            answered = len(ok_keys(srv.requests))
+        assert res.ledger.requests <= 120 and answered <= 120
+        runs[name] = (res, lineage(tmp_path / name), scores(tmp_path / name))
+    (a, la, sa), (b, lb, sb) = runs["clean"], runs["faults"]
+    assert b.ledger.retries > 0 and a.ledger.retries == 0
+    assert la == lb and sa == sb and len(la) > 16
+    assert (a.ledger.requests, a.stop_reason, a.best.prompt, a.best.test) == (
+        b.ledger.requests, b.stop_reason, b.best.prompt, b.best.test)
+    assert a.stop_reason.startswith("budget stop") and a.seed.test is not None and a.best.test is not None
 
 
 class GoesDown:
