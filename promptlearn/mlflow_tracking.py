@@ -137,6 +137,7 @@ class MlflowTracker:
         self._linked: str | None = None
         self._warned = False
         self._run_id = ""
+        self._last_ms = 0  # timestamp of the last metrics point queued
         self._step = 0  # the last progress step: final values go there, not back to step 0
 
     # ---- the optimizing thread -----------------------------------------------------------------------------
@@ -158,7 +159,10 @@ class MlflowTracker:
                    "calls": u.calls, "cached_calls": u.cached_calls, "requests": u.requests, "tokens": u.tokens,
                    "usd": u.usd, "seconds": u.seconds}
         self._step = ctx.proposals
-        self._queue.put(("metrics", (metrics, ctx.proposals, _now_ms())))
+        # Several progress events can share a step (a parallel batch) and a millisecond; MLflow keeps one point per
+        # (key, value, step, timestamp), so each event gets its own strictly later timestamp.
+        self._last_ms = max(_now_ms(), self._last_ms + 1)
+        self._queue.put(("metrics", (metrics, ctx.proposals, self._last_ms)))
         self._link()
 
     def finish(self, result: "Result") -> dict[str, Any] | None:
@@ -277,7 +281,7 @@ class MlflowTracker:
                 client.log_batch(self.mlflow_run_id, metrics=metrics[i:i + 1000])
         elif kind == "final":
             final, files, tags, step = payload
-            ts = _now_ms()
+            ts = max(_now_ms(), self._last_ms + 1)
             client.log_batch(self.mlflow_run_id, metrics=[Metric(k, float(v), ts, step) for k, v in final.items()],
                              tags=[RunTag(k, v) for k, v in tags.items()])
             for path in files:
