@@ -18,6 +18,7 @@ from promptlearn.errors import BudgetExceeded, ModelError
 from promptlearn.lm import LM, Completion
 from promptlearn.metrics import side_effects, violated
 from promptlearn.store import RunStore
+from promptlearn.targets import MultiEvaluation, decide
 from promptlearn.task import Task
 from promptlearn.types import Candidate, Example, ExampleResult, Usage
 
@@ -176,6 +177,12 @@ class RunContext:
     def _accept(self, cand: Candidate, ev: Evaluation) -> Verdict:
         best_cand, best_ev = self.best
         seed_ev = self.val_evals[self.seed_candidate.id]
+        if isinstance(ev, MultiEvaluation):  # several targets: promptlearn.targets holds the rule
+            d = decide(ev, best_ev, seed_ev, self.val, self.task, confidence=self.options.confidence,  # type: ignore[arg-type]
+                       bootstrap=self.options.bootstrap, seed_value=self.seed + self.proposals)
+            self.store.log_event("promote", {"id": cand.id, **d.event})
+            return self._new_best(cand, ev, d.reason) if d.accepted else Verdict(cand.id, "promoted", ev.score,
+                                                                                    d.reason)
         effects = side_effects(ev, seed_ev, self.val)
         bad = violated(self.task.spec.objective.constraints, effects)
         conf = paired_confidence(ev, best_ev, self.options.bootstrap, random.Random(self.seed + self.proposals))
@@ -184,14 +191,17 @@ class RunContext:
         if bad:
             return Verdict(cand.id, "promoted", ev.score, "violates " + "; ".join(bad))
         if ev.score > best_ev.score and conf >= self.options.confidence:
-            self.best_id = cand.id
-            self.since_best = -1
-            self.store.set_status(cand.id, "accepted")
-            self.store.set_meta("best", cand.id)
-            self.store.write_files(cand.prompt)
-            return Verdict(cand.id, "accepted", ev.score, f"confidence {conf:.2f}")
+            return self._new_best(cand, ev, f"confidence {conf:.2f}")
         return Verdict(cand.id, "promoted", ev.score, f"val {ev.score:.3f} vs best {best_ev.score:.3f}, "
                                                       f"confidence {conf:.2f}")
+
+    def _new_best(self, cand: Candidate, ev: Evaluation, reason: str) -> Verdict:
+        self.best_id = cand.id
+        self.since_best = -1
+        self.store.set_status(cand.id, "accepted")
+        self.store.set_meta("best", cand.id)
+        self.store.write_files(cand.prompt)
+        return Verdict(cand.id, "accepted", ev.score, reason)
 
     def _count_idle(self) -> None:
         """A proposal is idle when no model request (made, cached or replayed) came since the last one: a

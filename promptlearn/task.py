@@ -146,6 +146,9 @@ class Objective(_Strict):
     """
 
     primary: Literal["score", "loose"] = "score"
+    aggregate: Literal["min", "mean"] = Field(
+        "min", description="with several targets: min (the prompt must work on every target) or mean (weighted "
+                           "by each target's weight)")
     constraints: dict[str, str] = Field(default_factory=dict)
     weights: dict[str, float] = Field(default_factory=dict)
 
@@ -166,6 +169,55 @@ class Objective(_Strict):
         return {k: str(e) for k, e in v.items()}
 
 
+class TargetConfig(_Strict):
+    """One model the prompt must work on (see promptlearn.targets): its model, its weight in a `mean` objective
+    and side-effect constraints that hold on this target on top of `objective.constraints`."""
+
+    model: ModelConfig
+    label: str | None = Field(None, description="the target's name in reports (default: the model's name)")
+    weight: float = Field(1.0, gt=0, lt=float("inf"))
+    constraints: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return _target_shorthand(v)
+
+    @field_validator("constraints")
+    @classmethod
+    def _parse(cls, v: dict[str, str]) -> dict[str, str]:
+        return Objective._parse(v)
+
+    @property
+    def key(self) -> str:
+        return self.label or self.model.name
+
+
+def _target_shorthand(v: Any) -> Any:
+    """`- local/smollm2` or `- {name: local/smollm2, guidance: 1.5, weight: 2}`: a model with target keys."""
+    if isinstance(v, str):
+        return {"model": {"name": v}}
+    if isinstance(v, Mapping) and "model" not in v:
+        own = {k: v[k] for k in ("label", "weight", "constraints") if k in v}
+        return {**own, "model": {k: x for k, x in v.items() if k not in own}}
+    if isinstance(v, Mapping) and isinstance(v.get("model"), str):
+        return {**v, "model": {"name": v["model"]}}
+    return v
+
+
+class Migration(_Strict):
+    """Move a prompt to the task's `model` from the model it was written for (`from`): the seed's test score on
+    `from` is the bar; the search runs on `model`, and the result says whether it reaches the bar, example by
+    example."""
+
+    source: ModelConfig = Field(alias="from")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _model_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+
 class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str = "evolve"
@@ -175,6 +227,8 @@ class TaskSpec(_Strict):
     name: str
     description: str = ""
     model: ModelConfig
+    targets: list[TargetConfig] = Field(default_factory=list)
+    migrate: Migration | None = None
     proposer: ModelConfig | None = None
     judge: ModelConfig | None = None
     prompt: str
@@ -197,6 +251,42 @@ class TaskSpec(_Strict):
     @classmethod
     def _optimizer_shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_from_targets(cls, v: Any) -> Any:
+        """`targets:` (several models) replaces `model:`: the first target is the model the proposer and judge
+        default to. Giving both would leave unclear which models are scored."""
+        if not isinstance(v, Mapping):
+            return v
+        v = {k: x for k, x in v.items() if not (k in ("model", "targets") and x is None)}  # cleared by overrides
+        if not v.get("targets"):
+            return v
+        if v.get("model") is not None:
+            raise ValueError("give `model:` (one target) or `targets:` (several), not both; set the proposer's "
+                             "model with `proposer:`")
+        if v.get("migrate"):
+            raise ValueError("`migrate:` moves a prompt to one `model:`; it does not combine with `targets:`")
+        first = v["targets"][0] if isinstance(v["targets"], list) and v["targets"] else {}
+        if isinstance(first, TargetConfig):
+            return {**v, "model": first.model}
+        return {**v, "model": _target_shorthand(first).get("model", {})}
+
+    @model_validator(mode="after")
+    def _distinct_targets(self) -> "TaskSpec":
+        keys = [t.key for t in self.targets]
+        dup = next((k for k in keys if keys.count(k) > 1), None)
+        if dup is not None:
+            raise ValueError(f"two targets are named '{dup}'; give each a distinct `label:`")
+        if len(self.targets) == 1:
+            raise ValueError("targets: needs two or more models; for one, use `model:`")
+        if self.objective.aggregate == "min" and any(t.weight != 1 for t in self.targets):
+            raise ValueError("a target's `weight` counts only with `objective: {aggregate: mean}`; the default "
+                             "aggregate min takes the worst target")
+        configs = [t.model.model_dump_json() for t in self.targets]
+        if len(set(configs)) < len(configs):
+            raise ValueError("two targets have the same model config: they would give the same replies")
+        return self
 
 
 MIN_SPLIT = 5  # fewer val (or test) examples than this: Task.warnings says acceptance (or test) means little
@@ -256,6 +346,9 @@ class Task:
         uses_proposer = proposer or (judge and self.spec.judge is None)
         models = [("model", self.spec.model), ("proposer", self.spec.proposer if uses_proposer else None),
                   ("judge", self.spec.judge if judge else None)]
+        models += [(f"targets[{i}].model", t.model) for i, t in enumerate(self.spec.targets)]
+        if self.spec.migrate is not None:
+            models.append(("migrate.from", self.spec.migrate.source))
         for field, config in models:
             if config is not None:
                 check = require_gguf if config.is_local else require_key
