@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "concurrency": ("bench.concurrency", "engine throughput vs ideal at 1-64 requests in flight (100 ms server)"),
     "cache": ("bench.cache", "an identical re-run of an optimization makes 0 model calls; its wall time"),
     "handwritten": ("bench.handwritten", "tasks/rules/: seed vs 5 hand-written wordings of each rule, val and test"),
+    "transfer": ("bench.transfer", "pirate transfer matrix: one model, greedy vs guidance decoding, as two targets"),
     "render": ("bench.render", "write BENCHMARKS.md from every JSON result in bench/results/"),
     "all": ("bench.suite", "run overhead, concurrency, cache, quality, guidance, prefix_reuse, then render"),
 }

@@ -179,7 +179,8 @@ class RunContext:
         seed_ev = self.val_evals[self.seed_candidate.id]
         if isinstance(ev, MultiEvaluation):  # several targets: promptlearn.targets holds the rule
             d = decide(ev, best_ev, seed_ev, self.val, self.task, confidence=self.options.confidence,  # type: ignore[arg-type]
-                       bootstrap=self.options.bootstrap, seed_value=self.seed + self.proposals)
+                       bootstrap=self.options.bootstrap, seed_value=self.seed + self.proposals,
+                       paired=paired_confidence)
             self.store.log_event("promote", {"id": cand.id, **d.event})
             return self._new_best(cand, ev, d.reason) if d.accepted else Verdict(cand.id, "promoted", ev.score,
                                                                                     d.reason)

@@ -236,7 +236,7 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mappin
             break
         tests[cid] = ev
         store.put_score(cid, "test", ev.score, len(ev.results), True, {"checks": ev.check_rates()})
-        record_target_scores(store, cid, ev)
+        record_target_scores(store, cid, ev, "test")
 
     def scores(cid: str) -> PromptScores:
         val, t = ctx.val_evals[cid], tests.get(cid)

@@ -227,11 +227,12 @@ def aggregate_confidence(new: MultiEvaluation, old: MultiEvaluation, n: int, rng
 
 
 def decide(new: MultiEvaluation, best: MultiEvaluation, seed: MultiEvaluation, examples: Sequence[Example],
-           task: "Task", *, confidence: float, bootstrap: int, seed_value: int) -> Decision:
+           task: "Task", *, confidence: float, bootstrap: int, seed_value: int,
+           paired: Callable[[Evaluation, Evaluation, int, random.Random], float]) -> Decision:
     """The acceptance rule with several targets: side-effect constraints hold on every target (objective's plus
     the target's own), the new prompt is not significantly worse than the best on any target (paired bootstrap,
-    the loop's confidence level), and it beats the best on the aggregate with that confidence."""
-    from promptlearn.loop import paired_confidence
+    the loop's confidence level, `paired` being the loop's paired_confidence), and it beats the best on the
+    aggregate with that confidence."""
     from promptlearn.metrics import side_effects, violated
 
     rng = random.Random(seed_value)
@@ -242,7 +243,7 @@ def decide(new: MultiEvaluation, best: MultiEvaluation, seed: MultiEvaluation, e
         ev, b, s = new.by_target[key], best.by_target[key], seed.by_target[key]
         effects = side_effects(ev, s, examples)
         broke = violated({**task.spec.objective.constraints, **t.constraints}, effects)
-        conf_worse = paired_confidence(b, ev, bootstrap, rng)
+        conf_worse = paired(b, ev, bootstrap, rng)
         bad += [f"{key}: {v}" for v in broke]
         if ev.score < b.score and conf_worse >= confidence:
             worse.append(f"{key} {ev.score:.3f} < {b.score:.3f} (confidence {conf_worse:.2f})")
@@ -271,7 +272,7 @@ def target_summary(ctx: Any, tests: Mapping[str, Evaluation], ids: Sequence[str]
     if not task.spec.targets:
         return None
     for cid, ev in ctx.val_evals.items():
-        record_target_scores(ctx.store, cid, ev)
+        record_target_scores(ctx.store, cid, ev, "val")
     keys = [t.key for t in task.spec.targets]
     ledger = by_target(ctx.evaluator.ledger.by_tag)
 
@@ -294,11 +295,11 @@ def target_summary(ctx: Any, tests: Mapping[str, Evaluation], ids: Sequence[str]
             "val_best_per_target": per_target_best}
 
 
-def record_target_scores(store: Any, cid: str, ev: Evaluation) -> None:
+def record_target_scores(store: Any, cid: str, ev: Evaluation, split: str) -> None:
     """Each target's score of a candidate, next to the aggregate (splits `val@<target>`, `test@<target>`)."""
     if isinstance(ev, MultiEvaluation):
         for k, e in ev.by_target.items():
-            store.put_score(cid, f"{ev.split}@{k}", e.score, len(e.results), e.complete,
+            store.put_score(cid, f"{split}@{k}", e.score, len(e.results), e.complete,
                             {"checks": e.check_rates()})
 
 
@@ -320,7 +321,7 @@ def gate_targets(mine: Evaluation, seed: Evaluation, examples: Sequence[Example]
         broken = list(effects.get("broken_ids", ()))
         per[key] = {"score": ev.score, "seed_score": seed.by_target[key].score, "min_score": floor,
                     "checks": ev.check_rates(), "fixed": int(effects.get("fixed", 0)), "broken": len(broken),
-                    "broken_ids": broken, "calls": None}
+                    "broken_ids": broken}
         if floor is not None and ev.score < floor:
             reasons.append(f"target {key}: score {ev.score:.4f} is below the minimum {floor:g}")
         if max_broken is not None and len(broken) > max_broken:

@@ -8,6 +8,7 @@ HTML with a plot, and gives as `--json`.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -43,7 +44,7 @@ def single_target(task: Task, key: str) -> Task:
     return target_task(task, target)
 
 
-def transfer(task: Task | str | Path, *, budget: int | None = None, seed: int = 0, optimizer: str | None = None,
+def transfer_report(task: Task | str | Path, *, budget: int | None = None, seed: int = 0, optimizer: str | None = None,
              out_dir: str | Path = "runs/transfer", cache_path: str | Path | None = None,
              options: Mapping[str, Any] | None = None,
              on_run: Callable[[str], None] | None = None) -> TransferReport:
@@ -98,7 +99,6 @@ def transfer(task: Task | str | Path, *, budget: int | None = None, seed: int = 
                      "decoding": {"guidance": t.model.guidance} if t.model.guidance != 1.0 else {}}
                     for t in task.spec.targets)
     report = TransferReport(task.name, task.spec.objective.aggregate, targets, tuple(rows), calls, out)
-    from promptlearn.report.transfer import write_transfer
     from promptlearn.store import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
@@ -111,3 +111,34 @@ def transfer(task: Task | str | Path, *, budget: int | None = None, seed: int = 
 
 def _slug(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in key)
+
+
+def transfer_page(data: Mapping[str, Any]) -> str:
+    """The transfer report (TransferReport.to_json()) as one self-contained HTML page."""
+    from promptlearn.report.page import CSS
+    from promptlearn.report.transfer import matrix_plot, matrix_table
+
+    e = html.escape
+    csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    prompts = "".join(f"<h3>{e(str(r['label']))}</h3><pre class=\"prompt\">{e(r['prompt'])}</pre>"
+                      for r in data["rows"])
+    targets = ", ".join(f"{e(t['key'])} ({e(t['model'])}"
+                        + (f", {e(str(t['decoding']))}" if t.get("decoding") else "") + ")" for t in data["targets"])
+    return "".join([
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
+        f"<title>promptlearn transfer report: {e(data['task'])}</title><style>{CSS}</style></head><body>",
+        f"<h1>Transfer report: {e(data['task'])}</h1>",
+        f'<div class="sub">targets: {targets} · {data["calls"]} model requests in all</div>',
+        "<p>Each row is a prompt: the seed, the best of a search on one target alone, and the best of a search on "
+        f"all targets ({e(data['aggregate'])}). Each column is its test score on one target.</p>",
+        matrix_table(data["targets"], data["rows"]), f"<figure>{matrix_plot(data['targets'], data['rows'])}</figure>",
+        f"<h2>Prompts</h2>{prompts}</body></html>\n",
+    ])
+
+
+def write_transfer(data: Mapping[str, Any], path: str | Path) -> Path:
+    from promptlearn.store import atomic_write
+
+    atomic_write(Path(path), transfer_page(data))
+    return Path(path)

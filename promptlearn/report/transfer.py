@@ -1,4 +1,5 @@
-"""Prompt x target matrices as HTML: the transfer report's page, and the per-target section of a run's report.
+"""Prompt x target matrices as HTML: the table and plot the transfer report's page (promptlearn.transfer) uses,
+and the per-target section of a run's report.
 
 A matrix is plain data: `targets` (each with a `key`) and `rows` (each with a `label` and `test`: target key ->
 test score, None when not measured). The plot is a grouped bar chart in inline SVG, one group per prompt, one bar
@@ -8,7 +9,6 @@ per target, like the run report's plots (no JS plotting library; the page's CSP 
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from promptlearn.report.formatting import fmt
@@ -99,33 +99,3 @@ def targets_section(s: Mapping[str, Any]) -> str:
                    + (f" ({e(', '.join(mig.get('broken_ids') or []))})" if mig.get("broken_ids") else "") + ".</p>")
     out.append("</section>")
     return "".join(out)
-
-
-def transfer_page(data: Mapping[str, Any]) -> str:
-    """The transfer report (TransferReport.to_json()) as one self-contained HTML page."""
-    from promptlearn.report.page import CSS
-
-    e = html.escape
-    csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-    prompts = "".join(f"<h3>{e(str(r['label']))}</h3><pre class=\"prompt\">{e(r['prompt'])}</pre>"
-                      for r in data["rows"])
-    targets = ", ".join(f"{e(t['key'])} ({e(t['model'])}"
-                        + (f", {e(str(t['decoding']))}" if t.get("decoding") else "") + ")" for t in data["targets"])
-    return "".join([
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
-        f"<title>promptlearn transfer report: {e(data['task'])}</title><style>{CSS}</style></head><body>",
-        f"<h1>Transfer report: {e(data['task'])}</h1>",
-        f'<div class="sub">targets: {targets} · {data["calls"]} model requests in all</div>',
-        "<p>Each row is a prompt: the seed, the best of a search on one target alone, and the best of a search on "
-        f"all targets ({e(data['aggregate'])}). Each column is its test score on one target.</p>",
-        matrix_table(data["targets"], data["rows"]), f"<figure>{matrix_plot(data['targets'], data['rows'])}</figure>",
-        f"<h2>Prompts</h2>{prompts}</body></html>\n",
-    ])
-
-
-def write_transfer(data: Mapping[str, Any], path: str | Path) -> Path:
-    from promptlearn.store import atomic_write
-
-    atomic_write(Path(path), transfer_page(data))
-    return Path(path)
