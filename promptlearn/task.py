@@ -312,7 +312,7 @@ class Task:
 
     @classmethod
     def build(cls, name: str, prompt: str, conversations: Iterable[Any], checks: Iterable[Any] = (),
-              model: str | ModelConfig | Mapping[str, Any] = "local/smollm2", **spec: Any) -> "Task":
+              model: str | ModelConfig | Mapping[str, Any] | None = None, **spec: Any) -> "Task":
         """Build a task in code; same as `make_task`."""
         return make_task(name, prompt, conversations, checks, model, **spec)
 
@@ -483,7 +483,7 @@ def _validate_weights(spec: TaskSpec, examples: Sequence[Example], source: str) 
 
 
 def make_task(name: str, prompt: str, conversations: Iterable[Any], checks: Iterable[Any] = (),
-              model: str | ModelConfig | Mapping[str, Any] = "local/smollm2", *, base_dir: Path | str = ".",
+              model: str | ModelConfig | Mapping[str, Any] | None = None, *, base_dir: Path | str = ".",
               **spec: Any) -> Task:
     """Build a Task in code instead of a task file.
 
@@ -491,14 +491,17 @@ def make_task(name: str, prompt: str, conversations: Iterable[Any], checks: Iter
     `{role, content}` dicts (assistant messages are given history), or a row dict as in a JSONL dataset
     (`{"id": ..., "user": ..., "checks": [...]}`). `checks`: spec dicts as in a task file, or plain callables
     `fn(reply, ctx) -> bool | float | (score, feedback)` (also `fn(reply)`). `model` (and `proposer` / `judge`
-    in `spec`): a litellm model string, a ModelConfig or a mapping. `spec` takes any other task-file field
-    (`splits`, `budget`, `objective`, `protected`, `optimizer`, `data`, ...). Raises TaskError.
+    in `spec`): a litellm model string, a ModelConfig or a mapping (default `local/smollm2`, or none with
+    `targets=[...]`, several models). `spec` takes any other task-file field (`splits`, `budget`, `objective`,
+    `protected`, `optimizer`, `data`, `targets`, `migrate`, ...). Raises TaskError.
     """
     rows = [_conversation_row(c, i) for i, c in enumerate(conversations)]
     extra_data = [_as_plain(d) for d in spec.pop("data", None) or []]
     if not rows and not extra_data:
         raise TaskError("no conversations", field="conversations",
                         fix="pass at least one conversation, e.g. ['How do I reset my password?']")
+    if model is None and not spec.get("targets"):
+        model = "local/smollm2"
     raw: dict[str, Any] = {"name": name, "prompt": prompt, "model": _as_plain(model),
                            "data": ([{"examples": rows}] if rows else []) + extra_data,
                            "checks": [_check_spec(c, f"checks[{i}]") for i, c in enumerate(checks)]}

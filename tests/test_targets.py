@@ -71,6 +71,14 @@ def test_bad_targets_are_one_line_task_errors(change, match):
         task_from_dict(raw_task(**change))
 
 
+def test_make_task_takes_targets_instead_of_a_model():
+    from promptlearn import make_task
+
+    t = make_task("api", SEED, ["Hi", "Ho"], targets=["fake/a", {"name": "fake/b", "label": "b"}])
+    assert [x.key for x in t.spec.targets] == ["fake/a", "b"] and t.model.name == "fake/a"
+    assert make_task("one", SEED, ["Hi"]).model.name == "local/smollm2"
+
+
 def test_aggregate_is_the_worst_target_or_the_weighted_mean():
     assert aggregate({"a": 0.9, "b": 0.3}, "min", {}) == 0.3
     assert aggregate({"a": 0.9, "b": 0.3}, "mean", {"a": 1, "b": 1}) == pytest.approx(0.6)
@@ -159,6 +167,10 @@ def test_a_multi_target_run_scores_every_candidate_on_every_target_and_splits_th
     assert scores["test@b"]["score"] == 1.0 and scores["val@fake/a"]["score"] == 1.0
     promotes = [e for e in store.events() if e["kind"] == "promote"]
     assert promotes and all(set(e["targets"]) == {"fake/a", "b"} for e in promotes)
+    from promptlearn.report import write_report
+
+    page = write_report(tmp_path / "run").read_text()
+    assert "targets <b>fake/a, b</b>" in page and "Ledger by target" in page and 'data-plot="transfer"' in page
 
 
 def test_one_model_tasks_still_get_the_plain_evaluator():
@@ -320,3 +332,44 @@ def test_greedy_and_guided_decoding_of_the_embedded_model_are_two_real_targets(t
     first = next(iter(cfg.results))
     stored = RunStore(tmp_path / "run", create=False).get_result(f"{candidate_id(task.prompt)}@cfg", first)
     assert stored is not None and stored[0].turns[0].reply == cfg.results[first].turns[0].reply
+
+
+def test_an_interrupted_multi_target_run_resumes_without_repeating_a_call(tmp_path):
+    task = task_from_dict(raw_task())
+
+    def lineage(run: Path) -> list[tuple[str, str, str]]:
+        return [(c["id"], c["operator"], c["status"]) for c in RunStore(run, create=False).candidates()]
+
+    with TwoModels(wording_sensitive_responder) as fake:
+        whole = optimize(task, seed=2, run_dir=tmp_path / "a", cache_path=tmp_path / "c1.sqlite")
+        calls = fake.calls
+
+    class Interrupting(TwoModels):
+        def reply(self, messages: Sequence[dict[str, str]], params: dict[str, Any]) -> str:
+            if self.calls == calls // 2:
+                self.history.append([])  # counted, never answered
+                raise KeyboardInterrupt
+            return super().reply(messages, params)
+
+    with Interrupting(wording_sensitive_responder) as fake:
+        with pytest.raises(KeyboardInterrupt):
+            optimize(task, seed=2, run_dir=tmp_path / "r", cache_path=tmp_path / "c2.sqlite")
+        resumed = optimize(task, resume=tmp_path / "r", cache_path=tmp_path / "c2.sqlite")
+        made = fake.calls - 1
+    assert made == calls and lineage(tmp_path / "r") == lineage(tmp_path / "a")
+    assert resumed.best.prompt == whole.best.prompt and resumed.targets == whole.targets
+
+
+def test_cli_eval_shows_each_targets_score(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from promptlearn.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "task.yaml").write_text(json.dumps(raw_task()))
+    with TwoModels(wording_sensitive_responder):
+        out = CliRunner().invoke(app, ["eval", "task.yaml", "--json"])
+        table = CliRunner().invoke(app, ["eval", "task.yaml"])
+    data = json.loads(out.stdout)
+    assert data["targets"] == {"fake/a": 0.0, "b": 1.0} and data["score"] == 0.0
+    assert "on b" in table.stdout
