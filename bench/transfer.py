@@ -66,11 +66,12 @@ def render_md(data: dict[str, Any], old: str) -> str:
              f"Budget: {data['budget']} calls per single-target search, {data['budget'] * len(keys)} for the "
              f"search over both (objective {data['aggregate']}); test split {data['n_test']} conversations; "
              f"{data['calls']} model requests in all (cache hits included), {data['seconds']:.0f} s of model time.",
-             "", "| prompt | " + " | ".join(f"test on {k}" for k in keys) + " | min | stop |",
+             "", "| prompt | " + " | ".join(f"test on {k}" for k in keys) + " | min | search: requests, candidates |",
              "|---|" + "---|" * (len(keys) + 2)]
     for r in data["rows"]:
         cells = " | ".join(f"{r['test'][k]:.3f}" for k in keys)
-        lines.append(f"| {r['label']} | {cells} | {min(r['test'].values()):.3f} | {r.get('stop_reason') or '-'} |")
+        search = f"{r['requests']}, {r['candidates']}" if r.get("requests") is not None else "-"
+        lines.append(f"| {r['label']} | {cells} | {min(r['test'].values()):.3f} | {search} |")
     lines += ["", "Prompts:", ""]
     lines += [f"- {r['label']}: `{' '.join(r['prompt'].split())[:300]}`" for r in data["rows"]]
     return "\n".join(lines) + "\n" + (f"\n{old}\n" if old else "")

@@ -79,9 +79,10 @@ def transfer_report(task: Task | str | Path, *, budget: int | None = None, seed:
         calls += result.ledger.requests
         _, cid, prompt, _, _, decoding = best_of_run(rdir)
         rows.append({"label": label, "kind": "single" if key else "multi", "target": key, "run": str(rdir),
-                     "id": cid, "prompt": prompt, "decoding": decoding, "stop_reason": result.stop_reason})
+                     "id": cid, "prompt": prompt, "decoding": decoding, "stop_reason": result.stop_reason,
+                     "candidates": result.candidates, "requests": result.ledger.requests})
     rows.insert(0, {"label": "seed", "kind": "seed", "target": None, "run": None, "id": None, "prompt": task.prompt,
-                    "decoding": {}, "stop_reason": None})
+                    "decoding": {}, "stop_reason": None, "candidates": None, "requests": None})
     ev = make_evaluator(task, cache_path=cache_path)
     try:
         test = task.examples("test")
