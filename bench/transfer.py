@@ -72,9 +72,50 @@ def render_md(data: dict[str, Any], old: str) -> str:
         cells = " | ".join(f"{r['test'][k]:.3f}" for k in keys)
         search = f"{r['requests']}, {r['candidates']}" if r.get("requests") is not None else "-"
         lines.append(f"| {r['label']} | {cells} | {min(r['test'].values()):.3f} | {search} |")
+    if data.get("promoted"):
+        lines += ["", "Candidates a search promoted to val but did not accept, on every target's test split "
+                  "(val score in their own run in brackets):", "",
+                  "| candidate | " + " | ".join(f"test on {k}" for k in keys) + " | min |",
+                  "|---|" + "---|" * (len(keys) + 1)]
+        for r in data["promoted"]:
+            cells = " | ".join(f"{r['test'][k]:.3f}" for k in keys)
+            val = "-" if r.get("val_in_run") is None else f"{r['val_in_run']:.3f}"
+            lines.append(f"| {r['label']} [{val}] | {cells} | {min(r['test'].values()):.3f} |")
     lines += ["", "Prompts:", ""]
-    lines += [f"- {r['label']}: `{' '.join(r['prompt'].split())[:300]}`" for r in data["rows"]]
+    lines += [f"- {r['label']}: `{' '.join(r['prompt'].split())[:300]}`"
+              for r in data["rows"] + data.get("promoted", [])]
     return "\n".join(lines) + "\n" + (f"\n{old}\n" if old else "")
+
+
+def promoted_rows(task: Any, work: Path, cache: Path) -> list[dict[str, Any]]:
+    """Candidates the searches promoted to val but did not accept, scored on every target's test split: the
+    off-diagonal evidence when no search accepted a new best (their val scores are in each run's store)."""
+    from promptlearn.store import RunStore
+    from promptlearn.targets import MultiEvaluation, make_evaluator
+
+    seen: dict[str, dict[str, Any]] = {}
+    for run in sorted(p for p in work.iterdir() if (p / "store.sqlite").exists()):
+        store = RunStore(run, create=False)
+        try:
+            for c in store.candidates():
+                if c["status"] == "promoted" and c["id"] not in seen:
+                    val = store.scores().get(c["id"], {}).get("val", {}).get("score")
+                    seen[c["id"]] = {"label": f"{c['operator']} ({run.name}, not accepted)", "id": c["id"],
+                                     "prompt": c["prompt"], "run": run.name, "val_in_run": val}
+        finally:
+            store.close()
+    ev = make_evaluator(task, cache_path=cache)
+    try:
+        for row in seen.values():
+            scored = ev.evaluate(row["prompt"], task.examples("test"), split="test", tag="promoted")
+            assert isinstance(scored, MultiEvaluation)
+            row["test"] = scored.target_scores()
+        requests = ev.ledger.total.requests
+    finally:
+        ev.close()
+    for row in seen.values():
+        row["matrix_requests"] = requests
+    return list(seen.values())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="write transfer_quick.* (with --budget/--limit small)")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--promoted", action="store_true",
+                    help="also score the candidates the searches promoted but did not accept on every target")
     args = ap.parse_args(list(argv) if argv is not None else None)
 
     from promptlearn.transfer import transfer_report
@@ -109,10 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     finally:
         signal.alarm(0)
-    seconds = time.perf_counter() - start
     data = report.to_json()
+    if args.promoted:
+        data["promoted"] = promoted_rows(task, work, work / "cache.sqlite")
+    seconds = time.perf_counter() - start
     cmd = "python -m bench transfer" + (f" --budget {args.budget}" if args.budget != 200 else "") + \
-        (f" --limit {args.limit}" if args.limit else "") + (" --quick" if args.quick else "")
+        (f" --limit {args.limit}" if args.limit else "") + (" --quick" if args.quick else "") + \
+        (" --promoted" if args.promoted else "")
     data.update({
         "benchmark": "transfer", "command": cmd, "budget": args.budget, "seed": args.seed,
         "n_test": len(task.examples("test")), "seconds": seconds,
