@@ -7,9 +7,11 @@
               small call budget; the run store goes to OUT/runs.
 2. gate       fail (exit 1) when the best prompt's test score is below the seed's minus --tolerance, or when it
               breaks more than --max-broken test examples the seed passed.
-3. export     write the best prompt with provenance (run id, val, test, sha256) into a copy of the app config
-              (OUT/app_config.yaml; the shipped examples/app_config.yaml is only changed with --in-place).
-4. re-check   read the prompt back from that config, as the app will, and re-evaluate it with
+3. export     write the best prompt with provenance (run id, val, test, sha256; a `# promptlearn:` comment above
+              the key) into a copy of the app config (OUT/app_config.yaml; the shipped examples/app_config.yaml
+              is only changed with --in-place).
+4. re-check   read the prompt and its provenance back from that config, as the app will: the provenance's
+              sha256 must be the prompt's and its run id this run's; re-evaluate the prompt with
               `promptlearn.check_prompt` on the test split: the same gate, and the score must equal the run's.
 
 Prints a summary (and writes OUT/summary.json). Exit codes: 0 passed, 1 the gate failed, 2 a usage or task error.
@@ -118,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             summary["config"] = str(target)
             # 4. re-check the prompt the app will load, in this process, against the same gate
             prompt = promptlearn.read_prompt(target, args.key)
+            prov = promptlearn.read_provenance(target, args.key) or {}
+            summary["provenance"] = prov
+            if prov.get("sha256") != promptlearn.prompt_sha256(prompt) or prov.get("run_id") != result.run_id:
+                reasons.append(f"the provenance in {target} ({prov or 'none'}) does not name this run's prompt")
             floor = max(0.0, result.seed.test - args.tolerance)  # thresholds are scores: within 0-1
             report = promptlearn.check_prompt(task, prompt, "test", min_score=floor, max_broken=args.max_broken,
                                               cache_path=args.cache)

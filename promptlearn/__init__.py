@@ -26,6 +26,8 @@ _EXPORTS = {
     "PromptScores": "promptlearn.run",
     "export_prompt": "promptlearn.export",
     "read_prompt": "promptlearn.export",
+    "read_provenance": "promptlearn.export",
+    "prompt_sha256": "promptlearn.export",
     "check_prompt": "promptlearn.gate",
     "CheckReport": "promptlearn.gate",
     "export_run": "promptlearn.gate",

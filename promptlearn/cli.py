@@ -358,13 +358,20 @@ def export_cmd(
     to: Path = typer.Option(..., "--to", help="the app's config file (created when missing)"),
     key: str = typer.Option(..., "--key", help="dotted path of the prompt in it, e.g. assistant.system_prompt"),
     fmt: Optional[str] = typer.Option(None, "--format", help="yaml, json, toml, env, py or md (default: from --to)"),
-    no_provenance: bool = typer.Option(False, "--no-provenance", help="write only the prompt (no run id/scores)"),
+    provenance: str = typer.Option("comment", "--provenance", metavar="[comment|key|none]",
+                                   help="how to write run id, val, test and sha256: comment (default; a "
+                                        "comment on the key, JSON has none so it gets the key form), key (a "
+                                        "sibling KEY_provenance entry: yaml, toml, json) or none"),
+    no_provenance: bool = typer.Option(False, "--no-provenance", hidden=True, help="same as --provenance none"),
     root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
 ) -> None:
-    """Write a run's best prompt into the app's config file, with provenance (run id, val, test, sha256)."""
+    """Write a run's best prompt into the app's config file, with provenance (run id, val, test, sha256).
+
+    Provenance is a comment on the key by default (no extra key for a strict schema); re-exporting replaces it.
+    """
     from promptlearn.gate import export_run
 
-    info = export_run(run, to, key, fmt=fmt, with_provenance=not no_provenance, root=root)
+    info = export_run(run, to, key, fmt=fmt, provenance="none" if no_provenance else provenance, root=root)
 
     def fmt_score(x: Optional[float]) -> str:
         return "-" if x is None else f"{x:.4f}"
@@ -417,14 +424,23 @@ def check_cmd(
     _check_min_score(min_score)
     _say_retries(ctx)
     from promptlearn.cli_targets import parse_target_min, print_check_targets
-    from promptlearn.gate import check_prompt, read_prompt_source
+    from promptlearn.gate import check_prompt, read_prompt_source, read_provenance_ref
 
     path, key, text, recorded = read_prompt_source(prompt_from, fmt=fmt, root=root)
+    prov, matches = read_provenance_ref(path, key, text, fmt=fmt) if key is not None else (None, None)
+    if matches is False:
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[yellow]the prompt under {escape(key or '')} in {escape(str(path))} is not the "
+                                    f"one run {escape(str((prov or {}).get('run_id')))} exported (its sha256 "
+                                    "differs from the provenance): it was edited after the export[/yellow]",
+                                    highlight=False)
     decoding = {"guidance": guidance} if guidance is not None else (recorded or None)
     report = check_prompt(task, text, split, min_score, max_broken, cache_path=cache, use_cache=not no_cache,
                           decoding=decoding, target_min=parse_target_min(target_min))
     if as_json:
-        print(json.dumps({"config": str(path), "key": key, **report.to_json()}, default=str))
+        print(json.dumps({"config": str(path), "key": key, "provenance": prov, "provenance_matches": matches,
+                          **report.to_json()}, default=str))
     else:
         print_check_targets(report)
         _print_check(report, f"{path}:{key}" if key else str(path), show_all)

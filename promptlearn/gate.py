@@ -1,6 +1,7 @@
 """Inside the app's build: export a run's best prompt into the app's config, and gate a build on it.
 
-`export_run` writes a run's best prompt (with provenance: run id, val, test, sha256) into a config file.
+`export_run` writes a run's best prompt (with provenance: run id, val, test, sha256, as a comment by default) into a
+config file; `read_provenance_ref` reads that provenance back and tells whether the prompt still matches it.
 `check_prompt` re-evaluates a prompt, as the app will load it, on a split of the task in this process, compares
 it with the task's seed prompt on the same examples and says whether it passes a minimum score and a limit on
 examples broken. Same model, greedy decoding and the same rendered messages give the same score the run
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 DECODING_KEYS = ("guidance",)
 
 
-def provenance(run_id: str, val: float | None, test: float | None, prompt: str,
+def make_provenance(run_id: str, val: float | None, test: float | None, prompt: str,
                decoding: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What an export writes next to the prompt: where it came from, how it scored (and decoding options, if any)."""
     from promptlearn.export import prompt_sha256
@@ -53,6 +54,7 @@ class ExportInfo:
     key: str
     format: str
     provenance: Mapping[str, Any] | None
+    provenance_as: str = "comment"  #: how provenance was written: comment, key or none
     decoding: Mapping[str, Any] = field(default_factory=dict)  #: decoding options the prompt was scored with
     status: str | None = None  #: the run's status: finished, or failed / interrupted / running (best so far)
     run_dir: Path | None = None  #: the run's directory
@@ -81,12 +83,30 @@ def best_of_run(run: str | Path, root: str | Path = "runs"
         store.close()
 
 
-def export_run(run: str | Path, to: str | Path, key: str, *, fmt: str | None = None, with_provenance: bool = True,
-               root: str | Path = "runs") -> ExportInfo:
-    """Write the best prompt of `run` under the dotted `key` of the config file `to`, keeping the rest of it."""
+PROVENANCE_CHOICES = ("comment", "key", "none")
+
+
+def provenance_form(value: str | bool) -> str:
+    """`value` as one of PROVENANCE_CHOICES (True means "comment", False "none"); ConfigError otherwise."""
+    if isinstance(value, bool):
+        return "comment" if value else "none"
+    if value not in PROVENANCE_CHOICES:
+        raise ConfigError(f"provenance must be one of {', '.join(PROVENANCE_CHOICES)} (--provenance), got {value!r}")
+    return value
+
+
+def export_run(run: str | Path, to: str | Path, key: str, *, fmt: str | None = None,
+               provenance: str | bool = "comment", root: str | Path = "runs") -> ExportInfo:
+    """Write the best prompt of `run` under the dotted `key` of the config file `to`, keeping the rest of it.
+
+    `provenance`: "comment" (default) writes run id, val, test, sha256 and decoding options as a comment attached
+    to the key (JSON, which has no comments, gets the sibling key); "key" writes them under the sibling key
+    `<leaf>_provenance` (YAML, TOML, JSON), for apps that read them; "none" writes only the prompt.
+    """
     from promptlearn.store import RunStore, resolve_run
     from promptlearn.targets import export_targets
 
+    form = provenance_form(provenance)
     run_id, cid, prompt, val, test, decoding = best_of_run(run, root)
     rdir = resolve_run(run, root)
     store = RunStore(rdir, create=False)
@@ -95,21 +115,21 @@ def export_run(run: str | Path, to: str | Path, key: str, *, fmt: str | None = N
         targets = export_targets(store.get_meta("targets"), store.scores().get(cid, {}))
     finally:
         store.close()
-    prov = provenance(run_id, val, test, prompt, decoding) if with_provenance else None
+    prov = make_provenance(run_id, val, test, prompt, decoding) if form != "none" else None
     if prov is not None and targets:
         prov["targets"] = list(targets)
-    f = write_prompt(to, key, prompt, fmt=fmt, provenance=prov)
-    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, decoding, status, rdir, targets)
+    f = write_prompt(to, key, prompt, fmt=fmt, provenance=prov, provenance_as="key" if form == "key" else "comment")
+    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, form, decoding, status, rdir, targets)
 
 
 def write_prompt(path: str | Path, key: str, prompt: str, *, fmt: str | None = None,
-                 provenance: Mapping[str, Any] | None = None) -> str:
+                 provenance: Mapping[str, Any] | None = None, provenance_as: str = "comment") -> str:
     """export.export_prompt, with every failure a one-line ConfigError; returns the format used."""
     from promptlearn.export import detect_format, export_prompt
 
     try:
         f = detect_format(path, fmt)
-        export_prompt(path, key, prompt, fmt=f, provenance=provenance)
+        export_prompt(path, key, prompt, fmt=f, provenance=provenance, provenance_as=provenance_as)
     except (ValueError, KeyError, TypeError, OSError) as e:
         if isinstance(e, ConfigError):
             raise
@@ -140,6 +160,21 @@ def read_prompt_ref(ref: str, *, fmt: str | None = None) -> tuple[Path, str, str
         return path, key, read_prompt(path, key, fmt=fmt)
     except (ValueError, KeyError, TypeError, OSError) as e:
         raise ConfigError(f"cannot read key {key!r} from {path}: {_one_line(e)}") from None
+
+
+def read_provenance_ref(path: str | Path, key: str, prompt: str, *, fmt: str | None = None
+                        ) -> tuple[dict[str, Any] | None, bool | None]:
+    """(provenance, whether its sha256 is the prompt's) for the prompt an export wrote under `key` of `path`
+    (comment or key form); (None, None) when there is none, so a gate can tell an edited prompt from the run's."""
+    from promptlearn.export import prompt_sha256, read_provenance
+
+    try:
+        prov = read_provenance(path, key, fmt=fmt)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ConfigError(f"cannot read the provenance of key {key!r} from {path}: {_one_line(e)}") from None
+    if prov is None:
+        return None, None
+    return prov, prov.get("sha256") == prompt_sha256(prompt)
 
 
 def read_prompt_source(ref: str | Path, *, fmt: str | None = None, root: str | Path = "runs"

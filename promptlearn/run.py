@@ -59,16 +59,19 @@ class Result:
         """val minus test for the best prompt: how much selection flattered it."""
         return None if self.best.test is None else self.best.val - self.best.test
 
-    def export(self, path: str | Path, key: str, *, fmt: str | None = None, provenance: bool = True) -> Any:
+    def export(self, path: str | Path, key: str, *, fmt: str | None = None,
+               provenance: str | bool = "comment") -> Any:
         """Write the best prompt into an app config file, keeping everything else in it.
 
-        Provenance (run id, val, test, sha256 and the decoding options the prompt was scored with) goes next to
-        the prompt; raises ConfigError when the file or key cannot take it. The same code path as
-        `promptlearn export RUN` (gate.export_run, reading this run's store); returns its ExportInfo.
+        Provenance (run id, val, test, sha256 and the decoding options the prompt was scored with) goes with the
+        prompt: `provenance="comment"` (default) as a comment attached to the key (JSON: the sibling key, it has no
+        comments), "key" as the sibling key `<leaf>_provenance`, "none" (or False) not at all; read it back with
+        `promptlearn.read_provenance`. Raises ConfigError when the file or key cannot take it. The same code path
+        as `promptlearn export RUN` (gate.export_run, reading this run's store); returns its ExportInfo.
         """
         from promptlearn.gate import export_run
 
-        return export_run(self.run_dir, path, key, fmt=fmt, with_provenance=provenance)
+        return export_run(self.run_dir, path, key, fmt=fmt, provenance=provenance)
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "run_dir": str(self.run_dir),

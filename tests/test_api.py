@@ -223,7 +223,9 @@ def test_result_export_and_check_prompt_reproduce(optimized):
     text = cfg.read_text()
     assert "# app settings" in text and "# written by promptlearn" in text and "temperature: 0" in text
     assert read_prompt(cfg, "assistant.system_prompt") == result.best.prompt
-    assert f"run_id: {result.run_id}" in text and "sha256: " in text
+    assert f"  # promptlearn: run_id={result.run_id} " in text and "_provenance" not in text
+    prov = promptlearn.read_provenance(cfg, "assistant.system_prompt")
+    assert prov["run_id"] == result.run_id and prov["sha256"] == promptlearn.prompt_sha256(result.best.prompt)
     with FakeLM(wording_sensitive_responder) as fake:
         report = check_prompt(task, read_prompt(cfg, "assistant.system_prompt"), "test",
                               cache_path=tmp_path / "cache.sqlite")

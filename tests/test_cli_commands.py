@@ -32,7 +32,7 @@ def test_version(monkeypatch, capsys):
 def test_help_shows_boolean_flags_as_plain_flags(monkeypatch, capsys):
     for command in ("eval", "optimize", "check", "export"):
         code, out, _ = cli(monkeypatch, capsys, command, "--help")
-        assert code == 0 and "--json" in out or "--no-provenance" in out, out
+        assert code == 0 and "--json" in out or "--provenance" in out, out
         assert "<bool>" not in out, out
         assert "<path>" in out  # options that take a value still say what kind
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptlearn.export import prompt_sha256, read_prompt
+from promptlearn.export import prompt_sha256, read_prompt, read_provenance
 from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
 from promptlearn.testing_server import LoopbackServer
 
@@ -104,6 +104,11 @@ def test_export_every_format_with_provenance(fake_run, monkeypatch, capsys, name
     text = (tmp / name).read_text()
     assert result.run_id in text and prompt_sha256(result.best.prompt) in text
     assert f"{result.best.test:.4f}".rstrip("0") in text and f"{result.best.val:.4f}".rstrip("0") in text
+    assert read_provenance(tmp / name, key, fmt=fmt) == {
+        "run_id": "r1", "val": round(result.best.val, 4), "test": round(result.best.test, 4),
+        "sha256": prompt_sha256(result.best.prompt)}
+    # the default is a comment wherever the format has comments: no extra key for a strict schema to refuse
+    assert ("_provenance" in text) == (name == "app.json")
     assert out.startswith(f"exported best prompt {result.best.id} of run r1 (val {result.best.val:.4f}, "
                           f"test {result.best.test:.4f}) to ")
 
@@ -121,17 +126,53 @@ def test_export_keeps_the_config_and_matches_result_export(fake_run, monkeypatch
     for line in APP_CONFIG.splitlines():
         if "placeholder" not in line:
             assert line in text
-    prov = yaml.safe_load(text)["assistant"]["system_prompt_provenance"]
-    assert prov == {"run_id": "r1", "val": round(result.best.val, 4), "test": round(result.best.test, 4),
-                    "sha256": prompt_sha256(result.best.prompt)}
+    assert set(yaml.safe_load(text)["assistant"]) == {"system_prompt", "temperature"}
+    lines = text.splitlines()
+    i = lines.index("  system_prompt: " + json.dumps(result.best.prompt)) if "\n" not in result.best.prompt else \
+        next(n for n, ln in enumerate(lines) if ln.startswith("  system_prompt:"))
+    assert lines[i - 1] == (f"  # promptlearn: run_id=r1 val={round(result.best.val, 4)} "
+                            f"test={round(result.best.test, 4)} sha256={prompt_sha256(result.best.prompt)}")
+    assert lines[i - 2] == "  # The system prompt: written by `promptlearn export`, gated by `promptlearn check` in CI."
+
+
+@pytest.mark.parametrize("name", ["app.yaml", "app.toml", "app.json"])
+def test_export_provenance_key_is_an_opt_in(fake_run, monkeypatch, capsys, name):
+    tmp, _, result = fake_run
+    key = "assistant.system_prompt"
+    code, _, err = cli(monkeypatch, capsys, "export", "r1", "--to", tmp / name, "--key", key)
+    assert code == 0, err
+    code, _, err = cli(monkeypatch, capsys, "export", "r1", "--to", tmp / name, "--key", key,
+                       "--provenance", "key")
+    assert code == 0, err
+    text = (tmp / name).read_text()
+    assert "# promptlearn:" not in text and "system_prompt_provenance" in text  # switched, not both
+    assert read_provenance(tmp / name, key)["sha256"] == prompt_sha256(result.best.prompt)
+    before = text
+    code, _, _ = cli(monkeypatch, capsys, "export", "r1", "--to", tmp / name, "--key", key, "--provenance", "key")
+    assert code == 0 and (tmp / name).read_text() == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--to", "x.yaml", "--provenance", "sibling"], "provenance must be one of comment, key, none"),
+    (["--to", "x.env", "--provenance", "key"], "has no mappings for a sibling provenance key"),
+])
+def test_export_bad_provenance_form_exits_2(fake_run, monkeypatch, capsys, args, message):
+    tmp, _, _ = fake_run
+    code, out, err = cli(monkeypatch, capsys, "export", "r1", "--key", "a", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (out, err)
+    assert not (tmp / "x.yaml").exists() and not (tmp / "x.env").exists()
 
 
 def test_export_no_provenance(fake_run, monkeypatch, capsys):
     tmp, _, result = fake_run
     code, _, _ = cli(monkeypatch, capsys, "export", "r1", "--to", tmp / "c.json", "--key", "a.b",
-                     "--no-provenance")
+                     "--provenance", "none")
     assert code == 0
     assert json.loads((tmp / "c.json").read_text()) == {"a": {"b": result.best.prompt}}
+    code, _, _ = cli(monkeypatch, capsys, "export", "r1", "--to", tmp / "c.yaml", "--key", "a.b",
+                     "--no-provenance")  # the older spelling still works
+    assert code == 0 and "promptlearn" not in (tmp / "c.yaml").read_text()
+    assert read_provenance(tmp / "c.yaml", "a.b") is None
 
 
 @pytest.mark.parametrize("args, message", [
@@ -165,7 +206,8 @@ def test_export_of_a_run_without_test_score_warns(tmp_path, monkeypatch, capsys)
     store.set_meta("best", cand.id)
     code, out, err = cli(monkeypatch, capsys, "export", tmp_path / "half", "--to", tmp_path / "a.yaml", "--key", "p")
     assert code == 0 and "test -)" in out and "no test score" in err
-    assert yaml.safe_load((tmp_path / "a.yaml").read_text())["p_provenance"]["test"] is None
+    assert read_provenance(tmp_path / "a.yaml", "p")["test"] is None
+    assert "test=null" in (tmp_path / "a.yaml").read_text()
     RunStore(tmp_path / "empty")
     code, _, err = cli(monkeypatch, capsys, "export", tmp_path / "empty", "--to", tmp_path / "a.yaml", "--key", "p")
     assert code == 2 and "has no best prompt yet" in err
@@ -184,7 +226,7 @@ def test_export_records_decoding_options_of_the_best_candidate(tmp_path, monkeyp
     store.set_meta("best", cand.id)
     code, _, err = cli(monkeypatch, capsys, "export", tmp_path / "g", "--to", tmp_path / "a.yaml", "--key", "p")
     assert code == 0 and "decoding options guidance=1.5" in err
-    prov = yaml.safe_load((tmp_path / "a.yaml").read_text())["p_provenance"]
+    prov = read_provenance(tmp_path / "a.yaml", "p")
     assert prov["decoding"] == {"guidance": 1.5} and prov["test"] == 0.6
 
 
@@ -207,6 +249,33 @@ def test_check_reproduces_the_run_and_passes(fake_run, monkeypatch, capsys):
     assert rep["broken"] == result.best.test_side_effects["broken"] == 0
     assert rep["config"] == str(tmp / "app.yaml") and rep["key"] == "assistant.system_prompt"
     assert rep["prompt_sha256"] == prompt_sha256(result.best.prompt) and rep["split"] == "test"
+    # the provenance comment the export wrote is read back: the gate knows this is the run's prompt
+    assert rep["provenance"]["sha256"] == rep["prompt_sha256"] and rep["provenance"]["run_id"] == "r1"
+    assert rep["provenance_matches"] is True and "edited after the export" not in err
+
+
+@pytest.mark.parametrize("form", ["comment", "key"])
+def test_check_warns_when_the_prompt_was_edited_after_export(fake_run, monkeypatch, capsys, form):
+    from promptlearn.export import export_prompt
+
+    tmp, task_file, result = fake_run
+    (tmp / "app.yaml").write_text(APP_CONFIG)
+    result.export(tmp / "app.yaml", "assistant.system_prompt", provenance=form)
+    export_prompt(tmp / "app.yaml", "assistant.system_prompt", "Hand-edited prompt.")  # provenance left as it was
+    with FakeLM(wording_sensitive_responder):
+        code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from",
+                             f"{tmp / 'app.yaml'}:assistant.system_prompt", "--json", "--cache", tmp / "c.sqlite")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["provenance_matches"] is False and rep["provenance"]["sha256"] == prompt_sha256(result.best.prompt)
+    said = " ".join(err.split())  # the warning wraps at the terminal width
+    assert "is not the one run r1 exported" in said and "edited after the export" in said
+    (tmp / "plain.yaml").write_text("p: Ahoy there.\n")
+    with FakeLM(wording_sensitive_responder):
+        code, out, err = cli(monkeypatch, capsys, "check", task_file, "--prompt-from", f"{tmp / 'plain.yaml'}:p",
+                             "--json", "--cache", tmp / "c.sqlite")
+    rep = json.loads(out)
+    assert rep["provenance"] is None and rep["provenance_matches"] is None and "edited" not in err
 
 
 @pytest.mark.parametrize("source", ["best_prompt.txt", "run id", "run dir"])
@@ -430,6 +499,56 @@ def test_reproduce_exported_prompt_same_cache(real_run):
     assert rep["seed_score"] == result.seed.test
     assert rep["checks"] == dict(result.best.test_checks)
     assert rep["calls"] == 0 and rep["cached_calls"] > 0  # every reply came from the run's cache
+
+
+@pytest.mark.model
+@requires_model
+def test_exported_provenance_comment_and_toml_style_through_the_embedded_model(real_run):
+    """The real run's export: provenance is a comment (no extra key), `check` reads it back and finds the sha256
+    of the prompt it re-scores; into TOML the literal string style of the placeholder is kept where it can be."""
+    import tomllib
+
+    from promptlearn.export import read_provenance
+
+    d, task, cache, result, env = real_run
+    sha = prompt_sha256(result.best.prompt)
+    text = (d / "app.yaml").read_text()
+    assert "_provenance" not in text and set(yaml.safe_load(text)["assistant"]) == {"system_prompt", "temperature"}
+    lines = text.splitlines()
+    i = next(n for n, ln in enumerate(lines) if ln.startswith("  system_prompt:"))
+    assert lines[i - 1].startswith(f"  # promptlearn: run_id={result.run_id} ") and lines[i - 1].endswith(sha)
+    assert read_provenance(d / "app.yaml", "assistant.system_prompt")["sha256"] == sha
+    rep = run_check(d, task, env, cache)
+    assert rep["provenance_matches"] is True and rep["provenance"]["run_id"] == result.run_id
+    assert rep["score"] == result.best.test and rep["prompt_sha256"] == sha
+
+    toml = d / "app.toml"
+    toml.write_text("[assistant]\nsystem_prompt = 'placeholder'  # literal, no escapes\ntemperature = 0\n")
+    for _ in range(2):  # the second export must leave the file byte for byte as it was
+        before = toml.read_text()
+        proc = subprocess.run([str(PROMPTLEARN), "export", str(d / "run"), "--to", str(toml), "--key",
+                               "assistant.system_prompt"], capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr
+    assert toml.read_text() == before
+    out = toml.read_text()
+    assert tomllib.loads(out)["assistant"] == {"system_prompt": result.best.prompt, "temperature": 0}
+    out_lines = out.splitlines()
+    n = next(k for k, ln in enumerate(out_lines) if ln.startswith("system_prompt = "))
+    prompt = result.best.prompt
+    multi = "\n" in prompt
+    plain = not any(ord(c) < 0x20 and c not in "\t\n" for c in prompt)
+    literal_ok = plain and ("'" * 3 not in prompt and not prompt.endswith("'") if multi else "'" not in prompt)
+    quote = ("'" if literal_ok else '"') * (3 if multi else 1)
+    assert out_lines[n].startswith("system_prompt = " + quote), out
+    assert out_lines[n - 1].startswith(f"# promptlearn: run_id={result.run_id} ")
+    proc = subprocess.run([str(PROMPTLEARN), "check", str(task), "--prompt-from", f"{toml}:assistant.system_prompt",
+                           "--json", "--cache", str(cache)], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=d)
+    assert proc.returncode in (0, 1), proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["score"] == result.best.test and rep["provenance_matches"] is True
+    assert rep["provenance"] == {"run_id": result.run_id, "val": round(result.best.val, 4),
+                                 "test": round(result.best.test, 4), "sha256": sha}
 
 
 @pytest.mark.model

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptlearn.export import prompt_sha256, read_prompt
+from promptlearn.export import prompt_sha256, read_prompt, read_provenance
 from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
 
 from conftest import requires_model
@@ -70,8 +70,10 @@ def test_pipeline_in_process_passes_and_exports_a_copy(fake_task, tmp_path, caps
     assert summary["recheck"]["score"] == summary["best"]["test"]
     exported = out / "app_config.yaml"
     assert read_prompt(exported, KEY) == summary["best"]["prompt"]
-    prov = yaml.safe_load(exported.read_text())["assistant"]["system_prompt_provenance"]
+    prov = read_provenance(exported, KEY)  # a `# promptlearn:` comment above the key, not an extra key
     assert prov["run_id"] == summary["run_id"] and prov["sha256"] == prompt_sha256(summary["best"]["prompt"])
+    assert summary["provenance"] == prov
+    assert "system_prompt_provenance" not in exported.read_text()
     for line in CONFIG.read_text().splitlines():  # everything but the prompt itself is kept, comments included
         if "Start every reply" not in line and "system_prompt: |-" not in line:
             assert line in exported.read_text(), line
@@ -97,7 +99,8 @@ def test_pipeline_in_place_and_errors(fake_task, tmp_path, capsys):
         code = load_script().main(["--task", str(fake_task), "--budget", "120", "--out", str(tmp_path / "o"),
                                    "--config", str(config), "--in-place", "--seed", "3", "--tolerance", "1"])
     assert code == 0
-    assert "system_prompt_provenance" in config.read_text()
+    assert f"  # promptlearn: run_id={json.loads((tmp_path / 'o' / 'summary.json').read_text())['run_id']} " \
+        in config.read_text()
     capsys.readouterr()
     assert load_script().main(["--task", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o2")]) == 2
     assert "build_pipeline: error:" in capsys.readouterr().err
@@ -123,4 +126,6 @@ def test_build_pipeline_script_on_the_embedded_model(tmp_path):
     assert summary["passed"] and summary["calls"] <= 40
     assert summary["recheck"]["score"] == summary["best"]["test"]  # re-read from the config, same score
     assert read_prompt(out / "app_config.yaml", KEY) == summary["best"]["prompt"]
+    prov = read_provenance(out / "app_config.yaml", KEY)
+    assert prov["sha256"] == prompt_sha256(summary["best"]["prompt"]) and prov["run_id"] == summary["run_id"]
     assert "PASS" in proc.stdout and "# The system prompt. CI writes it" in (out / "app_config.yaml").read_text()

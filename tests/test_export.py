@@ -19,6 +19,8 @@ from promptlearn.export import (
     prompt_sha256,
     read_prompt,
     read_prompt_text,
+    read_provenance,
+    read_provenance_text,
     render_export,
 )
 
@@ -286,9 +288,18 @@ def test_yaml_new_file_layout(tmp_path):
     export_prompt(path, "assistant.system_prompt", "Line one.\nLine {two}.\n", provenance={"run_id": "r1"})
     assert read(path) == (
         "assistant:\n"
+        "  # promptlearn: run_id=r1\n"
         "  system_prompt: |\n"
         "    Line one.\n"
         "    Line {two}.\n"
+    )
+    key_form = tmp_path / "key.yml"
+    export_prompt(key_form, "assistant.system_prompt", "Line one.\n", provenance={"run_id": "r1"},
+                  provenance_as="key")
+    assert read(key_form) == (
+        "assistant:\n"
+        "  system_prompt: |\n"
+        "    Line one.\n"
         "  system_prompt_provenance:\n"
         "    run_id: r1\n"
     )
@@ -327,28 +338,51 @@ def test_provenance_written_then_replaced_not_stacked(tmp_path, fmt):
 
 
 @needs_ruamel
-def test_yaml_provenance_is_a_sibling_mapping(tmp_path):
+def test_yaml_provenance_is_a_comment_above_the_key_or_an_opt_in_sibling_mapping(tmp_path):
+    from ruamel.yaml import YAML
+
     path = tmp_path / "config.yaml"
     write(path, YAML_CONFIG)
     export_prompt(path, "assistant.system_prompt", PROMPT, provenance=PROV1)
-    from ruamel.yaml import YAML
+    text = read(path)
+    data = YAML(typ="safe", pure=True).load(text)
+    assert list(data["assistant"]) == ["model", "system_prompt", "temperature", "stop"]  # no key for a schema
+    lines = text.splitlines()
+    i = next(n for n, ln in enumerate(lines) if ln.startswith("  system_prompt: |"))
+    assert lines[i - 1] == "  # promptlearn: run_id=run-1 val=0.62 test=0.58 sha256=" + PROV1["sha256"]
+    assert lines[i - 2] == "  model: gpt-4o-mini  # cheap and good enough"
+    assert read_provenance(path, "assistant.system_prompt") == PROV1
 
-    data = YAML(typ="safe", pure=True).load(read(path))
-    assert data["assistant"]["system_prompt_provenance"] == PROV1
+    export_prompt(path, "assistant.system_prompt", PROMPT, provenance=PROV1, provenance_as="key")
+    text = read(path)
+    data = YAML(typ="safe", pure=True).load(text)
+    assert data["assistant"]["system_prompt_provenance"] == PROV1 and "# promptlearn:" not in text
     assert list(data["assistant"]) == ["model", "system_prompt", "system_prompt_provenance", "temperature",
                                        "stop"]
+    assert read_provenance(path, "assistant.system_prompt") == PROV1
 
 
 @needs_tomlkit
-def test_toml_provenance_is_a_sibling_table(tmp_path):
+def test_toml_provenance_is_a_comment_above_the_key_or_an_opt_in_sibling_table(tmp_path):
     import tomllib
 
     path = tmp_path / "config.toml"
     write(path, TOML_CONFIG)
     export_prompt(path, "assistant.system_prompt", PROMPT, provenance=dict(PROV1, note=None))
-    data = tomllib.loads(read(path))
+    text = read(path)
+    assert list(tomllib.loads(text)["assistant"]) == ["model", "system_prompt", "temperature"]
+    lines = text.splitlines()
+    i = next(n for n, ln in enumerate(lines) if ln.startswith("system_prompt = "))
+    assert lines[i - 1] == ("# promptlearn: run_id=run-1 val=0.62 test=0.58 sha256=" + PROV1["sha256"]
+                            + " note=null")
+    assert read_provenance(path, "assistant.system_prompt") == dict(PROV1, note=None)
+
+    export_prompt(path, "assistant.system_prompt", PROMPT, provenance=dict(PROV1, note=None), provenance_as="key")
+    text = read(path)
+    data = tomllib.loads(text)
     assert data["assistant"]["system_prompt_provenance"] == PROV1  # None has no TOML form: dropped
     assert list(data["assistant"]) == ["model", "system_prompt", "system_prompt_provenance", "temperature"]
+    assert "# promptlearn:" not in text and read_provenance(path, "assistant.system_prompt") == PROV1
 
 
 def test_json_provenance_is_a_sibling_object(tmp_path):
@@ -384,6 +418,233 @@ def test_markdown_provenance_line_inside_markers(tmp_path):
     block = text[start:end]
     assert block.count("<!-- promptlearn provenance:") == 1 and "run_id=run-2" in block
     assert "run-1" not in text
+
+
+COMMENT_FORMATS = ["yaml", "toml", "env", "py", "md"]
+
+
+def app_data(fmt: str, path) -> object:
+    """The whole file as the app loads it (what a strict schema would validate)."""
+    if fmt == "yaml":
+        from ruamel.yaml import YAML
+
+        return YAML(typ="safe", pure=True).load(read(path))
+    if fmt == "toml":
+        import tomllib
+
+        return tomllib.loads(read(path))
+    if fmt == "json":
+        return json.loads(read(path))
+    if fmt == "py":
+        return {k: v for k, v in runpy.run_path(str(path)).items() if not k.startswith("__")}
+    if fmt == "env":
+        from promptlearn.export.env_format import _env_bindings
+
+        return {b.key: b.value for b in _env_bindings(read(path))}
+    return read(path).count("<!-- promptlearn:")
+
+
+@pytest.mark.parametrize("fmt", fmt_params(COMMENT_FORMATS))
+def test_provenance_comment_adds_no_key_and_reads_back(tmp_path, fmt):
+    """The default form is a comment: the data the app loads has exactly the keys it had (plus none)."""
+    name, original, key, _ = CASES[fmt]
+    plain, with_prov = tmp_path / ("a" + name), tmp_path / ("b" + name)
+    write(plain, original)
+    write(with_prov, original)
+    export_prompt(plain, key, PROMPT)
+    export_prompt(with_prov, key, PROMPT, provenance=PROV1)
+    assert app_data(fmt, with_prov) == app_data(fmt, plain)
+    assert "_provenance" not in read(with_prov)
+    assert read_provenance(with_prov, key) == PROV1
+    assert read_provenance(plain, key) is None
+    # the provenance text is one comment line attached to the key
+    added = [ln for ln in read(with_prov).splitlines() if ln not in read(plain).splitlines()]
+    assert len(added) == 1 and "promptlearn" in added[0] and PROV1["sha256"] in added[0]
+    assert added[0].lstrip().startswith("<!--" if fmt == "md" else "#")
+
+
+def test_json_has_no_comments_so_provenance_is_the_sibling_key_in_both_forms(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    write(a, JSON_CONFIG)
+    write(b, JSON_CONFIG)
+    export_prompt(a, "assistant.system_prompt", PROMPT, provenance=PROV1)
+    export_prompt(b, "assistant.system_prompt", PROMPT, provenance=PROV1, provenance_as="key")
+    assert read(a) == read(b) and read_provenance(a, "assistant.system_prompt") == PROV1
+
+
+@pytest.mark.parametrize("fmt", ["env", "py", "md"])
+def test_provenance_key_form_needs_a_mapping_format(tmp_path, fmt):
+    name, original, key, _ = CASES[fmt]
+    path = tmp_path / name
+    write(path, original)
+    with pytest.raises(ValueError, match="no mappings for a sibling provenance key"):
+        export_prompt(path, key, PROMPT, provenance=PROV1, provenance_as="key")
+    with pytest.raises(ValueError, match="provenance form must be one of comment, key"):
+        export_prompt(path, key, PROMPT, provenance=PROV1, provenance_as="sibling")
+    assert read(path) == original
+
+
+@pytest.mark.parametrize("fmt", fmt_params(["yaml", "toml", "json"]))
+def test_switching_provenance_form_leaves_no_stale_copy(tmp_path, fmt):
+    """comment -> key drops the comment; key -> comment keeps the key the app may read, in step (a stale sha256
+    next to the prompt would mislead a gate), and the reader sees the newest."""
+    name, original, key, _ = CASES[fmt]
+    path = tmp_path / name
+    write(path, original)
+    export_prompt(path, key, PROMPT, provenance=PROV1)
+    export_prompt(path, key, PROMPT2, provenance=PROV2, provenance_as="key")
+    text = read(path)
+    assert "run-1" not in text and text.count("run-2") == 1 and "# promptlearn:" not in text
+    assert read_provenance(path, key) == PROV2
+    export_prompt(path, key, PROMPT, provenance=PROV1)
+    text = read(path)
+    assert "run-2" not in text and read_provenance(path, key) == PROV1
+    assert text.count("run-1") == (1 if fmt == "json" else 2)  # the sibling key and the comment, both current
+    export_prompt(path, key, PROMPT, provenance=PROV1)
+    assert read(path) == text
+
+
+@pytest.mark.parametrize("fmt", fmt_params(COMMENT_FORMATS))
+def test_re_export_is_byte_for_byte_idempotent_and_replaces_the_comment(tmp_path, fmt):
+    name, original, key, _ = CASES[fmt]
+    path = tmp_path / name
+    write(path, original)
+    export_prompt(path, key, PROMPT, provenance=PROV1)
+    first = read(path)
+    export_prompt(path, key, PROMPT, provenance=PROV1)
+    assert read(path) == first
+    mtime = os.stat(path).st_mtime_ns
+    export_prompt(path, key, PROMPT2, provenance=PROV2)
+    export_prompt(path, key, PROMPT, provenance=PROV1)
+    assert read(path) == first  # back to the same bytes: the comment was replaced, never stacked
+    assert os.stat(path).st_mtime_ns >= mtime
+    export_prompt(path, key, PROMPT2)  # no provenance given: the comment an earlier export wrote stays
+    assert read_provenance(path, key) == PROV1
+
+
+TRICKY_PROV = {"run_id": "20261201-1200 best -- of all", "val": 0.5, "test": None, "sha256": "ab" * 32,
+               "n": 3, "ok": True, "numeric_id": "123", "empty": "", "quote": 'say "hi" = \'x\' -->',
+               "unicode": "café 🚀", "decoding": {"guidance": 1.5}, "list": [1, "a b"]}
+
+
+@pytest.mark.parametrize("fmt", fmt_params(COMMENT_FORMATS))
+def test_provenance_comment_round_trips_every_value(tmp_path, fmt):
+    name, original, key, _ = CASES[fmt]
+    path = tmp_path / name
+    write(path, original)
+    export_prompt(path, key, PROMPT, provenance=TRICKY_PROV)
+    assert read_provenance(path, key) == TRICKY_PROV
+    assert read_prompt(path, key) == PROMPT and app_load(fmt, path, key) == PROMPT
+    comment = next(ln for ln in read(path).splitlines() if "promptlearn" in ln and "run_id=" in ln)
+    assert "--" not in comment.replace("<!--", "").replace("-->", "") and comment.isascii()
+
+
+@pytest.mark.parametrize("fmt, text, key", [
+    pytest.param("yaml", "a:\n  other: |\n    text\n    # promptlearn: run_id=fake\n  p: old\n", "a.p",
+                 marks=needs_ruamel, id="yaml-block-scalar"),
+    pytest.param("toml", 'other = """\ntext\n# promptlearn: run_id=fake"""\np = "old"\n', "p",
+                 marks=needs_tomlkit, id="toml-multiline"),
+    pytest.param("py", 'OTHER = """text\n# promptlearn: run_id=fake"""\nP = "old"\n', "P", id="py-triple"),
+    pytest.param("env", 'OTHER="text\n# promptlearn: run_id=fake"\nP="old"\n', "P", id="env-multiline"),
+])
+def test_a_comment_lookalike_inside_a_string_is_not_provenance(fmt, text, key):
+    """`# promptlearn:` as the last line of a multi-line value above the key is that value, not a comment."""
+    assert read_provenance_text(text, key, fmt) is None
+    out = render_export(text, key, "new", fmt, provenance=PROV1)
+    assert read_prompt_text(out, key, fmt) == "new" and read_provenance_text(out, key, fmt) == PROV1
+    assert "run_id=fake" in out  # the other value is untouched
+    assert render_export(out, key, "new", fmt, provenance=PROV1) == out
+
+
+@needs_ruamel
+def test_yaml_provenance_comment_in_a_file_the_splice_cannot_handle(tmp_path):
+    """Anchors and aliases go through a full ruamel round trip; the comment still lands above the key."""
+    text = "base: &b\n  model: m\nassistant:\n  <<: *b\n  system_prompt: old  # mine\n"
+    out = render_export(text, "assistant.system_prompt", PROMPT2, "yaml", provenance=PROV1)
+    assert read_provenance_text(out, "assistant.system_prompt", "yaml") == PROV1
+    assert read_prompt_text(out, "assistant.system_prompt", "yaml") == PROMPT2
+    assert render_export(out, "assistant.system_prompt", PROMPT2, "yaml", provenance=PROV1) == out
+
+
+@needs_tomlkit
+@pytest.mark.parametrize("text", ['assistant.system_prompt = "old"\nassistant.model = "m"\n',
+                                  'assistant = {model = "m", system_prompt = "old"}\n',
+                                  '[app]\n# keep me\nassistant.system_prompt = "old"\n'],
+                         ids=["dotted", "inline-table", "dotted-in-table"])
+def test_toml_provenance_comment_above_the_line_holding_a_dotted_or_inline_key(text):
+    import tomllib
+
+    key = "app.assistant.system_prompt" if text.startswith("[app]") else "assistant.system_prompt"
+    out = render_export(text, key, PROMPT2, "toml", provenance=PROV1)
+    assert read_provenance_text(out, key, "toml") == PROV1
+    assert tomllib.loads(out) == tomllib.loads(render_export(text, key, PROMPT2, "toml"))
+    line = next(ln for ln in out.splitlines() if ln.startswith("# promptlearn:"))
+    following = out.splitlines()[out.splitlines().index(line) + 1]
+    assert following.startswith(("assistant.system_prompt", "assistant = {"))
+    assert "# keep me" in out or "[app]" not in out
+    assert render_export(out, key, PROMPT2, "toml", provenance=PROV1) == out
+    out2 = render_export(out, key, PROMPT, "toml", provenance=PROV2)
+    assert out2.count("# promptlearn:") == 1 and read_provenance_text(out2, key, "toml") == PROV2
+
+
+# ------------------------------------------------------------------------------------------- TOML string style
+
+TOML_STYLES = {
+    "basic": 'p = "old"  # mine\n',
+    "literal": "p = 'old'  # mine\n",
+    "ml-basic": 'p = """\nold\n"""  # mine\n',
+    "ml-literal": "p = '''\nold\n'''  # mine\n",
+}
+
+
+@needs_tomlkit
+@pytest.mark.parametrize("style, prompt, expected", [
+    ("basic", "Be brief.", 'p = "Be brief."  # mine\n'),
+    ("literal", "C:\\Users\\{name}", "p = 'C:\\Users\\{name}'  # mine\n"),
+    ("ml-basic", "Be brief.", 'p = """\nBe brief."""  # mine\n'),
+    ("ml-basic", "One.\nTwo.\n", 'p = """\nOne.\nTwo.\n"""  # mine\n'),
+    ("ml-literal", "One \\d+.\nTwo.\n", "p = '''\nOne \\d+.\nTwo.\n'''  # mine\n"),
+    ("ml-literal", "Be brief.", "p = '''\nBe brief.'''  # mine\n"),
+    # a multi-line prompt makes a one-line style multi-line, of the same kind
+    ("basic", "One.\nTwo.\n", 'p = """\nOne.\nTwo.\n"""  # mine\n'),
+    ("literal", "One \\d.\nTwo.\n", "p = '''\nOne \\d.\nTwo.\n'''  # mine\n"),
+], ids=["basic", "literal", "ml-basic-one-line", "ml-basic", "ml-literal", "ml-literal-one-line",
+        "basic-to-ml", "literal-to-ml"])
+def test_toml_keeps_the_string_style_it_replaces(style, prompt, expected):
+    import tomllib
+
+    out = render_export(TOML_STYLES[style], "p", prompt, "toml")
+    assert out == expected
+    assert tomllib.loads(out)["p"] == prompt
+
+
+@needs_tomlkit
+@pytest.mark.parametrize("style, prompt, starts", [
+    ("literal", "It's a 'quote'.", 'p = "It'),             # a literal string has no escape for '
+    ("literal", "bell\x07", 'p = "bell\\u0007"'),            # nor for control characters
+    ("ml-literal", "has ''' three\n", 'p = """'),            # ''' would end a multi-line literal
+    ("ml-literal", "ends with a quote'", 'p = """'),
+    ("ml-literal", "carriage\r\nreturn\n", 'p = """'),
+    ("literal", "It's\nmulti-line\n", "p = '''"),            # still literal where it can be
+], ids=["quote", "control", "triple-quote", "trailing-quote", "cr", "quote-multi-line"])
+def test_toml_falls_back_to_the_nearest_valid_style(style, prompt, starts):
+    import tomllib
+
+    out = render_export(TOML_STYLES[style], "p", prompt, "toml")
+    assert out.startswith(starts) and out.rstrip().endswith("# mine")
+    assert tomllib.loads(out)["p"] == prompt
+
+
+@needs_tomlkit
+@pytest.mark.parametrize("style", list(TOML_STYLES))
+@pytest.mark.parametrize("prompt", [PROMPT, PROMPT2, "", "\n", "'", "''", "'''", '"""', "\\", "a'\nb'''c\n",
+                                    "\ttab\x7fdel", "x\r", "\u2028 line sep", "trailing '\n'"])
+def test_toml_every_style_and_prompt_reads_back_exactly(style, prompt):
+    import tomllib
+
+    out = render_export(TOML_STYLES[style], "p", prompt, "toml", provenance=PROV1)
+    assert tomllib.loads(out)["p"] == prompt
+    assert read_provenance_text(out, "p", "toml") == PROV1
 
 
 # ------------------------------------------------------------------------------------------- edge cases

@@ -200,4 +200,7 @@ def test_result_export_writes_the_decoding_options_as_promptlearn_export_does(tm
     res.export(tmp_path / "api.yaml", "assistant.prompt")
     export_run(tmp_path / "run", tmp_path / "cli.yaml", "assistant.prompt")
     api, cli = (tmp_path / "api.yaml").read_text(), (tmp_path / "cli.yaml").read_text()
-    assert api == cli and '"guidance": 1.5' in api  # the old Result.export left the decoding options out
+    assert api == cli and 'decoding={"guidance":1.5}' in api  # the old Result.export left the decoding options out
+    from promptlearn.export import read_provenance
+
+    assert read_provenance(tmp_path / "api.yaml", "assistant.prompt")["decoding"] == {"guidance": 1.5}

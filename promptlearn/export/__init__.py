@@ -8,7 +8,11 @@ comments, key order, quoting, blank lines. `read_prompt(path, key)` reads the va
 How the key maps onto each format
 ---------------------------------
 * yaml / json / toml: ``a.b.c`` is the path of nested mappings/objects/tables. Missing mappings are
-  created. Provenance goes under the sibling key ``c_provenance`` as a mapping.
+  created. Provenance is a ``# promptlearn: k=v ...`` comment line just above the key (YAML, TOML; for
+  a TOML key inside an inline table or a dotted key, above the line holding it), so a strict config
+  schema sees no extra key. With ``provenance_as="key"`` it goes under the sibling key ``c_provenance``
+  as a mapping instead (and the comment is dropped); a sibling key an earlier export wrote is kept up to
+  date in comment form too. JSON has no comments: there provenance is always the sibling key.
 * env: the variable name is the key upper-cased with ``.`` and ``-`` replaced by ``_``
   (``assistant.system_prompt`` -> ``ASSISTANT_SYSTEM_PROMPT``). A key that is already an env-style name
   (``SYSTEM_PROMPT``, or a name the file already defines, e.g. ``system_prompt``) is used as given.
@@ -50,13 +54,17 @@ from promptlearn.export.api import (
     prompt_sha256,
     read_prompt,
     read_prompt_text,
+    read_provenance,
+    read_provenance_text,
     render_export,
 )
+from promptlearn.export.core import PROVENANCE_FORMS
 from promptlearn.export.core import ExportError, MissingKeyError
 from promptlearn.export.env_format import env_name
 
 __all__ = [
     "FORMATS",
+    "PROVENANCE_FORMS",
     "ExportError",
     "MissingKeyError",
     "detect_format",
@@ -65,5 +73,7 @@ __all__ = [
     "prompt_sha256",
     "read_prompt",
     "read_prompt_text",
+    "read_provenance",
+    "read_provenance_text",
     "render_export",
 ]

@@ -8,13 +8,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from promptlearn.export.core import ExportError, _an, _kind
-from promptlearn.export.env_format import _env_export, _env_read
-from promptlearn.export.json_format import _json_export, _json_read
-from promptlearn.export.md_format import _md_export, _md_read
-from promptlearn.export.py_format import _py_export, _py_read
-from promptlearn.export.toml_format import _toml_export, _toml_read
-from promptlearn.export.yaml_format import _yaml_export, _yaml_read
+from promptlearn.export.core import ExportError, _an, _check_form, _kind
+from promptlearn.export.env_format import _env_export, _env_read, _env_read_prov
+from promptlearn.export.json_format import _json_export, _json_read, _json_read_prov
+from promptlearn.export.md_format import _md_export, _md_read, _md_read_prov
+from promptlearn.export.py_format import _py_export, _py_read, _py_read_prov
+from promptlearn.export.toml_format import _toml_export, _toml_read, _toml_read_prov
+from promptlearn.export.yaml_format import _yaml_export, _yaml_read, _yaml_read_prov
 
 FORMATS = ("yaml", "json", "toml", "env", "py", "md")
 
@@ -52,20 +52,26 @@ def detect_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
 
 
 def export_prompt(path: str | os.PathLike[str], key: str, prompt: str, *, fmt: str | None = None,
-                  provenance: Mapping[str, Any] | None = None) -> None:
+                  provenance: Mapping[str, Any] | None = None, provenance_as: str = "comment") -> None:
     """Write `prompt` under the dotted `key` of the config file at `path`, keeping the rest of the file.
 
     Creates the file (and missing parent mappings) when needed. `provenance` (run id, scores, sha256, ...)
-    is written next to the prompt, replacing what an earlier export wrote there; without it an existing
-    provenance entry is left as it is. The file is replaced atomically and keeps its permissions (and a
-    UTF-8 BOM if it had one); it is not touched at all when nothing changes. Raises ValueError for an
-    unknown format, ExportError (a ValueError) when the file cannot take the prompt.
+    is written with the prompt, replacing what an earlier export wrote; without it an existing provenance
+    entry is left as it is. `provenance_as`: "comment" (default) writes it as a comment attached to the key
+    (`# promptlearn: k=v ...` above it in YAML, TOML, .env and Python; a `<!-- promptlearn provenance: -->`
+    line in Markdown), so a strict config schema sees no extra key; JSON has no comments and always uses
+    the sibling key. "key" writes the sibling key `<leaf>_provenance` (YAML, TOML, JSON only) and drops the
+    comment. `read_provenance` reads either form back. The file is replaced atomically and keeps its
+    permissions (and a UTF-8 BOM if it had one); it is not touched at all when nothing changes, so
+    re-exporting the same prompt and provenance is byte-for-byte idempotent. Raises ValueError for an
+    unknown format or form, ExportError (a ValueError) when the file cannot take the prompt.
     """
     f = detect_format(path, fmt)
     old = _read_file(path)
     bom = old is not None and old.startswith(_BOM)
     body = old[1:] if bom and old else old
-    new = render_export(body, key, prompt, f, provenance=provenance, name=Path(path).name)
+    new = render_export(body, key, prompt, f, provenance=provenance, provenance_as=provenance_as,
+                        name=Path(path).name)
     if bom:
         new = _BOM + new
     if new != old:
@@ -83,19 +89,45 @@ def read_prompt(path: str | os.PathLike[str], key: str, *, fmt: str | None = Non
     return read_prompt_text(text, key, f, name=Path(path).name)
 
 
+def read_provenance(path: str | os.PathLike[str], key: str, *, fmt: str | None = None) -> dict[str, Any] | None:
+    """The provenance an export wrote with the prompt under `key` (comment or sibling key), None if there is none.
+
+    A build gate compares its "sha256" with `prompt_sha256(read_prompt(path, key))` to tell that the prompt the
+    app loads is the one the run scored. Raises like `read_prompt` when the file or key is missing.
+    """
+    f = detect_format(path, fmt)
+    text = _read_file(path)
+    if text is None:
+        raise FileNotFoundError(f"{path}: no such config file")
+    if text.startswith(_BOM):
+        text = text[1:]
+    return read_provenance_text(text, key, f, name=Path(path).name)
+
+
+def read_provenance_text(text: str, key: str, fmt: str, *, name: str = "config") -> dict[str, Any] | None:
+    """The provenance stored with the prompt under `key` in the config text `text` of format `fmt`."""
+    f = detect_format(name, fmt)
+    parts = _split_key(key)
+    handler = {"yaml": _yaml_read_prov, "json": _json_read_prov, "toml": _toml_read_prov, "env": _env_read_prov,
+               "py": _py_read_prov, "md": _md_read_prov}[f]
+    return handler(text, key, parts, name)
+
+
 def render_export(text: str | None, key: str, prompt: str, fmt: str, *,
-                  provenance: Mapping[str, Any] | None = None, name: str = "config") -> str:
+                  provenance: Mapping[str, Any] | None = None, provenance_as: str = "comment",
+                  name: str = "config") -> str:
     """The new file content: `text` (None for a missing file) with `prompt` written under `key`."""
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
     f = detect_format(name, fmt)
+    form = _check_form(provenance_as, f)
     parts = _split_key(key)
     prov = dict(provenance) if provenance else None
     if prov is not None and not all(isinstance(k, str) for k in prov):
         raise TypeError("provenance keys must be strings")
     handler = {"yaml": _yaml_export, "json": _json_export, "toml": _toml_export, "env": _env_export,
                "py": _py_export, "md": _md_export}[f]
-    return handler(text, key, parts, prompt, prov, name)
+    return handler(text, key, parts, prompt, prov, name, form)
 
 
 def read_prompt_text(text: str, key: str, fmt: str, *, name: str = "config") -> str:

@@ -129,29 +129,128 @@ def _deep_get(data: Any, parts: list[str], name: str, key: str) -> Any:
     return d
 
 
+PROVENANCE_FORMS = ("comment", "key")
+_PROV_BARE = re.compile(r"[A-Za-z0-9_.:/+@-]+")
+
+
 def _prov_value(v: Any) -> str:
-    s = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
-    if s == "" or re.search(r"[\s\"'=]|--", s):
-        s = json.dumps(s, ensure_ascii=False).replace("--", "-\\u002d")
-    return s
+    """One value of a provenance comment: a bare word when it reads back as the same string, else compact JSON
+    (ASCII, `--` escaped, so the text fits a `#` comment and a Markdown `<!-- -->` comment alike)."""
+    if isinstance(v, str) and _PROV_BARE.fullmatch(v) and "--" not in v:
+        try:
+            json.loads(v)
+        except ValueError:
+            return v
+    s = json.dumps(v, ensure_ascii=True, separators=(",", ":"), default=str)
+    return s.replace("--", "-\\u002d")  # `--` only occurs inside JSON strings, where the escape reads back
 
 
 def _prov_comment(prov: Mapping[str, Any]) -> str:
+    """`k=v k=v ...`: the text after `promptlearn:` in a provenance comment; `_prov_parse` reads it back."""
     return " ".join(f"{k}={_prov_value(v)}" for k, v in prov.items())
 
 
-_PROV_COMMENT = re.compile(r"[ \t]*# promptlearn:")
+_PROV_KEY = re.compile(r"\s*([^\s=]+)=")
 
 
-def _put_comment_above(text: str, line_start: int, comment: str, nl: str) -> str:
-    """Put `comment` on the line above `line_start`, replacing a `# promptlearn:` line already there."""
-    if line_start > 0:
-        prev_start = _line_start(text, line_start - 1)
-        prev = text[prev_start:line_start - 1]
-        if _PROV_COMMENT.match(prev):
-            indent = prev[:len(prev) - len(prev.lstrip())]
-            end = line_start - 1 - (1 if prev.endswith("\r") else 0)
-            return text[:prev_start] + indent + comment + text[end:]
+def _prov_parse(text: str) -> dict[str, Any]:
+    """The provenance mapping a `_prov_comment` text holds (values as JSON where they parse, else strings)."""
+    out: dict[str, Any] = {}
+    dec = json.JSONDecoder()
+    i = 0
+    text = text.rstrip()
+    while i < len(text):
+        m = _PROV_KEY.match(text, i)
+        if m is None:
+            break
+        k, i = m.group(1), m.end()
+        if text[i:i + 1] in ('"', "{", "["):
+            try:
+                out[k], i = dec.raw_decode(text, i)
+                continue
+            except ValueError:
+                pass
+        j = i
+        while j < len(text) and not text[j].isspace():
+            j += 1
+        word = text[i:j]
+        try:
+            out[k] = json.loads(word)
+        except ValueError:
+            out[k] = word
+        i = j
+    return out
+
+
+def _prov_parts(parts: list[str]) -> list[str]:
+    """The path of the sibling provenance key: `a.b.c` -> `a.b.c_provenance`."""
+    return parts[:-1] + [parts[-1] + "_provenance"]
+
+
+def _sibling_prov(data: Any, prov: dict | None, prov_parts: list[str], form: str) -> dict | None:
+    """The provenance to write as a sibling key: always for form 'key'; for 'comment' only to keep one an
+    earlier export wrote in step (a stale sha256 next to the prompt would mislead a build gate)."""
+    if prov is None or form == "key":
+        return prov
+    d = data
+    for p in prov_parts:
+        if not isinstance(d, Mapping) or p not in d:
+            return None
+        d = d[p]
+    return prov
+
+
+def _check_form(form: str, fmt: str) -> str:
+    """`form` validated: 'comment' or 'key' ('key' only where the format has mappings for a sibling key)."""
+    if form not in PROVENANCE_FORMS:
+        raise ValueError(f"provenance form must be one of {', '.join(PROVENANCE_FORMS)}, got {form!r}")
+    if form == "key" and fmt in ("env", "py", "md"):
+        raise ValueError(f"a {fmt} file has no mappings for a sibling provenance key; write provenance as a "
+                         f"comment (provenance_as='comment', --provenance comment) or leave it out")
+    return form
+
+
+_PROV_COMMENT = re.compile(r"[ \t]*# promptlearn:(.*)")
+
+# A parse signature of a text: equal signatures mean equal content, so a line whose removal keeps the signature
+# is a comment (and not, say, a line inside a multi-line string that happens to start with `#`).
+_Signature = Callable[[str], Any]
+
+
+def _comment_above(text: str, line_start: int, sig: _Signature) -> tuple[int, int] | None:
+    """(start, end incl. its line break) of the `# promptlearn:` comment line just above `line_start`, if any."""
+    if line_start <= 0:
+        return None
+    prev_start = _line_start(text, line_start - 1)
+    if not _PROV_COMMENT.fullmatch(text[prev_start:line_start].rstrip("\r\n")):
+        return None
+    try:
+        if sig(text[:prev_start] + text[line_start:]) != sig(text):
+            return None
+    except Exception:  # noqa: BLE001 - the text without that line does not parse: it was not a comment
+        return None
+    return prev_start, line_start
+
+
+def _read_comment_above(text: str, line_start: int, sig: _Signature) -> dict[str, Any] | None:
+    span = _comment_above(text, line_start, sig)
+    if span is None:
+        return None
+    m = _PROV_COMMENT.fullmatch(text[span[0]:span[1]].rstrip("\r\n"))
+    return _prov_parse(m.group(1)) if m else None
+
+
+def _put_comment_above(text: str, line_start: int, comment: str | None, nl: str, sig: _Signature) -> str:
+    """Put `comment` on the line above `line_start`, replacing a `# promptlearn:` line already there (None: remove
+    that line)."""
+    span = _comment_above(text, line_start, sig)
+    if span is not None:
+        prev = text[span[0]:span[1]]
+        indent = prev[:len(prev) - len(prev.lstrip(" \t"))]
+        eol = prev[len(prev.rstrip("\r\n")):]
+        return text[:span[0]] + (indent + comment + eol if comment is not None else "") + text[span[1]:]
+    if comment is None:
+        return text
     rest = text[line_start:]
     indent = rest[:len(rest) - len(rest.lstrip(" \t"))]
     return text[:line_start] + indent + comment + nl + text[line_start:]

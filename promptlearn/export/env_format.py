@@ -13,6 +13,7 @@ from promptlearn.export.core import (
     _next_line,
     _prov_comment,
     _put_comment_above,
+    _read_comment_above,
     _with_final_newline,
 )
 
@@ -87,8 +88,21 @@ def _env_read(text: str, key: str, parts: list[str], name: str) -> Any:
     return found[-1].value
 
 
+def _env_sig(text: str) -> list[tuple[str, str]]:
+    return [(b.key, b.value) for b in _env_bindings(text)]
+
+
+def _env_read_prov(text: str, key: str, parts: list[str], name: str) -> dict[str, Any] | None:
+    bindings = _env_bindings(text)
+    var = env_name(key, {b.key for b in bindings})
+    found = [b for b in bindings if b.key == var]
+    if not found:
+        raise MissingKeyError(name, key, f"no variable {var}" if var != key else "")
+    return _read_comment_above(text, found[-1].line_start, _env_sig)
+
+
 def _env_export(text: str | None, key: str, parts: list[str], prompt: str, prov: dict | None,
-                name: str) -> str:
+                name: str, form: str = "comment") -> str:
     text = text or ""
     if "${" in prompt:
         warnings.warn("the prompt contains '${': python-dotenv interpolates it unless "
@@ -107,5 +121,5 @@ def _env_export(text: str | None, key: str, parts: list[str], prompt: str, prov:
     b = found[-1]
     new = text[:b.vstart] + quoted + text[b.vend:]
     if comment:
-        new = _put_comment_above(new, b.line_start, comment, nl)
+        new = _put_comment_above(new, b.line_start, comment, nl, _env_sig)
     return new

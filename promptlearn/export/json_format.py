@@ -6,7 +6,16 @@ import json
 import re
 from typing import Any
 
-from promptlearn.export.core import ExportError, _an, _check_path, _deep_get, _deep_set, _line_start, _newline
+from promptlearn.export.core import (
+    ExportError,
+    _an,
+    _check_path,
+    _deep_get,
+    _deep_set,
+    _line_start,
+    _newline,
+    _prov_parts,
+)
 
 class _JNode:
     __slots__ = ("kind", "start", "end", "members", "items")
@@ -183,9 +192,20 @@ def _json_insert(text: str, obj: _JNode, key: str, value: Any, style: _JsonStyle
     return text[:v.end] + sep + k + style.colon + style.dumps(value, indent) + text[v.end:]
 
 
+def _json_read_prov(text: str, key: str, parts: list[str], name: str) -> dict[str, Any] | None:
+    data = _json_load(text, name)
+    _deep_get(data, parts, name, key)
+    try:
+        value = _deep_get(data, _prov_parts(parts), name, key)
+    except KeyError:
+        return None
+    return dict(value) if isinstance(value, dict) else None
+
+
 def _json_export(text: str | None, key: str, parts: list[str], prompt: str, prov: dict | None,
-                 name: str) -> str:
-    prov_parts = parts[:-1] + [parts[-1] + "_provenance"]
+                 name: str, form: str = "key") -> str:
+    """JSON has no comments: provenance is always the sibling key (`form` is accepted and ignored)."""
+    prov_parts = _prov_parts(parts)
     prov_json = json.loads(json.dumps(prov, default=str)) if prov is not None else None
     if text is None or not text.strip():
         data: dict = {}

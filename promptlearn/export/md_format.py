@@ -12,6 +12,7 @@ from promptlearn.export.core import (
     _newline,
     _next_line,
     _prov_comment,
+    _prov_parse,
     _with_final_newline,
 )
 
@@ -105,6 +106,18 @@ def _md_read(text: str, key: str, parts: list[str], name: str) -> Any:
     return found[-1].prompt
 
 
+def _md_read_prov(text: str, key: str, parts: list[str], name: str) -> dict[str, Any] | None:
+    _md_key(key)
+    found = [b for b in _md_blocks(text, name) if b.key == key]
+    if not found:
+        raise MissingKeyError(name, key, f"no <!-- promptlearn:{key} --> block")
+    b = found[-1]
+    # the provenance line sits between the start marker and the fence, outside the prompt
+    head = text[b.start:b.end].split("```", 1)[0].split("~~~", 1)[0]
+    m = re.search(re.escape(_MD_PROV) + r"(.*?) -->", head)
+    return _prov_parse(m.group(1)) if m else None
+
+
 def _md_block(key: str, prompt: str, prov: dict | None, nl: str) -> str:
     longest = max((len(r) for r in re.findall(r"`+", prompt)), default=0)
     fence = "`" * max(3, longest + 1)
@@ -116,7 +129,7 @@ def _md_block(key: str, prompt: str, prov: dict | None, nl: str) -> str:
 
 
 def _md_export(text: str | None, key: str, parts: list[str], prompt: str, prov: dict | None,
-               name: str) -> str:
+               name: str, form: str = "comment") -> str:
     text = text or ""
     _md_key(key)
     nl = _newline(text)
@@ -126,7 +139,7 @@ def _md_export(text: str | None, key: str, parts: list[str], prompt: str, prov: 
         old_block = text[b.start:b.end]
         if prov is None:
             # keep a provenance line an earlier export wrote, the prompt is what changes
-            pm = re.search(re.escape(_MD_PROV) + r".*-->", old_block)
+            pm = re.search(re.escape(_MD_PROV) + r".*-->", old_block.split("```", 1)[0])
             block = _md_block(key, prompt, None, nl)
             if pm:
                 first_nl = block.index(nl) + len(nl)

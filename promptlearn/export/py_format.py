@@ -12,6 +12,7 @@ from promptlearn.export.core import (
     _newline,
     _prov_comment,
     _put_comment_above,
+    _read_comment_above,
     _triple_quoted_body,
     _with_final_newline,
 )
@@ -88,8 +89,20 @@ def _py_literals(prompt: str) -> list[str]:
     return out
 
 
+def _py_sig(text: str) -> str:
+    return ast.dump(ast.parse(text))
+
+
+def _py_read_prov(text: str, key: str, parts: list[str], name: str) -> dict[str, Any] | None:
+    var = _py_name(parts)
+    found = _py_find(_py_parse(text, name), var)
+    if found is None:
+        raise MissingKeyError(name, key, f"no module-level assignment to {var}")
+    return _read_comment_above(text, _py_line_starts(text)[found[0].lineno - 1], _py_sig)
+
+
 def _py_export(text: str | None, key: str, parts: list[str], prompt: str, prov: dict | None,
-               name: str) -> str:
+               name: str, form: str = "comment") -> str:
     text = text or ""
     var = _py_name(parts)
     tree = _py_parse(text, name)
@@ -121,7 +134,7 @@ def _py_export(text: str | None, key: str, parts: list[str], prompt: str, prov: 
             b = _py_offset(text, starts, v.end_lineno, v.end_col_offset)
             new = text[:a] + lit + text[b:]
             if comment:
-                new = _put_comment_above(new, starts[stmt.lineno - 1], comment, nl)
+                new = _put_comment_above(new, starts[stmt.lineno - 1], comment, nl, _py_sig)
         try:
             if _py_read(new, key, parts, name) == prompt:
                 return new

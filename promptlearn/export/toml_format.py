@@ -6,15 +6,22 @@ import sys
 from typing import Any, Mapping
 
 from promptlearn.export.core import (
+    _PROV_COMMENT,
     ExportError,
     _an,
     _check_path,
     _deep_get,
     _deep_set,
     _kind,
+    _newline,
     _plain,
+    _prov_comment,
+    _prov_parse,
+    _prov_parts,
+    _sibling_prov,
     _triple_quoted_body,
 )
+
 
 def _toml_read(text: str, key: str, parts: list[str], name: str) -> Any:
     try:
@@ -47,18 +54,146 @@ def _toml_escape(ch: str) -> str:
     return f"\\u{o:04X}" if o < 0x20 or o == 0x7F else ch
 
 
-def _toml_string_items(prompt: str) -> list:
+def _toml_string_items(prompt: str, style: Any = None) -> list:
+    """String items for the prompt, best first: the style of the value it replaces (`style`, a tomlkit StringType:
+    basic stays basic, literal stays literal, multi-line stays multi-line; a multi-line prompt makes a one-line
+    style multi-line of the same kind), then the nearest valid style, then tomlkit's own choices. Literal strings
+    have no escapes, so a prompt they cannot hold (a quote, a control character) falls back to basic."""
     import tomlkit
     from tomlkit.items import String, StringType, Trivia
 
+    literal = style in (StringType.SLL, StringType.MLL)
+    multi = style in (StringType.MLB, StringType.MLL) or "\n" in prompt
     items = []
-    if "\n" in prompt:
+
+    def add(kind: Any, original: str) -> None:
         try:
-            items.append(String(StringType.MLB, prompt, _toml_mlb(prompt), Trivia()))
-        except Exception:  # noqa: BLE001 - tomlkit internals changed: use its own multi-line writer
-            items.append(tomlkit.string(prompt, multiline=True))
+            items.append(String(kind, prompt, original, Trivia()))
+        except Exception:  # noqa: BLE001 - tomlkit internals changed: its own writers below still apply
+            pass
+
+    bad_literal = any((ord(c) < 0x20 and c not in "\t\n") or ord(c) == 0x7F for c in prompt)
+    if literal and multi and not bad_literal and "\'\'\'" not in prompt and not prompt.endswith("'"):
+        add(StringType.MLL, "\n" + prompt)  # TOML drops the newline right after the opening quotes
+    if literal and not multi and not bad_literal and "'" not in prompt:
+        add(StringType.SLL, prompt)
+    if multi:
+        add(StringType.MLB, _toml_mlb(prompt))
+    if "\n" in prompt:
+        items.append(tomlkit.string(prompt, multiline=True))
     items.append(tomlkit.string(prompt))
     return items
+
+
+def _toml_old_style(doc: Any, parts: list[str]) -> Any:
+    """The StringType of the string at `parts` in the parsed document (None when there is none)."""
+    from tomlkit.items import String
+
+    path = _toml_path(doc, parts)
+    if path is None:
+        return None
+    c, i = path[-1]
+    item = c.body[i][1]
+    return item.type if isinstance(item, String) else None
+
+
+def _toml_path(container: Any, parts: list[str]) -> list[tuple[Any, int]] | None:
+    """(container, index in its body) of each key on the way to `parts`; dotted keys and inline tables count."""
+    from tomlkit.items import InlineTable, Table
+
+    body = container.body
+    for idx in range(len(body) - 1, -1, -1):
+        k, v = body[idx]
+        if k is None or k.key != parts[0]:
+            continue
+        if len(parts) == 1:
+            return [(container, idx)]
+        if isinstance(v, (Table, InlineTable)):
+            rest = _toml_path(v.value, parts[1:])
+            if rest is not None:
+                return [(container, idx)] + rest
+    return None
+
+
+def _toml_anchor(doc: Any, parts: list[str]) -> tuple[Any, int] | None:
+    """The body entry the key's line starts with, which a provenance comment goes above: the key itself, or the
+    dotted key / inline table holding it."""
+    from tomlkit.items import InlineTable
+
+    path = _toml_path(doc, parts)
+    if path is None:
+        return None
+    level = len(path) - 1
+    while level > 0:
+        c, i = path[level - 1]
+        k, v = c.body[i]
+        if not (isinstance(v, InlineTable) or k.is_dotted()):
+            break
+        level -= 1
+    return path[level]
+
+
+def _toml_prov_comment(c: Any, i: int) -> Any:
+    """The `# promptlearn:` Comment item right above body entry `i`, if there is one."""
+    from tomlkit.items import Comment
+
+    if i <= 0:
+        return None
+    item = c.body[i - 1][1]
+    if isinstance(item, Comment) and _PROV_COMMENT.fullmatch(item.trivia.indent + item.trivia.comment):
+        return item
+    return None
+
+
+def _toml_set_comment(doc: Any, parts: list[str], comment: str | None, nl: str) -> None:
+    """Put `comment` above the key at `parts`, replacing the provenance comment there (None: remove it)."""
+    from tomlkit.items import Comment, Trivia
+
+    anchor = _toml_anchor(doc, parts)
+    if anchor is None:
+        return
+    c, i = anchor
+    old = _toml_prov_comment(c, i)
+    if old is not None:
+        if comment is not None:
+            old.trivia.comment = comment
+        else:
+            _toml_body_shift(c, i - 1, -1)
+            del c.body[i - 1]
+        return
+    if comment is None:
+        return
+    indent = getattr(c.body[i][1], "trivia", Trivia()).indent
+    _toml_body_shift(c, i, 1)
+    c.body.insert(i, (None, Comment(Trivia(indent=indent, comment_ws="", comment=comment, trail=nl))))
+
+
+def _toml_body_shift(c: Any, at: int, by: int) -> None:
+    """Keep tomlkit's key -> body index map right when an unkeyed entry (a comment) is inserted or removed."""
+    for k, v in list(c._map.items()):
+        if isinstance(v, tuple):
+            c._map[k] = tuple(x + by if x >= at else x for x in v)
+        elif v >= at:
+            c._map[k] = v + by
+
+
+def _toml_read_prov(text: str, key: str, parts: list[str], name: str) -> dict[str, Any] | None:
+    import tomlkit
+
+    data = _toml_read(text, key, parts, name)
+    del data  # only to raise MissingKeyError / ExportError as read_prompt does
+    doc = tomlkit.parse(text)
+    anchor = _toml_anchor(doc, parts)
+    old = _toml_prov_comment(*anchor) if anchor is not None else None
+    if old is not None:
+        m = _PROV_COMMENT.fullmatch(old.trivia.comment)
+        if m:
+            return _prov_parse(m.group(1))
+    try:
+        value = _deep_get(_plain(doc.unwrap()), _prov_parts(parts), name, key)
+    except KeyError:
+        return None
+    return dict(value) if isinstance(value, Mapping) else None
 
 
 def _toml_clean(value: Any) -> Any:
@@ -71,22 +206,27 @@ def _toml_clean(value: Any) -> Any:
 
 
 def _toml_export(text: str | None, key: str, parts: list[str], prompt: str, prov: dict | None,
-                 name: str) -> str:
+                 name: str, form: str = "comment") -> str:
+    """`form` 'comment': provenance is a `# promptlearn:` comment line above the key (and a sibling key an earlier
+    export wrote is kept up to date); 'key': the sibling inline table `<leaf>_provenance`, and no comment."""
     import tomlkit
     from tomlkit.exceptions import TOMLKitError
 
     text = text or ""
     try:
-        before = tomlkit.parse(text).unwrap()
+        parsed = tomlkit.parse(text)
+        before = parsed.unwrap()
     except TOMLKitError as e:
         raise ExportError(f"{name}: cannot parse TOML: {e}") from e
     expected = _plain(before)
     _check_path(expected, parts, name, "table")
     _deep_set(expected, parts, prompt)
-    prov_clean = _toml_clean(prov) if prov is not None else None
+    sibling = _sibling_prov(before, prov, _prov_parts(parts), form)
+    prov_clean = _toml_clean(sibling) if sibling is not None else None
     if prov_clean is not None:
-        _deep_set(expected, parts[:-1] + [parts[-1] + "_provenance"], prov_clean)
-    for item in _toml_string_items(prompt):
+        _deep_set(expected, _prov_parts(parts), prov_clean)
+    comment = f"# promptlearn: {_prov_comment(prov)}" if prov is not None and form == "comment" else None
+    for item in _toml_string_items(prompt, _toml_old_style(parsed, parts)):
         doc = tomlkit.parse(text)
         container: Any = doc
         for i, p in enumerate(parts[:-1]):
@@ -106,6 +246,8 @@ def _toml_export(text: str | None, key: str, parts: list[str], prompt: str, prov
             table = tomlkit.inline_table()
             table.update(prov_clean)
             _toml_put(container, leaf + "_provenance", table, after=leaf)
+        if prov is not None:  # last: it edits tomlkit's body directly, and the document is only printed after
+            _toml_set_comment(doc, parts, comment, _newline(text))
         new = doc.as_string()
         try:
             if _plain(tomlkit.parse(new).unwrap()) == expected:

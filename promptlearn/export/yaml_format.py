@@ -12,9 +12,15 @@ from promptlearn.export.core import (
     _deep_get,
     _deep_set,
     _eol,
+    _line_start,
     _newline,
     _next_line,
     _plain,
+    _prov_comment,
+    _prov_parts,
+    _put_comment_above,
+    _read_comment_above,
+    _sibling_prov,
     _with_final_newline,
 )
 
@@ -391,16 +397,74 @@ def _yaml_style(text: str, parts: list[str]) -> str | None:
     return node.style if isinstance(node, ScalarNode) else None
 
 
+def _yaml_sig(text: str) -> Any:
+    return _plain(_yaml_rt().load(text))
+
+
+def _yaml_key_line(text: str, parts: list[str]) -> int | None:
+    """Start of the line holding the key at `parts` (None when there is no such key)."""
+    MappingNode, _, _ = _yaml_scalar_nodes()
+    from ruamel.yaml import YAML
+
+    node = YAML(typ="rt").compose(text)
+    pair = None
+    for part in parts:
+        if not isinstance(node, MappingNode):
+            return None
+        pair = _yaml_lookup(node, part)
+        if pair is None:
+            return None
+        node = pair[1]
+    return None if pair is None else _line_start(text, pair[0].start_mark.index)
+
+
+def _yaml_read_prov(text: str, key: str, parts: list[str], name: str) -> dict[str, Any] | None:
+    data = _yaml_load(text, name)
+    _deep_get(data if data is not None else {}, parts, name, key)
+    line = _yaml_key_line(text, parts)
+    found = _read_comment_above(text, line, _yaml_sig) if line is not None else None
+    if found is not None:
+        return found
+    try:
+        value = _deep_get(data, _prov_parts(parts), name, key)
+    except KeyError:
+        return None
+    return dict(_plain(value)) if isinstance(value, Mapping) else None
+
+
 def _yaml_export(text: str | None, key: str, parts: list[str], prompt: str, prov: dict | None,
-                 name: str) -> str:
+                 name: str, form: str = "comment") -> str:
+    """`form` 'comment': provenance is a `# promptlearn:` line above the key (and a sibling key an earlier export
+    wrote is kept up to date); 'key': the sibling mapping `<leaf>_provenance`, and no comment."""
     text = text or ""
     data = _yaml_load(text, name) if text.strip() else None
     if data is not None and not isinstance(data, Mapping):
         raise ExportError(f"{name}: the YAML document is a {type(data).__name__}, not a mapping")
+    prov_parts = _prov_parts(parts)
+    new = _yaml_write(text, data, key, parts, prompt, _sibling_prov(data, prov, prov_parts, form), name)
+    if prov is None:
+        return new
+    comment = f"# promptlearn: {_prov_comment(prov)}" if form == "comment" else None
+    line = _yaml_key_line(new, parts)
+    assert line is not None  # the key was just written
+    out = _put_comment_above(new, line, comment, _newline(new), _yaml_sig)
+    try:
+        same = out == new or _yaml_sig(out) == _yaml_sig(new)
+    except Exception:  # noqa: BLE001 - a comment line that breaks the document is no place for it
+        same = False
+    if not same:
+        raise ExportError(f"{name}: cannot put a provenance comment above {key!r}; write it as a key "
+                          f"(provenance_as='key', --provenance key) or leave it out")
+    return out
+
+
+def _yaml_write(text: str, data: Any, key: str, parts: list[str], prompt: str, prov: dict | None,
+                name: str) -> str:
+    """`text` (loaded as `data`) with the prompt, and `prov` as the sibling mapping if given, spliced in."""
     expected = _plain(data) if data is not None else {}
     _check_path(expected, parts, name)
     _deep_set(expected, parts, prompt)
-    prov_parts = parts[:-1] + [parts[-1] + "_provenance"]
+    prov_parts = _prov_parts(parts)
     if prov is not None:
         _deep_set(expected, prov_parts, dict(prov))
 
