@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                                    "test score P=1 vs P>1 at equal calls"),
     "cache": ("bench.cache", "an identical re-run of an optimization makes 0 model calls; its wall time"),
     "handwritten": ("bench.handwritten", "tasks/rules/: seed vs 5 hand-written wordings of each rule, val and test"),
+    "transfer": ("bench.transfer", "pirate transfer matrix: one model, greedy vs guidance decoding, as two targets"),
     "render": ("bench.render", "write BENCHMARKS.md from every JSON result in bench/results/"),
     "all": ("bench.suite", "run overhead, concurrency, cache, quality, guidance, prefix_reuse, then render"),
 }

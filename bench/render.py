@@ -344,7 +344,8 @@ TITLES = {"quality": "Quality per budget: promptlearn vs DSPy", "suite": "Rule-a
           "parallel": "Parallel search: whole-run wall time and quality at equal calls",
           "cache": "Cache: an identical re-run", "overhead": "Overhead of the evaluation path",
           "guidance": "Classifier-free guidance", "prefix_reuse": "System-prompt prefix reuse",
-          "llama_tuning": "llama.cpp thread tuning", "all": "How long the suite takes"}
+          "llama_tuning": "llama.cpp thread tuning",
+          "transfer": "Transfer matrix: one prompt, two targets", "all": "How long the suite takes"}
 
 
 def all_runs(r: Mapping[str, Any], stem: str) -> str:

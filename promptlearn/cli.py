@@ -101,9 +101,9 @@ def eval_cmd(
     """Score a system prompt on a split of the task's conversations."""
     _check_min_score(min_score)
     _say_retries(ctx)
-    from promptlearn.engine import Evaluator
     from promptlearn.lm import count_tokens
     from promptlearn.metrics import summary
+    from promptlearn.targets import make_evaluator
     from promptlearn.task import load_task
 
     t = load_task(task)
@@ -113,9 +113,10 @@ def eval_cmd(
     t.warn()
     examples = t.examples(split)
     start = time.perf_counter()
-    ev = Evaluator(t, cache_path=cache, use_cache=not no_cache)
+    ev = make_evaluator(t, cache_path=cache, use_cache=not no_cache)
     try:
-        with _progress(len(examples) * (2 if text != t.prompt else 1), quiet=as_json) as advance:
+        per_prompt = len(examples) * (len(t.spec.targets) or 1)
+        with _progress(per_prompt * (2 if text != t.prompt else 1), quiet=as_json) as advance:
             result = ev.evaluate(text, examples, split=split, on_example=lambda *_: advance())
             seed = (ev.evaluate(t.prompt, examples, split=split, on_example=lambda *_: advance())
                     if text != t.prompt else None)
@@ -123,6 +124,8 @@ def eval_cmd(
                       seconds=time.perf_counter() - start)
         out["calls"], out["cached_calls"] = ev.ledger.total.calls, ev.ledger.total.cached_calls
         out["tokens"], out["usd"] = ev.ledger.total.tokens, ev.ledger.total.usd
+        if t.spec.targets:  # the score above is the aggregate
+            out["targets"] = {k: e.score for k, e in result.by_target.items()}  # type: ignore[attr-defined]
     finally:
         ev.close()
     if as_json:
@@ -167,6 +170,8 @@ def _print_eval(name: str, split: str, out: dict[str, Any]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("[bold]score[/bold]", f"[bold]{out['score']:.3f}[/bold]")
+    for key, score in (out.get("targets") or {}).items():  # several targets: the score is their aggregate
+        table.add_row(f"  on {key}", f"{score:.3f}")
     table.add_row("loose score", f"{out['metrics']['loose_score']:.3f}")
     for check, rate in out["checks"].items():
         table.add_row(f"  {check}", f"{rate:.3f}")
@@ -211,18 +216,23 @@ def optimize_cmd(
     parallel: Optional[int] = typer.Option(None, "--parallel", min=1,
                                            help="proposals in flight at once (default: 1 for the embedded "
                                                 "model, else enough to keep the model's concurrency busy)"),
+    migrate_from: Optional[str] = typer.Option(None, "--migrate-from",
+                                               help="move the prompt from this model (a target label or model "
+                                                    "name): its test score with the seed prompt is the bar"),
+    migrate_to: Optional[str] = typer.Option(None, "--to", help="with --migrate-from: the model to search on"),
 ) -> None:
     """Search for a better system prompt; score seed and best on the held-out test split."""
     _say_retries(ctx)
+    from promptlearn.cli_targets import migration_task, print_run_targets
     from promptlearn.run import optimize
 
     options = _parse_options(option)
     live = _LiveView(quiet=as_json)
     try:
         with live:
-            result = optimize(task, optimizer, budget=budget_calls, seed=seed, run_dir=run_dir, resume=resume,
-                              cache_path=cache, options=options, on_progress=live.update,
-                              extend_budget=extend_budget, tracking=mlflow,
+            result = optimize(migration_task(task, migrate_from, migrate_to), optimizer, budget=budget_calls,
+                              seed=seed, run_dir=run_dir, resume=resume, cache_path=cache, options=options,
+                              on_progress=live.update, extend_budget=extend_budget, tracking=mlflow,
                               parallel=parallel)
     except KeyboardInterrupt:
         where = live.run_dir or "the run directory"
@@ -232,6 +242,7 @@ def optimize_cmd(
         print(json.dumps(result.to_json(), default=str))
         return
     _print_result(result)
+    print_run_targets(result)
     _console().print(f"report: {_write_report_quietly(result.run_dir)}")
     if result.tracking:
         from promptlearn.mlflow_tracking import tracking_line
@@ -435,10 +446,14 @@ def check_cmd(
     guidance: Optional[float] = typer.Option(None, "--guidance",
                                              help="classifier-free guidance g the prompt was scored with (an "
                                                   "export's provenance says so); embedded model only"),
+    target_min: list[str] = typer.Option([], "--target-min",
+                                         help="TARGET=SCORE: that target's own minimum (several targets; "
+                                              "--min-score holds on every target)"),
 ) -> None:
     """Gate a build: re-evaluate the prompt the app will load; exit 1 when it scores too low or breaks examples."""
     _check_min_score(min_score)
     _say_retries(ctx)
+    from promptlearn.cli_targets import parse_target_min, print_check_targets
     from promptlearn.gate import check_prompt, read_prompt_source, read_provenance_ref
 
     path, key, text, recorded = read_prompt_source(prompt_from, fmt=fmt, root=root)
@@ -452,11 +467,12 @@ def check_cmd(
                                     highlight=False)
     decoding = {"guidance": guidance} if guidance is not None else (recorded or None)
     report = check_prompt(task, text, split, min_score, max_broken, cache_path=cache, use_cache=not no_cache,
-                          decoding=decoding)
+                          decoding=decoding, target_min=parse_target_min(target_min))
     if as_json:
         print(json.dumps({"config": str(path), "key": key, "provenance": prov, "provenance_matches": matches,
                           **report.to_json()}, default=str))
     else:
+        print_check_targets(report)
         _print_check(report, f"{path}:{key}" if key else str(path), show_all)
     if not report.passed:
         raise typer.Exit(1)
@@ -569,6 +585,11 @@ def _write_report_quietly(run_dir: Path) -> str:
         return str(write_report(run_dir))
     except Exception as e:  # noqa: BLE001
         return f"not written ({e})"
+
+
+from promptlearn import cli_targets  # noqa: E402 - its commands join the app after the app's own
+
+cli_targets.register(app)
 
 
 def main() -> None:

@@ -58,6 +58,7 @@ class ExportInfo:
     decoding: Mapping[str, Any] = field(default_factory=dict)  #: decoding options the prompt was scored with
     status: str | None = None  #: the run's status: finished, or failed / interrupted / running (best so far)
     run_dir: Path | None = None  #: the run's directory
+    targets: tuple[Mapping[str, Any], ...] = ()  #: several targets: each one's model and val / test score
 
 
 def best_of_run(run: str | Path, root: str | Path = "runs"
@@ -103,6 +104,7 @@ def export_run(run: str | Path, to: str | Path, key: str, *, fmt: str | None = N
     `<leaf>_provenance` (YAML, TOML, JSON), for apps that read them; "none" writes only the prompt.
     """
     from promptlearn.store import RunStore, resolve_run
+    from promptlearn.targets import export_targets
 
     form = provenance_form(provenance)
     run_id, cid, prompt, val, test, decoding = best_of_run(run, root)
@@ -110,11 +112,14 @@ def export_run(run: str | Path, to: str | Path, key: str, *, fmt: str | None = N
     store = RunStore(rdir, create=False)
     try:
         status = store.get_meta("status")
+        targets = export_targets(store.get_meta("targets"), store.scores().get(cid, {}))
     finally:
         store.close()
     prov = make_provenance(run_id, val, test, prompt, decoding) if form != "none" else None
+    if prov is not None and targets:
+        prov["targets"] = list(targets)
     f = write_prompt(to, key, prompt, fmt=fmt, provenance=prov, provenance_as="key" if form == "key" else "comment")
-    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, form, decoding, status, rdir)
+    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, form, decoding, status, rdir, targets)
 
 
 def write_prompt(path: str | Path, key: str, prompt: str, *, fmt: str | None = None,
@@ -247,6 +252,7 @@ class CheckReport:
     failures: tuple[Mapping[str, Any], ...]
     usage: Usage = field(default_factory=Usage)
     side_effects: Mapping[str, Any] = field(default_factory=dict)
+    targets: Mapping[str, Any] = field(default_factory=dict)  #: several targets: score, fixed, broken per target
 
     @property
     def passed(self) -> bool:
@@ -262,7 +268,8 @@ class CheckReport:
                 "reasons": list(self.reasons), "failures": [dict(f) for f in self.failures],
                 "prompt_sha256": self.prompt_sha256, "calls": self.usage.calls,
                 "cached_calls": self.usage.cached_calls, "tokens": self.usage.tokens, "usd": self.usage.usd,
-                "side_effects": {k: v for k, v in self.side_effects.items() if not k.endswith("_ids")}}
+                "side_effects": {k: v for k, v in self.side_effects.items() if not k.endswith("_ids")},
+                **({"targets": {k: dict(v) for k, v in self.targets.items()}} if self.targets else {})}
 
 
 def _sha(prompt: str) -> str:
@@ -274,16 +281,19 @@ def _sha(prompt: str) -> str:
 def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: str = "test",
                  min_score: float | None = None, max_broken: int | None = None, *,
                  cache_path: str | Path | None = None, use_cache: bool = True,
-                 decoding: Mapping[str, Any] | None = None) -> CheckReport:
+                 decoding: Mapping[str, Any] | None = None,
+                 target_min: Mapping[str, float] | None = None) -> CheckReport:
     """Evaluate `prompt` (default: the seed) and the task's seed prompt on `split`; gate on score and breakage.
 
     `task` is a Task or a task file path. Both evaluations share one Evaluator (cache, ledger, budget) in this
     process. The gate fails when the evaluation is incomplete (a budget stop), when the score is below
     `min_score`, or when more than `max_broken` examples the seed passed now fail. `decoding`: the decoding
     options the run scored the prompt with (an export's provenance, e.g. {"guidance": 1.5}), applied to this
-    prompt only; the seed is decoded as the task says, as in the run.
+    prompt only; the seed is decoded as the task says, as in the run. With several targets (`targets:`), the
+    score is the task's aggregate, and `min_score` and `max_broken` hold on every target; `target_min` sets one
+    target's own minimum (target label -> score).
     """
-    from promptlearn.engine import Evaluator
+    from promptlearn.targets import check_target_names, gate_targets, make_evaluator
     from promptlearn.metrics import side_effects
     from promptlearn.task import Task, load_task
 
@@ -302,10 +312,11 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
     if overrides and not t.model.is_local:
         raise ConfigError(f"decoding options {overrides} need the embedded model (local/...); "
                           f"{t.model.name} cannot apply them")
+    check_target_names(t, list(target_min or {}))
     t.require(split)
     t.warn()
     examples = t.examples(split)
-    ev = Evaluator(t, cache_path=cache_path, use_cache=use_cache)
+    ev = make_evaluator(t, cache_path=cache_path, use_cache=use_cache)
     try:
         mine = ev.evaluate(text, examples, split=split, tag="check", model_overrides=overrides)
         seed = mine if text == t.prompt and not overrides else ev.evaluate(t.prompt, examples, split=split,
@@ -324,6 +335,9 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
     if max_broken is not None and len(broken_ids) > max_broken:
         reasons.append(f"breaks {len(broken_ids)} {split} example(s) the seed prompt passed "
                        f"(allowed {max_broken}): {', '.join(broken_ids)}")
+    per_target, target_reasons = gate_targets(mine, seed, examples, min_score=min_score, max_broken=max_broken,
+                                              target_min=target_min)
+    reasons += target_reasons
     failures = tuple(sorted(({"id": ex_id, "score": res.score, "broken": ex_id in broken_ids,
                               "feedback": res.feedback, "reply": res.turns[-1].reply if res.turns else ""}
                              for ex_id, res in mine.results.items() if not res.passed),
@@ -331,4 +345,4 @@ def check_prompt(task: "Task | str | Path", prompt: str | None = None, split: st
     return CheckReport(t.name, split, text, _sha(text), mine.score, mine.check_rates(), seed.score,
                        seed.check_rates(), len(mine.results), int(effects.get("fixed", 0)), len(broken_ids),
                        tuple(effects.get("fixed_ids", ())), broken_ids, min_score, max_broken,
-                       mine.complete and seed.complete, tuple(reasons), failures, usage, effects)
+                       mine.complete and seed.complete, tuple(reasons), failures, usage, effects, per_target)

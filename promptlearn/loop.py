@@ -22,6 +22,7 @@ from promptlearn.inflight import InOrderGrants, Stage, gather_or_cancel
 from promptlearn.lm import LM, Completion
 from promptlearn.metrics import side_effects, violated
 from promptlearn.store import RunStore
+from promptlearn.targets import MultiEvaluation, decide
 from promptlearn.task import Task
 from promptlearn.types import Candidate, Example, ExampleResult, Usage
 
@@ -278,6 +279,13 @@ class RunContext:
         (bootstrap seeded by its proposal number) and keep the task's side-effect constraints."""
         best_cand, best_ev = self.best
         seed_ev = self.val_evals[self.seed_candidate.id]
+        if isinstance(ev, MultiEvaluation):  # several targets: promptlearn.targets holds the rule
+            d = decide(ev, best_ev, seed_ev, self.val, self.task, confidence=self.options.confidence,  # type: ignore[arg-type]
+                       bootstrap=self.options.bootstrap, seed_value=self.seed + number,
+                       paired=paired_confidence)
+            self.store.log_event("promote", {"id": cand.id, **d.event})
+            return self._new_best(cand, ev, d.reason) if d.accepted else Verdict(cand.id, "promoted", ev.score,
+                                                                                    d.reason)
         effects = side_effects(ev, seed_ev, self.val)
         bad = violated(self.task.spec.objective.constraints, effects)
         conf = paired_confidence(ev, best_ev, self.options.bootstrap, random.Random(self.seed + number))
@@ -286,14 +294,17 @@ class RunContext:
         if bad:
             return Verdict(cand.id, "promoted", ev.score, "violates " + "; ".join(bad))
         if ev.score > best_ev.score and conf >= self.options.confidence:
-            self.best_id = cand.id
-            self.since_best = -1
-            self.store.set_status(cand.id, "accepted")
-            self.store.set_meta("best", cand.id)
-            self.store.write_files(cand.prompt)
-            return Verdict(cand.id, "accepted", ev.score, f"confidence {conf:.2f}")
+            return self._new_best(cand, ev, f"confidence {conf:.2f}")
         return Verdict(cand.id, "promoted", ev.score, f"val {ev.score:.3f} vs best {best_ev.score:.3f}, "
                                                       f"confidence {conf:.2f}")
+
+    def _new_best(self, cand: Candidate, ev: Evaluation, reason: str) -> Verdict:
+        self.best_id = cand.id
+        self.since_best = -1
+        self.store.set_status(cand.id, "accepted")
+        self.store.set_meta("best", cand.id)
+        self.store.write_files(cand.prompt)
+        return Verdict(cand.id, "accepted", ev.score, reason)
 
     def _count_idle(self, active: bool | None = None) -> None:
         """A proposal is idle when no model request (made, cached or replayed) came since the last one: a

@@ -11,11 +11,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from promptlearn.engine import Evaluation, Evaluator
+from promptlearn.engine import Evaluation
 from promptlearn.errors import BudgetExceeded, ModelError, RunError, TaskError
 from promptlearn.loop import Options, RunContext, StopRun, pareto_front
 from promptlearn.metrics import adherence, side_effects
+from promptlearn.migrate import migration_bar, migration_report
 from promptlearn.store import RunStore, atomic_write, resolve_run
+from promptlearn.targets import make_evaluator, record_target_scores, target_summary, test_reserve_calls
 from promptlearn.task import Task, load_task
 from promptlearn.types import Usage
 
@@ -53,6 +55,8 @@ class Result:
     candidates: int  #: how many distinct prompts were recorded
     budget: Mapping[str, Any] | None = None  #: max_calls asked, the search's share and the test reserve
     tracking: Mapping[str, Any] | None = None  #: the MLflow run it was logged to (uri, run_id, error), if any
+    targets: Mapping[str, Any] | None = None  #: several targets: per-target val/test scores and ledger
+    migration: Mapping[str, Any] | None = None  #: `migrate:` the bar on the old model and whether it is reached
 
     @property
     def overfit_gap(self) -> float | None:
@@ -82,7 +86,9 @@ class Result:
                 "usd": self.ledger.usd, "seconds": self.ledger.seconds, "candidates": self.candidates,
                 "stop_reason": self.stop_reason, "budget": dict(self.budget) if self.budget else None,
                 "front": [{"id": p.id, "val": p.val, "test": p.test} for p in self.front],
-                "tracking": dict(self.tracking) if self.tracking else None}
+                "tracking": dict(self.tracking) if self.tracking else None,
+                **({"targets": dict(self.targets)} if self.targets else {}),
+                **({"migration": dict(self.migration)} if self.migration else {})}
 
 
 def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: int | Mapping[str, Any] | None = None,
@@ -176,11 +182,11 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
                                   "task_budget": _limits(file_task)})
         atomic_write(rdir / "run.yaml", _run_yaml(task, name, seed, opt_options))
     tracker.start(task, store, name, seed, opt_options, _limits(task))
-    evaluator = Evaluator(task, store=store, cache_path=cache_path)
+    evaluator = make_evaluator(task, store=store, cache_path=cache_path)
     ctx = RunContext(task, evaluator, store, seed=seed, options=loop_opts,
                      on_progress=_both(tracker.progress, on_progress))
     full_calls = evaluator.ledger.budget.max_calls
-    test_reserve = 2 * sum(sum(t.given is None for t in e.turns) for e in task.examples("test"))
+    test_reserve = test_reserve_calls(task)
     if full_calls is not None:
         evaluator.ledger.budget.max_calls = max(0, full_calls - test_reserve)
     search_calls = evaluator.ledger.budget.max_calls
@@ -189,8 +195,9 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
     store.set_meta("budget", budget)
     if store.get_meta("status") != "finished":  # a finished run extended stays finished until it finishes again
         store.set_meta("status", "running")
-    stop_reason = None
+    stop_reason, bar = None, None
     try:
+        bar = migration_bar(ctx)  # `migrate:`: the old model's score is the bar, known before the search
         ctx.start()
         opt.run(ctx)
         stop_reason = "optimizer finished"
@@ -214,7 +221,7 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
         evaluator.close()
         raise RunError(f"the budget does not cover scoring the seed prompt on val ({stop_reason}); raise it")
     try:
-        result = _finish(task, ctx, stop_reason, budget)
+        result = _finish(task, ctx, stop_reason, budget, bar)
     except ModelError as e:  # a fault that never healed while scoring on test: as resumable as one before
         _close(store, ctx, "failed", str(e))
         raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
@@ -286,7 +293,8 @@ def _parallel(task: Task, opts: Options, asked: int | None) -> int:
     return value
 
 
-def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mapping[str, Any]) -> Result:
+def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mapping[str, Any],
+            bar: Evaluation | None = None) -> Result:
     """Score seed, best (and, budget allowing, the Pareto front) on test; write the run's files."""
     store, test = ctx.store, task.examples("test")
     seed_id, best_id = ctx.seed_candidate.id, ctx.best_id
@@ -298,6 +306,7 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mappin
             break
         tests[cid] = ev
         store.put_score(cid, "test", ev.score, len(ev.results), True, {"checks": ev.check_rates()})
+        record_target_scores(store, cid, ev, "test")
 
     def scores(cid: str) -> PromptScores:
         val, t = ctx.val_evals[cid], tests.get(cid)
@@ -305,7 +314,12 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mappin
                             t.check_rates() if t else None,
                             side_effects(t, tests.get(seed_id), test) if t else None)
 
+    targets = target_summary(ctx, tests, list(tests))
+    migration = migration_report(ctx, bar, tests.get(seed_id), tests.get(best_id))
     _close(store, ctx, "finished")
+    for key, value in (("targets", targets), ("migration", migration)):
+        if value is not None:
+            store.set_meta(key, value)
     store.set_meta("stop_reason", stop_reason)
     store.set_meta("ledger", ctx.evaluator.ledger.snapshot().to_dict())
     store.set_meta("ledger_by_tag", {k: v.to_dict() for k, v in ctx.evaluator.ledger.by_tag.items()})
@@ -314,7 +328,7 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mappin
                                         "best": adherence(tests[best_id], test)})
     return Result(store.run_id, store.dir, scores(seed_id), scores(best_id),
                   tuple(scores(c) for c in extra if c in tests), store.lineage(), ctx.evaluator.ledger.snapshot(),
-                  stop_reason, len(ctx.candidates), budget)
+                  stop_reason, len(ctx.candidates), budget, targets, migration)
 
 
 def _test_evaluations(ctx: RunContext, cands: list[Any], test: list[Any]) -> list[Evaluation]:

@@ -146,6 +146,9 @@ class Objective(_Strict):
     """
 
     primary: Literal["score", "loose"] = "score"
+    aggregate: Literal["min", "mean"] = Field(
+        "min", description="with several targets: min (the prompt must work on every target) or mean (weighted "
+                           "by each target's weight)")
     constraints: dict[str, str] = Field(default_factory=dict)
     weights: dict[str, float] = Field(default_factory=dict)
 
@@ -192,6 +195,55 @@ class Tracking(_Strict):
         return v
 
 
+class TargetConfig(_Strict):
+    """One model the prompt must work on (see promptlearn.targets): its model, its weight in a `mean` objective
+    and side-effect constraints that hold on this target on top of `objective.constraints`."""
+
+    model: ModelConfig
+    label: str | None = Field(None, description="the target's name in reports (default: the model's name)")
+    weight: float = Field(1.0, gt=0, lt=float("inf"))
+    constraints: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return _target_shorthand(v)
+
+    @field_validator("constraints")
+    @classmethod
+    def _parse(cls, v: dict[str, str]) -> dict[str, str]:
+        return Objective._parse(v)
+
+    @property
+    def key(self) -> str:
+        return self.label or self.model.name
+
+
+def _target_shorthand(v: Any) -> Any:
+    """`- local/smollm2` or `- {name: local/smollm2, guidance: 1.5, weight: 2}`: a model with target keys."""
+    if isinstance(v, str):
+        return {"model": {"name": v}}
+    if isinstance(v, Mapping) and "model" not in v:
+        own = {k: v[k] for k in ("label", "weight", "constraints") if k in v}
+        return {**own, "model": {k: x for k, x in v.items() if k not in own}}
+    if isinstance(v, Mapping) and isinstance(v.get("model"), str):
+        return {**v, "model": {"name": v["model"]}}
+    return v
+
+
+class Migration(_Strict):
+    """Move a prompt to the task's `model` from the model it was written for (`from`): the seed's test score on
+    `from` is the bar; the search runs on `model`, and the result says whether it reaches the bar, example by
+    example."""
+
+    source: ModelConfig = Field(alias="from")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _model_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+
 class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str = "evolve"
@@ -201,6 +253,8 @@ class TaskSpec(_Strict):
     name: str
     description: str = ""
     model: ModelConfig
+    targets: list[TargetConfig] = Field(default_factory=list)
+    migrate: Migration | None = None
     proposer: ModelConfig | None = None
     judge: ModelConfig | None = None
     prompt: str
@@ -224,6 +278,42 @@ class TaskSpec(_Strict):
     @classmethod
     def _optimizer_shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_from_targets(cls, v: Any) -> Any:
+        """`targets:` (several models) replaces `model:`: the first target is the model the proposer and judge
+        default to. Giving both would leave unclear which models are scored."""
+        if not isinstance(v, Mapping):
+            return v
+        v = {k: x for k, x in v.items() if not (k in ("model", "targets") and x is None)}  # cleared by overrides
+        if not v.get("targets"):
+            return v
+        if v.get("model") is not None:
+            raise ValueError("give `model:` (one target) or `targets:` (several), not both; set the proposer's "
+                             "model with `proposer:`")
+        if v.get("migrate"):
+            raise ValueError("`migrate:` moves a prompt to one `model:`; it does not combine with `targets:`")
+        first = v["targets"][0] if isinstance(v["targets"], list) and v["targets"] else {}
+        if isinstance(first, TargetConfig):
+            return {**v, "model": first.model}
+        return {**v, "model": _target_shorthand(first).get("model", {})}
+
+    @model_validator(mode="after")
+    def _distinct_targets(self) -> "TaskSpec":
+        keys = [t.key for t in self.targets]
+        dup = next((k for k in keys if keys.count(k) > 1), None)
+        if dup is not None:
+            raise ValueError(f"two targets are named '{dup}'; give each a distinct `label:`")
+        if len(self.targets) == 1:
+            raise ValueError("targets: needs two or more models; for one, use `model:`")
+        if self.objective.aggregate == "min" and any(t.weight != 1 for t in self.targets):
+            raise ValueError("a target's `weight` counts only with `objective: {aggregate: mean}`; the default "
+                             "aggregate min takes the worst target")
+        configs = [t.model.model_dump_json() for t in self.targets]
+        if len(set(configs)) < len(configs):
+            raise ValueError("two targets have the same model config: they would give the same replies")
+        return self
 
 
 MIN_SPLIT = 5  # fewer val (or test) examples than this: Task.warnings says acceptance (or test) means little
@@ -249,7 +339,7 @@ class Task:
 
     @classmethod
     def build(cls, name: str, prompt: str, conversations: Iterable[Any], checks: Iterable[Any] = (),
-              model: str | ModelConfig | Mapping[str, Any] = "local/smollm2", **spec: Any) -> "Task":
+              model: str | ModelConfig | Mapping[str, Any] | None = None, **spec: Any) -> "Task":
         """Build a task in code; same as `make_task`."""
         return make_task(name, prompt, conversations, checks, model, **spec)
 
@@ -283,6 +373,9 @@ class Task:
         uses_proposer = proposer or (judge and self.spec.judge is None)
         models = [("model", self.spec.model), ("proposer", self.spec.proposer if uses_proposer else None),
                   ("judge", self.spec.judge if judge else None)]
+        models += [(f"targets[{i}].model", t.model) for i, t in enumerate(self.spec.targets)]
+        if self.spec.migrate is not None:
+            models.append(("migrate.from", self.spec.migrate.source))
         for field, config in models:
             if config is not None:
                 check = require_gguf if config.is_local else require_key
@@ -417,7 +510,7 @@ def _validate_weights(spec: TaskSpec, examples: Sequence[Example], source: str) 
 
 
 def make_task(name: str, prompt: str, conversations: Iterable[Any], checks: Iterable[Any] = (),
-              model: str | ModelConfig | Mapping[str, Any] = "local/smollm2", *, base_dir: Path | str = ".",
+              model: str | ModelConfig | Mapping[str, Any] | None = None, *, base_dir: Path | str = ".",
               **spec: Any) -> Task:
     """Build a Task in code instead of a task file.
 
@@ -425,14 +518,17 @@ def make_task(name: str, prompt: str, conversations: Iterable[Any], checks: Iter
     `{role, content}` dicts (assistant messages are given history), or a row dict as in a JSONL dataset
     (`{"id": ..., "user": ..., "checks": [...]}`). `checks`: spec dicts as in a task file, or plain callables
     `fn(reply, ctx) -> bool | float | (score, feedback)` (also `fn(reply)`). `model` (and `proposer` / `judge`
-    in `spec`): a litellm model string, a ModelConfig or a mapping. `spec` takes any other task-file field
-    (`splits`, `budget`, `objective`, `protected`, `optimizer`, `data`, ...). Raises TaskError.
+    in `spec`): a litellm model string, a ModelConfig or a mapping (default `local/smollm2`, or none with
+    `targets=[...]`, several models). `spec` takes any other task-file field (`splits`, `budget`, `objective`,
+    `protected`, `optimizer`, `data`, `targets`, `migrate`, ...). Raises TaskError.
     """
     rows = [_conversation_row(c, i) for i, c in enumerate(conversations)]
     extra_data = [_as_plain(d) for d in spec.pop("data", None) or []]
     if not rows and not extra_data:
         raise TaskError("no conversations", field="conversations",
                         fix="pass at least one conversation, e.g. ['How do I reset my password?']")
+    if model is None and not spec.get("targets"):
+        model = "local/smollm2"
     raw: dict[str, Any] = {"name": name, "prompt": prompt, "model": _as_plain(model),
                            "data": ([{"examples": rows}] if rows else []) + extra_data,
                            "checks": [_check_spec(c, f"checks[{i}]") for i, c in enumerate(checks)]}

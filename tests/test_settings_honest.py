@@ -50,7 +50,20 @@ def full_task_dict(tmp_path: Path) -> dict[str, Any]:
         "cache": "cache.sqlite",
         # a tracker nothing listens on: both fields are read, the tracker fails once and the run goes on
         "tracking": {"mlflow": "http://127.0.0.1:9", "experiment": "everything"},
+        "migrate": {"from": {**model, "name": "fake/old-model", "max_tokens": 24}},
     }
+
+
+def multi_target_dict(tmp_path: Path) -> dict[str, Any]:
+    """The same task with several targets (`targets:` replaces `model:` and does not combine with `migrate:`),
+    so the fields only a multi-target run reads are set too."""
+    raw = full_task_dict(tmp_path)
+    model = raw.pop("model")
+    raw.pop("migrate")
+    raw["targets"] = [{"model": model, "label": "first", "weight": 2.0, "constraints": {"broken": "<= 4"}},
+                      {**model, "name": "fake/second"}]
+    raw["objective"] = {**raw["objective"], "aggregate": "mean"}
+    return raw
 
 
 def schema_paths(model: type[BaseModel] = TaskSpec, prefix: str = "") -> set[str]:
@@ -113,15 +126,18 @@ def test_no_task_field_is_accepted_and_ignored(tmp_path, monkeypatch):
             spying[0] = True
 
     monkeypatch.setattr(TaskSpec, "model_validate", classmethod(validate_quietly))
-    spying[0] = True
-    task = task_from_dict(full_task_dict(tmp_path), base_dir=tmp_path)
-    with FakeLM(judge_or_target):
-        result = optimize(task, seed=0, run_dir=tmp_path / "run", runs_root=tmp_path)
-        check_prompt(task, result.best.prompt, split="test")
-        export_run(tmp_path / "run", tmp_path / "app.yaml", "assistant.prompt")
-    spying[0] = False
-    where = instance_paths(task.spec)
-    read = {where[i] + name for i, name in reads if i in where}
+    read: set[str] = set()
+    for n, raw in enumerate((full_task_dict(tmp_path), multi_target_dict(tmp_path))):
+        reads.clear()
+        spying[0] = True
+        task = task_from_dict(raw, base_dir=tmp_path)
+        with FakeLM(judge_or_target):
+            result = optimize(task, seed=0, run_dir=tmp_path / f"run{n}", runs_root=tmp_path)
+            check_prompt(task, result.best.prompt, split="test")
+            export_run(tmp_path / f"run{n}", tmp_path / "app.yaml", "assistant.prompt")
+        spying[0] = False
+        where = instance_paths(task.spec)
+        read |= {where[i] + name for i, name in reads if i in where}
     # a nested model counts as read when any of its fields is
     read |= {p.rsplit(".", 2)[0] if p.count(".") > 1 else p.split(".")[0] for p in read}
     read |= {p.split("[]")[0] for p in read if "[]" in p}

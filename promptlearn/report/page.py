@@ -17,6 +17,7 @@ from promptlearn.report.lineage import _lineage, diff_html
 from promptlearn.report.plots import _plots
 from promptlearn.report.summary import run_summary
 from promptlearn.report.tables import _checks, _examples_html, _ledger_html
+from promptlearn.report.transfer import targets_section
 
 
 def _cards(s: Mapping[str, Any]) -> str:
@@ -163,8 +164,10 @@ def render_report(run_dir: str | Path) -> str:
     s = run_summary(run_dir)
     e = html.escape
     stop = f" · stopped: {e(str(s['stop_reason']))}" if s["stop_reason"] else ""
-    meta = (f"task <b>{e(s['task'])}</b> · optimizer <b>{e(str(s['optimizer']))}</b> · model "
-            f"<b>{e(str(s['model']))}</b> · rng seed {e(str(s['rng_seed']))} · status <b>{e(s['status'])}</b>{stop}"
+    models = ", ".join(t["key"] for t in s["targets"]["targets"]) if s.get("targets") else str(s["model"])
+    meta = (f"task <b>{e(s['task'])}</b> · optimizer <b>{e(str(s['optimizer']))}</b> · "
+            f"{'targets' if s.get('targets') else 'model'} <b>{e(models)}</b>"
+            f" · rng seed {e(str(s['rng_seed']))} · status <b>{e(s['status'])}</b>{stop}"
             f" · started {e(s['created'])} UTC")
     csp = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
     data = json.dumps({k: s[k] for k in ("run_id", "seed_id", "best_id", "path")})
@@ -177,7 +180,8 @@ def render_report(run_dir: str | Path) -> str:
         f"<p>{e(s['description'])}</p>" if s["description"] else "",
         '<nav><a href="#best">best prompt</a><a href="#progress">progress</a><a href="#lineage">lineage</a>'
         '<a href="#checks">checks</a><a href="#examples">examples</a><a href="#ledger">ledger</a></nav>',
-        _cards(s), _best_prompt(s), _plots(s), _lineage(s), _checks(s), _examples_html(s), _ledger_html(s),
+        _cards(s), targets_section(s), _best_prompt(s), _plots(s), _lineage(s), _checks(s), _examples_html(s),
+        _ledger_html(s),
         f'<script type="application/json" id="run-data">{_json_for_script(data)}</script>',
         f"<script>{JS}</script></body></html>\n",
     ])

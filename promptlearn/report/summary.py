@@ -105,6 +105,7 @@ def _summary(store: RunStore, with_examples: bool) -> dict[str, Any]:
         "ledger": ledger or {}, "ledger_by_tag": store.get_meta("ledger_by_tag") or {},
         "budget": store.get_meta("budget"),
         "test_metrics": store.get_meta("test_metrics") or {},
+        "targets": store.get_meta("targets"), "migration": store.get_meta("migration"),
     }
     seed, best = out["seed"], out["best"]
     out["gain_val"] = None if seed["val"] is None or best["val"] is None else best["val"] - seed["val"]
@@ -122,6 +123,8 @@ def not_accepted_reason(promote: Mapping[str, Any] | None, threshold: float) -> 
         return "never compared with the best (the run stopped first)"
     if promote.get("violations"):
         return "violates " + "; ".join(map(str, promote["violations"]))
+    if promote.get("worse"):  # several targets (promptlearn.targets.decide)
+        return "significantly worse on " + "; ".join(map(str, promote["worse"]))
     conf, then = promote.get("confidence"), promote.get("best")
     than = f" the best of the time (val {then:.3f})" if isinstance(then, (int, float)) else " the best of the time"
     if isinstance(conf, (int, float)) and conf < threshold:
