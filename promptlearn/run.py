@@ -328,7 +328,7 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mappin
                                         "best": adherence(tests[best_id], test)})
     return Result(store.run_id, store.dir, scores(seed_id), scores(best_id),
                   tuple(scores(c) for c in extra if c in tests), store.lineage(), ctx.evaluator.ledger.snapshot(),
-                  stop_reason, len(ctx.candidates), budget, targets, migration)
+                  stop_reason, len(ctx.candidates), budget, targets=targets, migration=migration)
 
 
 def _test_evaluations(ctx: RunContext, cands: list[Any], test: list[Any]) -> list[Evaluation]:
