@@ -58,43 +58,54 @@ class ExportInfo:
     run_dir: Path | None = None  #: the run's directory
 
 
-def best_of_run(run: str | Path, root: str | Path = "runs"
+def best_of_run(run: str | Path, root: str | Path = "runs", *, store: str | Path | None = None
                 ) -> tuple[str, str, str, float | None, float | None, dict[str, Any]]:
     """(run id, best candidate id, prompt, val score, test score, decoding options) from a run store."""
-    from promptlearn.store import RunStore, resolve_run
+    from promptlearn.store.locate import locate_run
 
-    rdir = resolve_run(run, root)
-    store = RunStore(rdir, create=False)
+    ref = locate_run(run, store=store, root=root)
     try:
-        best = store.get_meta("best")
-        cand = store.candidate(best) if best else None
-        if cand is None:
-            raise RunError(f"run {store.run_id} has no best prompt yet (it never scored the seed); "
-                           "run it again or --resume it")
-        scores = store.scores().get(best, {})
-        val, test = scores.get("val", {}).get("score"), scores.get("test", {}).get("score")
-        meta = cand.get("meta") or {}
-        decoding = {k: meta[k] for k in DECODING_KEYS if meta.get(k) is not None}
-        return store.run_id, best, cand["prompt"], val, test, decoding
+        rs = ref.open()
+        try:
+            return _best(rs)
+        finally:
+            rs.close()
     finally:
-        store.close()
+        ref.close()
+
+
+def _best(store: Any) -> tuple[str, str, str, float | None, float | None, dict[str, Any]]:
+    best = store.get_meta("best")
+    cand = store.candidate(best) if best else None
+    if cand is None:
+        raise RunError(f"run {store.run_id} has no best prompt yet (it never scored the seed); "
+                       "run it again or --resume it")
+    scores = store.scores().get(best, {})
+    val, test = scores.get("val", {}).get("score"), scores.get("test", {}).get("score")
+    meta = cand.get("meta") or {}
+    decoding = {k: meta[k] for k in DECODING_KEYS if meta.get(k) is not None}
+    return store.run_id, best, cand["prompt"], val, test, decoding
 
 
 def export_run(run: str | Path, to: str | Path, key: str, *, fmt: str | None = None, with_provenance: bool = True,
-               root: str | Path = "runs") -> ExportInfo:
-    """Write the best prompt of `run` under the dotted `key` of the config file `to`, keeping the rest of it."""
-    from promptlearn.store import RunStore, resolve_run
+               root: str | Path = "runs", store: str | Path | None = None) -> ExportInfo:
+    """Write the best prompt of `run` (in the store at `store`, default the runs under `root`) under the dotted
+    `key` of the config file `to`, keeping the rest of it."""
+    from promptlearn.store.locate import locate_run
 
-    run_id, cid, prompt, val, test, decoding = best_of_run(run, root)
-    rdir = resolve_run(run, root)
-    store = RunStore(rdir, create=False)
+    ref = locate_run(run, store=store, root=root)
     try:
-        status = store.get_meta("status")
+        rs = ref.open()
+        try:
+            run_id, cid, prompt, val, test, decoding = _best(rs)
+            status = rs.get_meta("status")
+        finally:
+            rs.close()
     finally:
-        store.close()
+        ref.close()
     prov = provenance(run_id, val, test, prompt, decoding) if with_provenance else None
     f = write_prompt(to, key, prompt, fmt=fmt, provenance=prov)
-    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, decoding, status, rdir)
+    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, decoding, status, ref.files_dir)
 
 
 def write_prompt(path: str | Path, key: str, prompt: str, *, fmt: str | None = None,
@@ -137,21 +148,29 @@ def read_prompt_ref(ref: str, *, fmt: str | None = None) -> tuple[Path, str, str
         raise ConfigError(f"cannot read key {key!r} from {path}: {_one_line(e)}") from None
 
 
-def read_prompt_source(ref: str | Path, *, fmt: str | None = None, root: str | Path = "runs"
-                       ) -> tuple[Path, str | None, str, dict[str, Any]]:
+def read_prompt_source(ref: str | Path, *, fmt: str | None = None, root: str | Path = "runs",
+                       store: str | Path | None = None) -> tuple[Path, str | None, str, dict[str, Any]]:
     """(where, key, prompt, decoding) for what `check --prompt-from` takes: a run (id under `root`, or its
     directory: its best prompt and the decoding it was scored with), a plain-text file such as a run's
-    best_prompt.txt (read exactly), or `FILE:dotted.key` of an app config (key None for the first two)."""
+    best_prompt.txt (read exactly), or `FILE:dotted.key` of an app config (key None for the first two).
+    `store`: a postgresql:// URL to find the run in (a StoreError there is not hidden by the file fallbacks)."""
     from promptlearn.export import detect_format
-    from promptlearn.store import resolve_run
+    from promptlearn.store.locate import locate_run
 
     try:
-        rdir = resolve_run(ref, root)
+        run = locate_run(ref, store=store, root=root)
     except RunError:
-        rdir = None
-    if rdir is not None:
-        _, _, prompt, _, _, decoding = best_of_run(rdir)
-        return rdir, None, prompt, decoding
+        run = None
+    if run is not None:
+        try:
+            rs = run.open()
+            try:
+                _, _, prompt, _, _, decoding = _best(rs)
+            finally:
+                rs.close()
+        finally:
+            run.close()
+        return run.files_dir, None, prompt, decoding
     path = Path(ref)
     if path.is_file():
         try:
