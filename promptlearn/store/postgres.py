@@ -10,6 +10,7 @@ within `RETRY_SECONDS` raises StoreUnavailable and the run stops, resumable.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict
 from typing import Any, Callable, Mapping, TypeVar
@@ -87,6 +88,10 @@ class PostgresStore:
             conn.close()
         from psycopg_pool import ConnectionPool
 
+        # The pool reports each failed reconnect as a warning; with no handler of its own, Python's last-resort
+        # handler would print them all. The outcome (StoreUnavailable) is reported once, by the caller.
+        logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
+
         self.pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=RETRY_SECONDS,
                                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
                                    check=ConnectionPool.check_connection, name="promptlearn")
@@ -116,7 +121,7 @@ class PostgresStore:
             except (psycopg.OperationalError, PoolTimeout) as e:
                 if time.monotonic() > deadline:
                     raise StoreUnavailable(f"the store {self.url_masked} went away ({self._clean(e)}); everything "
-                                           "committed is kept: resume the run once the database is back") from None
+                                           "committed is kept") from None
                 time.sleep(0.5)
 
     def create_run(self, run_id: str) -> "PostgresRunStore":
