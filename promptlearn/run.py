@@ -366,6 +366,8 @@ def _run_yaml(task: Task, optimizer: str, seed: int, options: Mapping[str, Any],
 
     spec = task.spec.model_dump(mode="json")
     spec["optimizer"] = {"name": optimizer, **options}
+    if spec.get("cache"):  # a postgresql:// cache named in the task file: never its password
+        spec["cache"] = mask_url(spec["cache"])
     doc = {"promptlearn_version": __import__("promptlearn").__version__, "seed": seed, **({"store": mask_url(store)}
                                                                                           if store else {}),
            "task_file": str(task.path) if task.path else None, "fingerprint": task.fingerprint(),

@@ -240,3 +240,25 @@ def test_database_going_away_mid_run_stops_it_resumable(tmp_path):
     repeated = answered_before & {_body_key(r["body"]) for r in after}
     # only calls in flight when the server went (answered by the model, never committed) may be asked again
     assert len(repeated) <= CONCURRENCY, f"{len(repeated)} answered requests were made again after resume"
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_embedded_model_run_on_postgres_makes_the_same_decisions_as_on_sqlite(pg_url, tmp_path):
+    """The real model, one run on PostgreSQL (runs and reply cache): the same lineage, scores and best as the
+    SQLite run of tests/test_real_model.py records; the store changes where results live, never a decision."""
+    from conftest import smollm2_available
+    from promptlearn.run import optimize
+    from promptlearn.store import open_store
+    from test_real_model import LINEAGES, _tiny_pirate
+
+    if not smollm2_available():
+        pytest.skip("needs promptlearn[local]")
+    result = optimize(_tiny_pirate(), "evolve", budget=40, seed=0, store=pg_url, runs_root=tmp_path / "runs")
+    assert [(n["operator"], n["status"]) for n in result.lineage["nodes"]] == LINEAGES["evolve"]
+    assert result.ledger.calls <= 40 and result.best.test is not None
+    store = open_store(pg_url)
+    run = store.open_run(result.run_id)
+    assert run.get_meta("status") == "finished" and len(store.reply_cache()) == result.ledger.calls
+    assert run.scores()[result.best.id]["test"]["score"] == result.best.test
+    store.close()
