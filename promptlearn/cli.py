@@ -95,7 +95,8 @@ def eval_cmd(
     split: str = typer.Option("val", "--split", help="train, val, test or all"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="exit 1 when the score is below this"),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
+    cache: Optional[str] = typer.Option(None, "--cache", help="cache file or postgresql:// URL (default: "
+                                                               "~/.cache/promptlearn)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
 ) -> None:
     """Score a system prompt on a split of the task's conversations."""

@@ -46,7 +46,7 @@ class RunStore(Protocol):
     **Ownership.** Candidates are immutable once added (content-hash ids; `add_candidate` of a known id changes
     nothing and returns False); only their `status` moves. A result, score, generation or meta value written again
     under the same key replaces the old one (the writer recomputed it from the same inputs). Events are
-    append-only and read back in the order they were committed. Values read are copies: later writes never change
+    append-only and read back in the order they were logged. Values read are copies: later writes never change
     what an earlier read returned.
 
     **Isolation.** A run store sees only its own run: two runs in one store share nothing but the reply cache.
@@ -111,7 +111,7 @@ class RunStore(Protocol):
         ...
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        """Events as {seq, time, kind, **data}, in commit order (all kinds, or one)."""
+        """Events as {seq, time, kind, **data}, in the order they were logged (all kinds, or one)."""
         ...
 
     def lineage(self) -> dict[str, Any]:
