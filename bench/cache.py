@@ -38,9 +38,9 @@ def one_run(task: Any, budget: int, run_dir: Path, cache_path: Path, options: di
     t0 = time.perf_counter()
     res = optimize(task, "evolve", budget=budget, seed=0, run_dir=run_dir, cache_path=cache_path, options=options)
     wall = time.perf_counter() - t0
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
 
-    lineage = [[c["id"], c["operator"], c["status"]] for c in RunStore(run_dir, create=False).candidates()]
+    lineage = [[c["id"], c["operator"], c["status"]] for c in SQLiteRunStore(run_dir, create=False).candidates()]
     return {"seconds": round(wall, 3), "calls": res.ledger.calls, "cached_calls": res.ledger.cached_calls,
             "requests": res.ledger.requests, "lineage": lineage,
             "prompt_tokens": res.ledger.prompt_tokens, "completion_tokens": res.ledger.completion_tokens,

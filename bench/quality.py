@@ -176,7 +176,7 @@ def run_promptlearn(task: Any, line: str, budget: int, seed: int, work: Path, sc
     """One run of `line` (promptlearn's optimizer of that name, or pl-dspy-*; `optimizer` + `options` name
     another optimizer setting, e.g. optuna with search_guidance) with exactly `budget` search calls."""
     from promptlearn.run import optimize
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
     from promptlearn.types import model_overrides
 
     n_train, n_val = len(task.examples("train")), len(task.examples("val"))
@@ -194,7 +194,7 @@ def run_promptlearn(task: Any, line: str, budget: int, seed: int, work: Path, sc
                    cache_path=rdir / "cache.sqlite", options={**loop_options, **opts})
     wall = time.perf_counter() - t0
     counted = memo.snapshot()
-    store = RunStore(rdir, create=False)
+    store = SQLiteRunStore(rdir, create=False)
     by_tag = store.get_meta("ledger_by_tag") or {}
     test_calls = int((by_tag.get("test") or {}).get("calls", 0))
     calls = res.ledger.calls - test_calls

@@ -90,12 +90,12 @@ def render_md(data: dict[str, Any], old: str) -> str:
 def promoted_rows(task: Any, work: Path, cache: Path) -> list[dict[str, Any]]:
     """Candidates the searches promoted to val but did not accept, scored on every target's test split: the
     off-diagonal evidence when no search accepted a new best (their val scores are in each run's store)."""
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
     from promptlearn.targets import MultiEvaluation, make_evaluator
 
     seen: dict[str, dict[str, Any]] = {}
     for run in sorted(p for p in work.iterdir() if (p / "store.sqlite").exists()):
-        store = RunStore(run, create=False)
+        store = SQLiteRunStore(run, create=False)
         try:
             for c in store.candidates():
                 if c["status"] == "promoted" and c["id"] not in seen:

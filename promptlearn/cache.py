@@ -1,4 +1,7 @@
-"""Disk cache of model replies (SQLite, WAL): a repeated request makes no model call, across runs and processes."""
+"""The reply cache: a repeated request makes no model call, across runs, processes and (PostgreSQL) machines.
+
+A SQLite file (WAL) by default; `open_cache("postgresql://...")` or a PostgreSQL run store gives a team's shared one.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,29 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 SECRET_KEYS = ("api_key", "authorization", "x-api-key", "api-key", "extra_headers", "headers")
+
+
+class ReplyCache(Protocol):
+    """Model replies by request key (`cache.request_key`): a repeated request makes no model call.
+
+    Shared by processes and machines (SQLite file with WAL, or a PostgreSQL table): `put` of a key already there
+    replaces it with an equivalent reply, and `get` never returns a half-written one. Keys never hold secrets.
+    """
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        ...
+
+    def put(self, key: str, model: str, response: Mapping[str, Any]) -> None:
+        ...
+
+    def __len__(self) -> int:
+        ...
+
+    def close(self) -> None:
+        ...
 
 
 def default_cache_path() -> Path:

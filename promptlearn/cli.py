@@ -95,7 +95,8 @@ def eval_cmd(
     split: str = typer.Option("val", "--split", help="train, val, test or all"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="exit 1 when the score is below this"),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
+    cache: Optional[str] = typer.Option(None, "--cache", help="cache file or postgresql:// URL (default: "
+                                                               "~/.cache/promptlearn)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
 ) -> None:
     """Score a system prompt on a split of the task's conversations."""
@@ -207,7 +208,8 @@ def optimize_cmd(
     resume: Optional[str] = typer.Option(None, "--resume",
                                          help="continue this run (id, unique prefix, latest or path)"),
     option: list[str] = typer.Option([], "--option", "-o", help="optimizer option KEY=VALUE (repeatable)"),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
+    cache: Optional[str] = typer.Option(None, "--cache", help="cache file or postgresql:// URL (default: "
+                                                               "~/.cache/promptlearn; the --store database's)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     extend_budget: bool = typer.Option(False, "--extend-budget",
                                        help="with --resume: continue the run with a larger budget"),
@@ -220,6 +222,10 @@ def optimize_cmd(
                                                help="move the prompt from this model (a target label or model "
                                                     "name): its test score with the seed prompt is the bar"),
     migrate_to: Optional[str] = typer.Option(None, "--to", help="with --migrate-from: the model to search on"),
+    store: Optional[str] = typer.Option(None, "--store", help="where runs live: a folder (default --root) or "
+                                                             "postgresql://user@host/db"),
+    force: bool = typer.Option(False, "--force", help="take the run's lock although a process holds it (one "
+                                                      "that is gone)"),
 ) -> None:
     """Search for a better system prompt; score seed and best on the held-out test split."""
     _say_retries(ctx)
@@ -233,9 +239,12 @@ def optimize_cmd(
             result = optimize(migration_task(task, migrate_from, migrate_to), optimizer, budget=budget_calls,
                               seed=seed, run_dir=run_dir, resume=resume, cache_path=cache, options=options,
                               on_progress=live.update, extend_budget=extend_budget, tracking=mlflow,
-                              parallel=parallel)
+                              parallel=parallel, store=store, force=force)
     except KeyboardInterrupt:
-        where = live.run_dir or "the run directory"
+        from promptlearn.store import is_db_url, mask_url
+
+        where = (f"{live.run_id} --store {mask_url(store or '')}" if is_db_url(store) and live.run_id
+                 else live.run_dir or "the run directory")
         print(f"promptlearn: interrupted; the run is saved: continue it with --resume {where}", file=sys.stderr)
         raise typer.Exit(130) from None
     if as_json:
@@ -243,7 +252,7 @@ def optimize_cmd(
         return
     _print_result(result)
     print_run_targets(result)
-    _console().print(f"report: {_write_report_quietly(result.run_dir)}")
+    _console().print(f"report: {_write_report_quietly(result)}")
     if result.tracking:
         from promptlearn.mlflow_tracking import tracking_line
 
@@ -271,6 +280,7 @@ class _LiveView:
         self.quiet = quiet or not sys.stderr.isatty()
         self.live: Live | None = None
         self.run_dir: Optional[str] = None
+        self.run_id: Optional[str] = None
         self._last_best: Optional[str] = None
 
     def __enter__(self) -> "_LiveView":
@@ -286,7 +296,8 @@ class _LiveView:
             self.live.__exit__(*exc)
 
     def update(self, ctx: Any) -> None:
-        self.run_dir = str(ctx.store.dir)
+        self.run_id = ctx.store.run_id
+        self.run_dir = str(getattr(ctx.publish, "dir", "") or "") or None
         u = ctx.evaluator.ledger.snapshot()
         cap = ctx.evaluator.ledger.budget.max_calls
         best = ctx.val_evals[ctx.best_id].score
@@ -378,6 +389,8 @@ def export_cmd(
     root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
     alias: Optional[str] = typer.Option(None, "--alias", help="with mlflow://: point this alias (e.g. "
                                                               "production) at the new version"),
+    store: Optional[str] = typer.Option(None, "--store", help="where runs live: a folder (default --root) or "
+                                                             "postgresql://user@host/db"),
 ) -> None:
     """Write a run's best prompt into the app's config file, with provenance (run id, val, test, sha256).
 
@@ -392,13 +405,13 @@ def export_cmd(
         if key is not None or fmt is not None or no_provenance or provenance != "comment":
             raise TaskError("a registry version always carries its provenance and has no key or format",
                             field="--to mlflow://", fix="drop --key, --format and --provenance")
-        info: Any = export_to_registry(run, to, alias=alias, root=root)
+        info: Any = export_to_registry(run, to, alias=alias, root=root, store=store)
     else:
         if key is None or alias is not None:
             raise TaskError("a config file export needs --key and takes no --alias", field="--key",
                             fix="give e.g. --key assistant.system_prompt")
         info = export_run(run, Path(to), key, fmt=fmt, provenance="none" if no_provenance else provenance,
-                          root=root)
+                          root=root, store=store)
 
     def fmt_score(x: Optional[float]) -> str:
         return "-" if x is None else f"{x:.4f}"
@@ -412,7 +425,8 @@ def export_cmd(
 
         _console(stderr=True).print(f"[yellow]run {escape(info.run_id)} is {info.status or 'unfinished'}: this is "
                                     "the best prompt so far, not a finished run's; continue it with promptlearn "
-                                    f"optimize TASK --resume {escape(str(info.run_dir))}[/yellow]", highlight=False)
+                                    f"optimize TASK --resume {escape(_resume_arg(info, store))}[/yellow]",
+                                    highlight=False)
     if info.test is None:
         _console(stderr=True).print("[yellow]this prompt has no test score: the run stopped before scoring "
                                     "it on test[/yellow]")
@@ -441,7 +455,10 @@ def check_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     show_all: bool = typer.Option(False, "--show-all", help="list every failing example (default: the first 10)"),
     root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs (for a run id)"),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="cache file (default: ~/.cache/promptlearn)"),
+    store: Optional[str] = typer.Option(None, "--store", help="where runs live: a folder (default --root) or "
+                                                             "postgresql://user@host/db"),
+    cache: Optional[str] = typer.Option(None, "--cache", help="cache file or postgresql:// URL (default: "
+                                                               "~/.cache/promptlearn)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="call the model even for requests seen before"),
     guidance: Optional[float] = typer.Option(None, "--guidance",
                                              help="classifier-free guidance g the prompt was scored with (an "
@@ -456,7 +473,7 @@ def check_cmd(
     from promptlearn.cli_targets import parse_target_min, print_check_targets
     from promptlearn.gate import check_prompt, read_prompt_source, read_provenance_ref
 
-    path, key, text, recorded = read_prompt_source(prompt_from, fmt=fmt, root=root)
+    path, key, text, recorded = read_prompt_source(prompt_from, fmt=fmt, root=root, store=store)
     prov, matches = read_provenance_ref(path, key, text, fmt=fmt) if key is not None else (None, None)
     if matches is False:
         from rich.markup import escape
@@ -512,12 +529,13 @@ def report_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="where to write the HTML (default <run>/report.html)"),
     open_: bool = typer.Option(False, "--open", help="open the report in a web browser"),
     root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
+    store: Optional[str] = typer.Option(None, "--store", help="where runs live: a folder (default --root) or "
+                                                             "postgresql://user@host/db"),
 ) -> None:
     """Write a run's self-contained HTML report: progress plots, lineage with diffs, checks, examples, ledger."""
     from promptlearn.report import write_report
-    from promptlearn.store import resolve_run
 
-    path = write_report(resolve_run(run, root), out)
+    path = write_report(run, out, store=store, root=root)
     print(path)
     if open_:
         import webbrowser
@@ -533,25 +551,32 @@ def runs_cmd(
                                          help="only runs with this status: finished, running, interrupted, "
                                               "failed or unreadable"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON list on stdout"),
+    store: Optional[str] = typer.Option(None, "--store", help="where runs live: a folder (default --root) or "
+                                                             "postgresql://user@host/db"),
 ) -> None:
-    """List the runs under --root: id, status, seed and best scores, calls; task, optimizer, start time."""
+    """List the runs under --root (or in --store): id, status, seed and best scores, calls; task, optimizer, start."""
     from promptlearn.errors import RunError
     from promptlearn.report import runs_overview
+    from promptlearn.store import is_db_url, mask_url
     from promptlearn.views import runs_json, runs_table
 
-    if not root.is_dir():
+    db = is_db_url(store)
+    if store is not None and not db:
+        root = Path(store)
+    if not db and not root.is_dir():
         raise RunError(f"no folder '{root}' (give the folder that holds runs with --root)")
-    summaries = [s for s in runs_overview(root) if (task is None or s.get("task") == task)
+    where = mask_url(store or "") if db else str(root)
+    summaries = [s for s in runs_overview(root, store=store if db else None) if (task is None or s.get("task") == task)
                  and (status is None or s.get("status") == status)]
     if as_json:
         print(json.dumps([runs_json(s) for s in summaries], default=str))
         return
     if not summaries:
         which = " ".join(f"with {k} {v}" for k, v in (("task", task), ("status", status)) if v is not None)
-        _console(stderr=True).print(f"no runs {which + ' ' if which else ''}in {root}", markup=False,
+        _console(stderr=True).print(f"no runs {which + ' ' if which else ''}in {where}", markup=False,
                                     highlight=False)
         return
-    _console().print(runs_table(summaries, title=f"runs in {root}"))
+    _console().print(runs_table(summaries, title=f"runs in {where}"))
 
 
 @app.command("show")
@@ -560,13 +585,14 @@ def show_cmd(
     root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
     all_: bool = typer.Option(False, "--all", help="every candidate under its parent, not only the path to the best"),
     as_json: bool = typer.Option(False, "--json", help="print the run's data (what the report shows) as JSON"),
+    store: Optional[str] = typer.Option(None, "--store", help="where runs live: a folder (default --root) or "
+                                                             "postgresql://user@host/db"),
 ) -> None:
     """Show the path from the seed to the best prompt (operator, val, gain, diff) and the checks, seed vs best."""
     from promptlearn.report import run_summary
-    from promptlearn.store import resolve_run
     from promptlearn.views import checks_table, lineage_tree, not_accepted_lines
 
-    summary = run_summary(resolve_run(run, root))
+    summary = run_summary(run, store=store, root=root)
     if as_json:
         print(json.dumps(summary, default=str))
         return
@@ -577,14 +603,46 @@ def show_cmd(
     console.print(checks_table(summary))
 
 
-def _write_report_quietly(run_dir: Path) -> str:
+def _write_report_quietly(result: Any) -> str:
     """The report of a finished run; a failure to write it is reported, never fatal to the run."""
     try:
         from promptlearn.report import write_report
 
-        return str(write_report(run_dir))
+        if result.store_url is not None:
+            return str(write_report(result.run_id, result.run_dir / "report.html", store=result.store_url))
+        return str(write_report(result.run_dir))
     except Exception as e:  # noqa: BLE001
         return f"not written ({e})"
+
+
+@app.command("stop")
+def stop_cmd(
+    run: str = typer.Argument(..., help="run id (under --root), a unique prefix of one, latest, or a run directory"),
+    root: Path = typer.Option(Path("runs"), "--root", help="directory holding runs"),
+    store: Optional[str] = typer.Option(None, "--store", help="where runs live: a folder (default --root) or "
+                                                             "postgresql://user@host/db"),
+) -> None:
+    """Ask a running run to stop (from any machine): it ends after the current step, resumable."""
+    import getpass
+    import socket
+
+    from promptlearn.stoppers import STOP_REQUESTED
+    from promptlearn.store.locate import locate_run
+
+    ref = locate_run(run, store=store, root=root)
+    try:
+        rs = ref.open()
+        rs.set_meta(STOP_REQUESTED, f"by {getpass.getuser()}@{socket.gethostname()}")
+        rs.close()
+    finally:
+        ref.close()
+    print(f"asked run {ref.run_id} to stop")
+
+
+def _resume_arg(info: Any, store: Optional[str]) -> str:
+    from promptlearn.store import is_db_url, mask_url
+
+    return f"{info.run_id} --store {mask_url(store or '')}" if is_db_url(store) else str(info.run_dir)
 
 
 from promptlearn import cli_targets  # noqa: E402 - its commands join the app after the app's own

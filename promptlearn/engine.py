@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from promptlearn.cache import Cache
+from promptlearn.cache import ReplyCache
 from promptlearn.checks import Check, CheckContext, build_check
 from promptlearn.checks.base import is_model_check
 from promptlearn.errors import BudgetExceeded, PromptlearnError
@@ -102,12 +102,14 @@ class Evaluator:
     #: (the judge's prompts would evict the target's prefix from the KV cache); replies and scores are the same.
     defer_local_judge = True
 
-    def __init__(self, task: Task, *, cache: Cache | None = None, ledger: Ledger | None = None,
+    def __init__(self, task: Task, *, cache: ReplyCache | None = None, ledger: Ledger | None = None,
                  cache_path: str | Path | None = None, use_cache: bool = True, store: Any = None):
         self.task = task
         self.store = store  # a RunStore: results already stored are replayed, never recomputed
         if use_cache and cache is None:
-            cache = Cache(cache_path or _task_cache_path(task))
+            from promptlearn.store.open import open_cache
+
+            cache = open_cache(cache_path or _task_cache_path(task))
         self.cache = cache if use_cache else None
         b = task.budget
         self.ledger = ledger or Ledger(Budget(b.max_calls, b.max_usd, b.max_tokens, b.max_seconds))
@@ -422,7 +424,11 @@ def _once(fn: Callable[[], None]) -> Callable[[], None]:
     return call
 
 
-def _task_cache_path(task: Task) -> Path:
+def _task_cache_path(task: Task) -> str | Path:
+    from promptlearn.store.url import is_db_url
+
+    if is_db_url(task.spec.cache):  # a team's shared cache named in the task file
+        return str(task.spec.cache)
     if task.spec.cache:
         base = task.path.parent if task.path else Path(".")
         return base / task.spec.cache

@@ -46,8 +46,7 @@ class ModelError(PromptlearnError):
 
 
 class RunError(PromptlearnError):
-    """A run directory is missing, unfinished or made from another task (nothing locks a run: two processes on one
-    run directory are not supported)."""
+    """A run is missing, unfinished, made from another task, or held by another process (store.RunLocked)."""
 
 
 class ConfigError(PromptlearnError, ValueError):

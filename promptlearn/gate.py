@@ -61,26 +61,33 @@ class ExportInfo:
     targets: tuple[Mapping[str, Any], ...] = ()  #: several targets: each one's model and val / test score
 
 
-def best_of_run(run: str | Path, root: str | Path = "runs"
+def best_of_run(run: str | Path, root: str | Path = "runs", *, store: str | Path | None = None
                 ) -> tuple[str, str, str, float | None, float | None, dict[str, Any]]:
     """(run id, best candidate id, prompt, val score, test score, decoding options) from a run store."""
-    from promptlearn.store import RunStore, resolve_run
+    from promptlearn.store.locate import locate_run
 
-    rdir = resolve_run(run, root)
-    store = RunStore(rdir, create=False)
+    ref = locate_run(run, store=store, root=root)
     try:
-        best = store.get_meta("best")
-        cand = store.candidate(best) if best else None
-        if cand is None:
-            raise RunError(f"run {store.run_id} has no best prompt yet (it never scored the seed); "
-                           "run it again or --resume it")
-        scores = store.scores().get(best, {})
-        val, test = scores.get("val", {}).get("score"), scores.get("test", {}).get("score")
-        meta = cand.get("meta") or {}
-        decoding = {k: meta[k] for k in DECODING_KEYS if meta.get(k) is not None}
-        return store.run_id, best, cand["prompt"], val, test, decoding
+        rs = ref.open()
+        try:
+            return _best(rs)
+        finally:
+            rs.close()
     finally:
-        store.close()
+        ref.close()
+
+
+def _best(store: Any) -> tuple[str, str, str, float | None, float | None, dict[str, Any]]:
+    best = store.get_meta("best")
+    cand = store.candidate(best) if best else None
+    if cand is None:
+        raise RunError(f"run {store.run_id} has no best prompt yet (it never scored the seed); "
+                       "run it again or --resume it")
+    scores = store.scores().get(best, {})
+    val, test = scores.get("val", {}).get("score"), scores.get("test", {}).get("score")
+    meta = cand.get("meta") or {}
+    decoding = {k: meta[k] for k in DECODING_KEYS if meta.get(k) is not None}
+    return store.run_id, best, cand["prompt"], val, test, decoding
 
 
 PROVENANCE_CHOICES = ("comment", "key", "none")
@@ -96,30 +103,36 @@ def provenance_form(value: str | bool) -> str:
 
 
 def export_run(run: str | Path, to: str | Path, key: str, *, fmt: str | None = None,
-               provenance: str | bool = "comment", root: str | Path = "runs") -> ExportInfo:
+               provenance: str | bool = "comment", root: str | Path = "runs",
+               store: str | Path | None = None) -> ExportInfo:
     """Write the best prompt of `run` under the dotted `key` of the config file `to`, keeping the rest of it.
 
     `provenance`: "comment" (default) writes run id, val, test, sha256 and decoding options as a comment attached
     to the key (JSON, which has no comments, gets the sibling key); "key" writes them under the sibling key
     `<leaf>_provenance` (YAML, TOML, JSON), for apps that read them; "none" writes only the prompt.
+    `store`: where the run lives (default the runs under `root`; or a postgresql:// URL).
     """
-    from promptlearn.store import RunStore, resolve_run
+    from promptlearn.store.locate import locate_run
     from promptlearn.targets import export_targets
 
     form = provenance_form(provenance)
-    run_id, cid, prompt, val, test, decoding = best_of_run(run, root)
-    rdir = resolve_run(run, root)
-    store = RunStore(rdir, create=False)
+    ref = locate_run(run, store=store, root=root)
     try:
-        status = store.get_meta("status")
-        targets = export_targets(store.get_meta("targets"), store.scores().get(cid, {}))
+        rs = ref.open()
+        try:
+            run_id, cid, prompt, val, test, decoding = _best(rs)
+            status = rs.get_meta("status")
+            targets = export_targets(rs.get_meta("targets"), rs.scores().get(cid, {}))
+        finally:
+            rs.close()
     finally:
-        store.close()
+        ref.close()
     prov = make_provenance(run_id, val, test, prompt, decoding) if form != "none" else None
     if prov is not None and targets:
         prov["targets"] = list(targets)
     f = write_prompt(to, key, prompt, fmt=fmt, provenance=prov, provenance_as="key" if form == "key" else "comment")
-    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, form, decoding, status, rdir, targets)
+    return ExportInfo(run_id, cid, prompt, val, test, Path(to), key, f, prov, form, decoding, status, ref.files_dir,
+                      targets)
 
 
 def write_prompt(path: str | Path, key: str, prompt: str, *, fmt: str | None = None,
@@ -177,27 +190,35 @@ def read_provenance_ref(path: str | Path, key: str, prompt: str, *, fmt: str | N
     return prov, prov.get("sha256") == prompt_sha256(prompt)
 
 
-def read_prompt_source(ref: str | Path, *, fmt: str | None = None, root: str | Path = "runs"
-                       ) -> tuple[Path | str, str | None, str, dict[str, Any]]:
+def read_prompt_source(ref: str | Path, *, fmt: str | None = None, root: str | Path = "runs",
+                       store: str | Path | None = None) -> tuple[Path | str, str | None, str, dict[str, Any]]:
     """(where, key, prompt, decoding) for what `check --prompt-from` takes: a run (id under `root`, or its
     directory: its best prompt and the decoding it was scored with), a plain-text file such as a run's
     best_prompt.txt (read exactly), `FILE:dotted.key` of an app config (key None for the first two), or a
-    prompt registry version `mlflow://prompts/NAME@ALIAS` (where names the exact version)."""
+    prompt registry version `mlflow://prompts/NAME@ALIAS` (where names the exact version).
+    `store`: a postgresql:// URL to find the run in (a StoreError there is not hidden by the file fallbacks)."""
     from promptlearn.export import detect_format
     from promptlearn.export.mlflow_registry import is_registry_uri, read_registry_prompt
-    from promptlearn.store import resolve_run
+    from promptlearn.store.locate import locate_run
 
     if is_registry_uri(ref):
         got = read_registry_prompt(str(ref))
         return got.where, None, got.prompt, dict(got.decoding)
 
     try:
-        rdir = resolve_run(ref, root)
+        run = locate_run(ref, store=store, root=root)
     except RunError:
-        rdir = None
-    if rdir is not None:
-        _, _, prompt, _, _, decoding = best_of_run(rdir)
-        return rdir, None, prompt, decoding
+        run = None
+    if run is not None:
+        try:
+            rs = run.open()
+            try:
+                _, _, prompt, _, _, decoding = _best(rs)
+            finally:
+                rs.close()
+        finally:
+            run.close()
+        return run.files_dir, None, prompt, decoding
     path = Path(ref)
     if path.is_file():
         try:

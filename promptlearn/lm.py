@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
-from promptlearn.cache import Cache, request_key
+from promptlearn.cache import ReplyCache, request_key
 from promptlearn.errors import BudgetExceeded, ModelError, TaskError
 from promptlearn.types import Usage
 
@@ -222,7 +222,7 @@ class Ledger:
 class LM:
     """One model (target, proposer or judge) bound to a cache and a ledger."""
 
-    def __init__(self, config: Any, *, cache: Cache | None, ledger: Ledger):
+    def __init__(self, config: Any, *, cache: ReplyCache | None, ledger: Ledger):
         self.config = config
         self.cache = cache
         self.ledger = ledger

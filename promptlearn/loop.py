@@ -107,6 +107,8 @@ class RunContext:
         # Results this process has seen, in order. Choices depend on these, never on the whole store, so a
         # resumed run (whose store already holds "future" results) replays exactly the same decisions.
         self.seen: dict[str, dict[str, ExampleResult]] = {}
+        self.stoppers: list[Callable[[], str | None]] = []  # promptlearn.stoppers: STOP file, store flag, lock
+        self.publish: Callable[[str | None], None] = lambda prompt: None  # writes the user-facing files (store.files)
 
     # ---- evaluation -------------------------------------------------------------------------------------
     def evaluate(self, prompt: str, examples: Sequence[Example] | str, *, tag: str | None = None,
@@ -303,7 +305,7 @@ class RunContext:
         self.since_best = -1
         self.store.set_status(cand.id, "accepted")
         self.store.set_meta("best", cand.id)
-        self.store.write_files(cand.prompt)
+        self.publish(cand.prompt)
         return Verdict(cand.id, "accepted", ev.score, reason)
 
     def _count_idle(self, active: bool | None = None) -> None:
@@ -424,8 +426,9 @@ class RunContext:
 
     # ---- stopping ---------------------------------------------------------------------------------------
     def check_stop(self) -> None:
-        if (self.store.dir / "STOP").exists():
-            raise StopRun("stop file")
+        for stopper in self.stoppers:
+            if (why := stopper()) is not None:
+                raise StopRun(why)
         if self.options.patience and self.since_best >= self.options.patience:
             raise StopRun(f"no improvement in {self.options.patience} proposals")
         if self.options.max_candidates is not None and self.proposals >= self.options.max_candidates:

@@ -69,7 +69,7 @@ class Tracker(Protocol):
     error: str | None
 
     def start(self, task: "Task", store: "RunStore", optimizer: str, seed: int, options: Mapping[str, Any],
-              budget: Mapping[str, Any]) -> None: ...
+              budget: Mapping[str, Any], run_dir: Path) -> None: ...
 
     def progress(self, ctx: "RunContext") -> None: ...
 
@@ -84,7 +84,7 @@ class NoTracker:
     error: str | None = None
 
     def start(self, task: "Task", store: "RunStore", optimizer: str, seed: int, options: Mapping[str, Any],
-              budget: Mapping[str, Any]) -> None:
+              budget: Mapping[str, Any], run_dir: Path) -> None:
         return None
 
     def progress(self, ctx: "RunContext") -> None:
@@ -142,7 +142,7 @@ class MlflowTracker:
 
     # ---- the optimizing thread -----------------------------------------------------------------------------
     def start(self, task: "Task", store: "RunStore", optimizer: str, seed: int, options: Mapping[str, Any],
-              budget: Mapping[str, Any]) -> None:
+              budget: Mapping[str, Any], run_dir: Path) -> None:
         self._store, self._run_id = store, store.run_id
         previous = store.get_meta("mlflow") or {}
         resume = previous.get("run_id") if previous.get("uri") == self.uri else None  # a resumed run goes on
@@ -150,7 +150,7 @@ class MlflowTracker:
         self._thread.start()
         self._queue.put(("start", {"params": run_params(task, optimizer, seed, options, budget),
                                    "tags": {"promptlearn.run_id": store.run_id, "promptlearn.run_dir":
-                                            str(Path(store.dir).resolve()), "promptlearn.task": task.name},
+                                            str(Path(run_dir).resolve()), "promptlearn.task": task.name},
                                    "resume": resume}))
 
     def progress(self, ctx: "RunContext") -> None:
@@ -179,7 +179,7 @@ class MlflowTracker:
                 final[f"test_{key}"] = value
         for check, rate in (result.best.test_checks or {}).items():
             final[f"test_check.{check}"] = rate
-        _write_report(result.run_dir)
+        _write_report(result)
         files = [str(result.run_dir / name) for name in ARTIFACTS if (result.run_dir / name).is_file()]
         tags = {"promptlearn.best_id": result.best.id, "promptlearn.stop_reason": (result.stop_reason or "")[:500],
                 "promptlearn.status": "finished"}
@@ -310,12 +310,16 @@ def run_params(task: "Task", optimizer: str, seed: int, options: Mapping[str, An
     return {k: str(v)[:_MAX_PARAM] for k, v in params.items()}
 
 
-def _write_report(run_dir: Path) -> None:
-    """report.html for the artifacts; a report that cannot be written only leaves it out."""
+def _write_report(result: "Result") -> None:
+    """report.html for the artifacts (from the run's store, a database one too, into its folder of files); a
+    report that cannot be written only leaves it out."""
     try:
         from promptlearn.report import write_report
 
-        write_report(run_dir)
+        if result.store_url is not None:
+            write_report(result.run_id, result.run_dir, store=result.store_url)
+        else:
+            write_report(result.run_dir)
     except Exception:  # noqa: BLE001 (the report is a courtesy copy here; the CLI says why it failed)
         pass
 

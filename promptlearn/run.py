@@ -6,7 +6,7 @@ import dataclasses
 import inspect
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -16,8 +16,12 @@ from promptlearn.errors import BudgetExceeded, ModelError, RunError, TaskError
 from promptlearn.loop import Options, RunContext, StopRun, pareto_front
 from promptlearn.metrics import adherence, side_effects
 from promptlearn.migrate import migration_bar, migration_report
-from promptlearn.store import RunStore, atomic_write, resolve_run
 from promptlearn.targets import make_evaluator, record_target_scores, target_summary, test_reserve_calls
+from promptlearn.stoppers import STOP_REQUESTED, StopFile, StoreStopFlag
+from promptlearn.store import RunStore, SQLiteStore, StoreUnavailable, is_db_url, mask_url, open_store
+from promptlearn.store.locate import locate_run
+from promptlearn.store.lock import RunLock
+from promptlearn.store.files import RUN_YAML, RunFiles
 from promptlearn.task import Task, load_task
 from promptlearn.types import Usage
 
@@ -44,8 +48,8 @@ class PromptScores:
 class Result:
     """The outcome of a run: seed and best with val and test scores, the lineage and the ledger."""
 
-    run_id: str  #: the run directory's name; `promptlearn export RUN` takes it
-    run_dir: Path  #: where the run store, run.yaml, best_prompt.txt and lineage.json live
+    run_id: str  #: the run's id in its store; `promptlearn export RUN` takes it
+    run_dir: Path  #: the folder of run.yaml, best_prompt.txt and lineage.json (and, SQLite layout, the store)
     seed: PromptScores  #: the task's own prompt
     best: PromptScores  #: the accepted prompt with the best val score (the seed when nothing beat it)
     front: tuple[PromptScores, ...]  #: other Pareto-front candidates that were scored on test
@@ -57,6 +61,7 @@ class Result:
     tracking: Mapping[str, Any] | None = None  #: the MLflow run it was logged to (uri, run_id, error), if any
     targets: Mapping[str, Any] | None = None  #: several targets: per-target val/test scores and ledger
     migration: Mapping[str, Any] | None = None  #: `migrate:` the bar on the old model and whether it is reached
+    store_url: str | None = field(default=None, repr=False)  #: a database store's URL (None: the SQLite layout)
 
     @property
     def overfit_gap(self) -> float | None:
@@ -75,10 +80,13 @@ class Result:
         """
         from promptlearn.gate import export_run
 
+        if self.store_url is not None:
+            return export_run(self.run_id, path, key, fmt=fmt, provenance=provenance, store=self.store_url)
         return export_run(self.run_dir, path, key, fmt=fmt, provenance=provenance)
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "run_dir": str(self.run_dir),
+                "store": mask_url(self.store_url) if self.store_url else None,
                 "seed": {"val": self.seed.val, "test": self.seed.test},
                 "best": {"val": self.best.val, "test": self.best.test, "prompt": self.best.prompt, "id": self.best.id},
                 "overfit_gap": self.overfit_gap, "calls": self.ledger.calls, "cached_calls": self.ledger.cached_calls,
@@ -97,7 +105,8 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
              options: Mapping[str, Any] | None = None,
              on_progress: Callable[[RunContext], None] | None = None, extend_budget: bool = False,
              tracking: str | Mapping[str, Any] | None = None,
-             parallel: int | None = None) -> Result:
+             parallel: int | None = None,
+             store: str | Path | None = None, force: bool = False) -> Result:
     """Optimize the task's system prompt: search on train/val, then score seed and best once on test.
 
     Args:
@@ -121,6 +130,10 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
         parallel: proposals in flight at once (`optimizer.parallel`; default `default_parallel`). Decisions are
             applied in proposal order, so a P gives the same lineage whatever the timing; P=1 is the serial
             search. A resumed run keeps its own P.
+        store: where runs live: a folder (the SQLite layout; default `runs_root`) or `postgresql://user@host/db`
+            (then the files a user reads go to `run_dir`, default `runs_root/<id>`, and the reply cache is the
+            database's, shared by everyone using it, unless `cache_path` says otherwise).
+        force: take the run's lock even though another process seems to hold it (its holder is gone).
 
     Returns the Result (seed, best, lineage, ledger); the run folder holds the store, run.yaml, lineage.json
     and best_prompt.txt. Raises TaskError for a bad task or option before any call is made, RunError for a
@@ -134,7 +147,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     tracker = tracker_for(tracking, file_task)
     try:
         result = _optimize(file_task, optimizer, budget, seed, run_dir, resume, runs_root, cache_path, options,
-                           on_progress, extend_budget, tracker, parallel)
+                           on_progress, extend_budget, tracker, parallel, store, force)
     except BaseException as e:
         tracker.abort("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         raise
@@ -146,45 +159,81 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
               run_dir: str | Path | None, resume: str | Path | None, runs_root: str | Path,
               cache_path: str | Path | None, options: Mapping[str, Any] | None,
               on_progress: Callable[[RunContext], None] | None, extend_budget: bool, tracker: Tracker,
-              parallel: int | None) -> Result:
+              parallel: int | None, store: str | Path | None, force: bool) -> Result:
     """`optimize` once the task is loaded and the tracker chosen."""
     task = _with_budget(file_task, budget)
-    task.require("train", "val", "test", proposer=True)  # before a run folder exists or a call is made
-    if resume is not None:
-        rdir = resolve_run(resume, runs_root)
-        store = RunStore(rdir, create=False)
-        saved = store.get_meta("config")
-        if saved is None:  # stopped (killed) between creating the store and saving the run's config
-            raise RunError(f"run {rdir.name} never got past its creation; delete {rdir} and start it again")
-        if saved["fingerprint"] != task.fingerprint():
-            raise RunError(f"run {rdir.name} was made with a different task (data, checks or prompt changed); "
-                           "start a new run instead of --resume")
-        name, seed, opt_options = saved["optimizer"], saved["seed"], saved["options"]
-        opt, loop_opts = _build_optimizer(name, opt_options)
-        loop_opts.parallel = saved.get("parallel", 1)  # a run made before parallel search was serial
-        if parallel is not None and parallel != loop_opts.parallel:
-            raise RunError(f"run {rdir.name} searches with parallel {loop_opts.parallel}; --resume replays it "
-                           f"with the same (asked: {parallel}): resume without --parallel")
-        task = _resume_budget(store, saved, file_task, budget, extend_budget)
-    else:
+    task.require("train", "val", "test", proposer=True)  # before a run exists or a call is made
+    url = str(store) if store is not None else None
+    db = is_db_url(url)
+    if resume is None:  # a bad optimizer name or option: no run created yet
         name = optimizer or task.spec.optimizer.name
         opt_options = {**(task.spec.optimizer.model_extra or {}), **(options or {})}
-        opt, loop_opts = _build_optimizer(name, opt_options)  # a bad name or option: no run folder yet
+        opt, loop_opts = _build_optimizer(name, opt_options)
         loop_opts.parallel = _parallel(task, loop_opts, parallel)
+    if resume is not None:
+        ref = locate_run(resume, store=url, root=runs_root)
+        backend, run_id, files_dir = ref.store, ref.run_id, Path(run_dir) if run_dir and db else ref.files_dir
+        rs = backend.open_run(run_id)
+    else:
         task.warn(search=True)
-        rdir = Path(run_dir) if run_dir else Path(runs_root) / _run_id(task.name, seed)
-        if (rdir / "store.sqlite").exists():
-            raise RunError(f"{rdir} already holds a run; use --resume {rdir} or another --run-dir")
-        store = RunStore(rdir)
-        store.set_meta("config", {"optimizer": name, "seed": seed, "options": opt_options,
-                                  "parallel": loop_opts.parallel,
-                                  "fingerprint": task.fingerprint(), "budget": _limits(task),
-                                  "task_budget": _limits(file_task)})
-        atomic_write(rdir / "run.yaml", _run_yaml(task, name, seed, opt_options))
-    tracker.start(task, store, name, seed, opt_options, _limits(task))
-    evaluator = make_evaluator(task, store=store, cache_path=cache_path)
-    ctx = RunContext(task, evaluator, store, seed=seed, options=loop_opts,
-                     on_progress=_both(tracker.progress, on_progress))
+        if db:
+            backend = open_store(url or "")
+            run_id = Path(run_dir).name if run_dir else _run_id(task.name, seed)
+            files_dir = Path(run_dir) if run_dir else Path(runs_root) / run_id
+        else:
+            files_dir = Path(run_dir) if run_dir else Path(url or runs_root) / _run_id(task.name, seed)
+            backend, run_id = SQLiteStore(files_dir.parent), files_dir.name
+        rs = backend.create_run(run_id)
+    hint = f"--resume {files_dir}" if not db else f"--resume {run_id} --store {backend.url}"
+    try:
+        lock = RunLock(rs, force=force)
+    except BaseException:
+        backend.close()
+        raise
+    try:
+        if resume is not None:
+            saved = rs.get_meta("config")
+            if saved is None:  # stopped (killed) between creating the store and saving the run's config
+                raise RunError(f"run {run_id} never got past its creation; delete it and start it again")
+            if saved["fingerprint"] != task.fingerprint():
+                raise RunError(f"run {run_id} was made with a different task (data, checks or prompt changed); "
+                               "start a new run instead of --resume")
+            name, seed, opt_options = saved["optimizer"], saved["seed"], saved["options"]
+            opt, loop_opts = _build_optimizer(name, opt_options)
+            loop_opts.parallel = saved.get("parallel", 1)  # a run made before parallel search was serial
+            if parallel is not None and parallel != loop_opts.parallel:
+                raise RunError(f"run {run_id} searches with parallel {loop_opts.parallel}; --resume replays it "
+                               f"with the same (asked: {parallel}): resume without --parallel")
+            task = _resume_budget(rs, saved, file_task, budget, extend_budget)
+        else:
+            rs.set_meta("config", {"optimizer": name, "seed": seed, "options": opt_options,
+                                   "parallel": loop_opts.parallel, "fingerprint": task.fingerprint(),
+                                   "budget": _limits(task),
+                                   "task_budget": _limits(file_task)})
+            rs.set_meta(RUN_YAML, _run_yaml(task, name, seed, opt_options, backend.url if db else None))
+        rs.set_meta(STOP_REQUESTED, None)  # a stop asked of an earlier session of this run is spent
+        files = RunFiles(rs, files_dir)
+        files()  # run.yaml (once) and lineage.json, before any call
+        cache = backend.reply_cache() if cache_path is None else None  # a database store: the team's cache
+        tracker.start(task, rs, name, seed, opt_options, _limits(task), files_dir)
+        evaluator = make_evaluator(task, store=rs, cache=cache, cache_path=cache_path)
+        ctx = RunContext(task, evaluator, rs, seed=seed, options=loop_opts,
+                         on_progress=_both(tracker.progress, on_progress))
+        ctx.stoppers += [StopFile(files_dir / "STOP"), StoreStopFlag(rs), lock]
+        ctx.publish = files
+        result = _drive(task, ctx, opt, hint)
+        return dataclasses.replace(result, run_dir=files_dir, store_url=url if db else None)
+    except StoreUnavailable as e:  # nothing can be recorded: the store is the one that went away
+        raise StoreUnavailable(f"{e}; continue it with {hint}") from None
+    finally:
+        lock.release()
+        rs.close()
+        backend.close()
+
+
+def _drive(task: Task, ctx: RunContext, opt: Any, hint: str) -> Result:
+    """The search, then the test scores: every way it can end recorded in the store, resumable."""
+    store, evaluator = ctx.store, ctx.evaluator
     full_calls = evaluator.ledger.budget.max_calls
     test_reserve = test_reserve_calls(task)
     if full_calls is not None:
@@ -213,7 +262,10 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
     except ModelError as e:
         _close(store, ctx, "failed", str(e))
         evaluator.close()
-        raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
+        raise ModelError(f"{e}; the run is saved, continue it with {hint}") from None
+    except BaseException:
+        evaluator.close()
+        raise
     finally:
         evaluator.ledger.budget.max_calls = full_calls
     if not ctx.val_evals:
@@ -224,7 +276,7 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
         result = _finish(task, ctx, stop_reason, budget, bar)
     except ModelError as e:  # a fault that never healed while scoring on test: as resumable as one before
         _close(store, ctx, "failed", str(e))
-        raise ModelError(f"{e}; the run is saved, continue it with --resume {rdir}") from None
+        raise ModelError(f"{e}; the run is saved, continue it with {hint}") from None
     except KeyboardInterrupt:
         _close(store, ctx, "interrupted")
         raise
@@ -326,7 +378,7 @@ def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mappin
     if tests.get(best_id):
         store.set_meta("test_metrics", {"seed": adherence(tests[seed_id], test) if seed_id in tests else None,
                                         "best": adherence(tests[best_id], test)})
-    return Result(store.run_id, store.dir, scores(seed_id), scores(best_id),
+    return Result(store.run_id, Path(), scores(seed_id), scores(best_id),
                   tuple(scores(c) for c in extra if c in tests), store.lineage(), ctx.evaluator.ledger.snapshot(),
                   stop_reason, len(ctx.candidates), budget, targets=targets, migration=migration)
 
@@ -359,7 +411,7 @@ def _close(store: RunStore, ctx: RunContext, status: str, error: str | None = No
         return
     store.set_meta("status", status)
     store.set_meta("best", ctx.best_id)
-    store.write_files(ctx.candidates[ctx.best_id].prompt if ctx.best_id in ctx.candidates else None)
+    ctx.publish(ctx.candidates[ctx.best_id].prompt if ctx.best_id in ctx.candidates else None)
 
 
 def _with_budget(task: Task, budget: int | Mapping[str, Any] | None) -> Task:
@@ -413,12 +465,15 @@ def _run_id(name: str, seed: int) -> str:
     return f"{name}-{stamp}-s{seed}-{int(time.time() * 1000) % 1000:03d}"
 
 
-def _run_yaml(task: Task, optimizer: str, seed: int, options: Mapping[str, Any]) -> str:
+def _run_yaml(task: Task, optimizer: str, seed: int, options: Mapping[str, Any], store: str | None = None) -> str:
     import yaml
 
     spec = task.spec.model_dump(mode="json")
     spec["optimizer"] = {"name": optimizer, **options}
-    doc = {"promptlearn_version": __import__("promptlearn").__version__, "seed": seed,
+    if spec.get("cache"):  # a postgresql:// cache named in the task file: never its password
+        spec["cache"] = mask_url(spec["cache"])
+    doc = {"promptlearn_version": __import__("promptlearn").__version__, "seed": seed, **({"store": mask_url(store)}
+                                                                                          if store else {}),
            "task_file": str(task.path) if task.path else None, "fingerprint": task.fingerprint(),
            "task": spec, "splits": {k: [e.id for e in v] for k, v in task.splits.items()}}
     return yaml.safe_dump(json.loads(json.dumps(doc)), sort_keys=False, allow_unicode=True)

@@ -132,7 +132,7 @@ def run_contract(optimizer: str, tmp_path: Any, options: dict[str, Any] | None =
     and budget by design (e.g. one that only reorders what the seed already says); say why where you pass it.
     """
     from promptlearn.run import optimize
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
 
     budget = 120
     task = contract_task(max_calls=budget, optimizer=optimizer)
@@ -140,7 +140,7 @@ def run_contract(optimizer: str, tmp_path: Any, options: dict[str, Any] | None =
     in_flight = 0 if parallel == 1 else task.model.max_concurrency  # calls a Ctrl-C may cut off before storing
 
     def lineage(run_dir: Any) -> list[tuple[str, tuple[str, ...], str]]:
-        store = RunStore(run_dir, create=False)
+        store = SQLiteRunStore(run_dir, create=False)
         return [(c["id"], tuple(c["parents"]), c["operator"]) for c in store.candidates()]
 
     with FakeLM(responder) as fake:
@@ -151,7 +151,7 @@ def run_contract(optimizer: str, tmp_path: Any, options: dict[str, Any] | None =
     assert calls_first <= budget
     if improves:
         assert first.best.val > first.seed.val, f"no better prompt found: best val {first.best.val}"
-        best = RunStore(tmp_path / "a", create=False).candidate(first.best.id)
+        best = SQLiteRunStore(tmp_path / "a", create=False).candidate(first.best.id)
         assert best is not None and best["status"] == "accepted" and best["operator"] != "seed", best
 
     with FakeLM(responder):
@@ -183,6 +183,6 @@ def run_contract(optimizer: str, tmp_path: Any, options: dict[str, Any] | None =
     assert lineage(tmp_path / "r") == lineage(tmp_path / "a"), "resume changed the lineage"
     assert resumed.best.prompt == first.best.prompt
 
-    for c in RunStore(tmp_path / "a", create=False).candidates():
+    for c in SQLiteRunStore(tmp_path / "a", create=False).candidates():
         if c["status"] != "rejected":
             assert "Ahoy" in c["prompt"], f"candidate {c['id']} lost the protected clause"

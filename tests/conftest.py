@@ -49,3 +49,34 @@ def smollm2_available() -> bool:
 
 
 requires_model = pytest.mark.skipif(not smollm2_available(), reason="needs promptlearn[local]")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server on 127.0.0.1 for the whole session (promptlearn.testing_postgres). Missing
+    binaries or psycopg skip the tests on a developer's machine and FAIL them in CI (CI=true)."""
+    from promptlearn.testing_postgres import PostgresServer, find_bin
+
+    missing = None
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        missing = "psycopg not installed (pip install 'promptlearn[postgres]')"
+    if missing is None and find_bin() is None:
+        missing = "PostgreSQL server binaries not found (apt-get install postgresql)"
+    if missing:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI needs a real PostgreSQL server: {missing}")
+        pytest.skip(missing)
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server, request):
+    """A fresh database on the session's server, so each test sees only its own runs."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{os.getpid()}_{id(request) % 10**6}"
+    return pg_server.fresh_db(name)

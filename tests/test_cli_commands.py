@@ -139,12 +139,12 @@ def test_runs_of_a_missing_root_exits_2(tmp_path, monkeypatch, capsys):
 def passed_over_store(tmp_path):
     """build_store's run, with the best set back to the 0.75 candidate: the 1.0 candidate and a violating one
     have higher val scores but were not accepted (low confidence, a violated constraint)."""
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
     from promptlearn.types import Candidate
     from test_report import BEST, CHILD, SEED
 
     run = build_store(tmp_path / "runs" / "pirate-1")
-    store = RunStore(run, create=False)
+    store = SQLiteRunStore(run, create=False)
     child, best = Candidate(CHILD, (Candidate(SEED).id,)), Candidate(BEST)
     bad = Candidate("You are a pirate. Ahoy! Refuse everything.", (child.id,), "reflect")
     store.add_candidate(bad, "promoted")

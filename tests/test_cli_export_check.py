@@ -196,10 +196,10 @@ def test_export_errors_are_one_line_exit_2(fake_run, monkeypatch, capsys, args, 
 
 
 def test_export_of_a_run_without_test_score_warns(tmp_path, monkeypatch, capsys):
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
     from promptlearn.types import Candidate
 
-    store = RunStore(tmp_path / "half")
+    store = SQLiteRunStore(tmp_path / "half")
     cand = Candidate("Say Ahoy.")
     store.add_candidate(cand, "seed")
     store.put_score(cand.id, "val", 0.5, 2, True)
@@ -208,17 +208,17 @@ def test_export_of_a_run_without_test_score_warns(tmp_path, monkeypatch, capsys)
     assert code == 0 and "test -)" in out and "no test score" in err
     assert read_provenance(tmp_path / "a.yaml", "p")["test"] is None
     assert "test=null" in (tmp_path / "a.yaml").read_text()
-    RunStore(tmp_path / "empty")
+    SQLiteRunStore(tmp_path / "empty")
     code, _, err = cli(monkeypatch, capsys, "export", tmp_path / "empty", "--to", tmp_path / "a.yaml", "--key", "p")
     assert code == 2 and "has no best prompt yet" in err
 
 
 def test_export_records_decoding_options_of_the_best_candidate(tmp_path, monkeypatch, capsys):
     """A candidate scored with decoding options (e.g. guidance on a local model) is not just its text."""
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
     from promptlearn.types import Candidate
 
-    store = RunStore(tmp_path / "g")
+    store = SQLiteRunStore(tmp_path / "g")
     cand = Candidate("Say Ahoy.", (), "optuna", {"guidance": 1.5, "trial": 3})
     store.add_candidate(cand, "accepted")
     store.put_score(cand.id, "val", 0.7, 3, True)
@@ -555,7 +555,7 @@ def test_exported_provenance_comment_and_toml_style_through_the_embedded_model(r
 @requires_model
 def test_reproduce_exported_prompt_fresh_cache_reruns_the_model(real_run):
     """The real reproduce check: an empty cache, so the model answers again in a fresh process."""
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
     from promptlearn.task import load_task
 
     d, task, _, result, env = real_run
@@ -568,7 +568,7 @@ def test_reproduce_exported_prompt_fresh_cache_reruns_the_model(real_run):
     assert rep["seed_score"] == result.seed.test
     assert rep["checks"] == dict(result.best.test_checks)
     # and the very same replies: every failing example's reply is the one the run stored
-    stored = RunStore(result.run_dir, create=False).results(result.best.id)
+    stored = SQLiteRunStore(result.run_dir, create=False).results(result.best.id)
     for f in rep["failures"]:
         assert f["reply"] == stored[f["id"]].turns[-1].reply
     test_ids = {e.id for e in load_task(task).examples("test")}

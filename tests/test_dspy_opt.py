@@ -22,7 +22,7 @@ from promptlearn.loop import Options, RunContext  # noqa: E402
 from promptlearn.optimizers import get_optimizer  # noqa: E402
 from promptlearn.optimizers.dspy_opt import DSPyOptimizer, EngineLM, PromptAdapter, _Bridge  # noqa: E402
 from promptlearn.run import optimize  # noqa: E402
-from promptlearn.store import RunStore  # noqa: E402
+from promptlearn.store import SQLiteRunStore  # noqa: E402
 from promptlearn.task import load_task, task_from_dict  # noqa: E402
 from promptlearn.testing import FakeLM  # noqa: E402
 
@@ -73,11 +73,11 @@ def target_requests(fake: FakeLM) -> list[list[dict[str, str]]]:
 
 
 def candidates(result) -> list[dict]:
-    return RunStore(result.run_dir, create=False).candidates()
+    return SQLiteRunStore(result.run_dir, create=False).candidates()
 
 
 def dspy_event(result) -> dict:
-    return RunStore(result.run_dir, create=False).events("dspy")[-1]
+    return SQLiteRunStore(result.run_dir, create=False).events("dspy")[-1]
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_adapter_sends_plain_system_and_verbatim_user():
 def bridge(tmp_path):
     task = make_task()
     ev = Evaluator(task, cache_path=tmp_path / "c.sqlite")
-    ctx = RunContext(task, ev, RunStore(tmp_path / "run"), seed=0, options=Options())
+    ctx = RunContext(task, ev, SQLiteRunStore(tmp_path / "run"), seed=0, options=Options())
     yield _Bridge(ctx, None)
     ev.close()
 

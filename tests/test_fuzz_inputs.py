@@ -770,9 +770,9 @@ def finished_run(tmp_path):
 
 
 def _status(run: Path) -> str:
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
 
-    return RunStore(run, create=False).get_meta("status")
+    return SQLiteRunStore(run, create=False).get_meta("status")
 
 
 @pytest.mark.parametrize("how", ["argument", "task file"])
@@ -817,7 +817,7 @@ def test_resume_without_a_budget_keeps_the_runs_own(tmp_path):
 def test_extend_budget_continues_a_finished_run(finished_run):
     from promptlearn.errors import RunError
     from promptlearn.run import optimize
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
     from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
 
     run, cache, res = finished_run
@@ -828,7 +828,7 @@ def test_extend_budget_continues_a_finished_run(finished_run):
         assert more.candidates > res.candidates and more.ledger.requests > res.ledger.requests
         later = optimize(contract_task(max_calls=60), resume=run, cache_path=cache)  # keeps the extended budget
     assert later.candidates == more.candidates and _status(run) == "finished"
-    store = RunStore(run, create=False)
+    store = SQLiteRunStore(run, create=False)
     assert store.get_meta("config")["budget"]["max_calls"] == 120
     assert [(e["from"], e["to"]) for e in store.events("budget")] == [({"max_calls": 60}, {"max_calls": 120})]
 
@@ -838,7 +838,7 @@ def test_a_fault_never_downgrades_a_finished_run(finished_run, fault):
     """Extending a finished run, then a fault, turned it into `failed` (and rewrote its best prompt)."""
     from promptlearn.errors import ModelError
     from promptlearn.run import optimize
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
     from promptlearn.testing import FakeLM, contract_task
 
     run, cache, res = finished_run
@@ -851,7 +851,7 @@ def test_a_fault_never_downgrades_a_finished_run(finished_run, fault):
         with pytest.raises(KeyboardInterrupt if fault == "ctrl-c" else ModelError):
             optimize(contract_task(max_calls=60), budget=200, resume=run, cache_path=cache, extend_budget=True)
     assert _status(run) == "finished" and (run / "best_prompt.txt").read_text() == best_file
-    store = RunStore(run, create=False)
+    store = SQLiteRunStore(run, create=False)
     assert store.get_meta("best") == res.best.id
     (event,) = store.events("fault")
     assert event["status"] == ("interrupted" if fault == "ctrl-c" else "failed")
@@ -859,10 +859,10 @@ def test_a_fault_never_downgrades_a_finished_run(finished_run, fault):
 
 @pytest.mark.parametrize("status", ["failed", "interrupted"])
 def test_cli_export_of_an_unfinished_run_warns(finished_run, tmp_path, status):
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
 
     run, _, _ = finished_run
-    RunStore(run, create=False).set_meta("status", status)
+    SQLiteRunStore(run, create=False).set_meta("status", status)
     proc = cli(["export", str(run), "--to", str(tmp_path / "app.yaml"), "--key", "assistant.system_prompt"],
                tmp_path)
     assert proc.returncode == 0 and "exported best prompt" in proc.stdout, proc.stderr

@@ -237,7 +237,7 @@ def test_evaluator_model_overrides_reach_the_model_and_the_cache_key(tmp_path):
 def test_optimizer_can_tune_guidance_through_candidate_meta(tmp_path):
     from promptlearn.optimizers import _PLUGINS, register_optimizer
     from promptlearn.run import optimize
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
 
     verdicts = []
 
@@ -260,7 +260,7 @@ def test_optimizer_can_tune_guidance_through_candidate_meta(tmp_path):
     assert verdicts[0].id != verdicts[1].id and verdicts[0].id == verdicts[2].id
     assert res.seed.val == 0.0 and res.best.id == verdicts[0].id and res.best.val == 1.0
     assert res.best.test == 1.0 and res.seed.test == 0.0  # the best candidate is tested with its own g
-    store = RunStore(res.run_dir, create=False)
+    store = SQLiteRunStore(res.run_dir, create=False)
     cands = {c["id"]: c for c in store.candidates()}
     assert cands[verdicts[0].id]["meta"] == {"guidance": 1.5} and cands[verdicts[0].id]["prompt"] == res.seed.prompt
     assert len(store.results(verdicts[0].id)) > 0 and len(store.results(verdicts[1].id)) > 0

@@ -23,7 +23,7 @@ from promptlearn.export.mlflow_registry import read_registry_prompt
 from promptlearn.mlflow_tracking import ARTIFACTS, TrackingWarning
 from promptlearn.optimizers import _PLUGINS, register_optimizer
 from promptlearn.run import optimize
-from promptlearn.store import RunStore
+from promptlearn.store import SQLiteRunStore
 from promptlearn.task import render_prompt
 from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
 
@@ -55,7 +55,7 @@ def mlflow_client(server: MlflowServer) -> Any:
 
 
 def progress_events(run_dir: Path) -> int:
-    return len(RunStore(run_dir, create=False).events("progress"))
+    return len(SQLiteRunStore(run_dir, create=False).events("progress"))
 
 
 # ---- tracking --------------------------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ def test_a_run_logs_params_metric_history_final_scores_and_files(server, tmp_pat
     # linked both ways: the MLflow run names the promptlearn run, the run store names the MLflow run
     assert run.data.tags["promptlearn.run_id"] == res.run_id
     assert run.data.tags["promptlearn.run_dir"] == str((tmp_path / "run").resolve())
-    assert RunStore(tmp_path / "run", create=False).get_meta("mlflow")["run_id"] == run.info.run_id
+    assert SQLiteRunStore(tmp_path / "run", create=False).get_meta("mlflow")["run_id"] == run.info.run_id
     history = client.get_metric_history(run.info.run_id, "best_val")
     steps = [m.step for m in sorted(history, key=lambda m: (m.timestamp, m.step))]
     assert len(history) == progress_events(tmp_path / "run") + 1  # every progress event, and the final value
@@ -319,7 +319,7 @@ def test_embedded_model_run_logged_registered_and_gated(registry, tmp_path, monk
 
 
 def lineage(run_dir: Path) -> list[tuple[str, str]]:
-    return [(c["id"], c["status"]) for c in RunStore(run_dir, create=False).candidates()]
+    return [(c["id"], c["status"]) for c in SQLiteRunStore(run_dir, create=False).candidates()]
 
 
 def test_the_tracker_killed_mid_run_leaves_a_finished_optimization_and_one_warning(server, tmp_path, monkeypatch):
@@ -351,7 +351,7 @@ def test_the_tracker_killed_mid_run_leaves_a_finished_optimization_and_one_warni
     told = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
     assert len(told) == 1 and "MLflow tracking stopped" in told[0] and server.uri in told[0], told
     assert res.tracking["error"] and res.tracking["run_id"]  # the run had started there before the kill
-    store = RunStore(tmp_path / "tracked", create=False)
+    store = SQLiteRunStore(tmp_path / "tracked", create=False)
     assert store.get_meta("status") == "finished" and store.get_meta("mlflow")["error"] == res.tracking["error"]
     assert lineage(tmp_path / "tracked") == lineage(tmp_path / "plain")  # the same optimization, untouched
     assert (res.best.id, res.best.test, res.stop_reason) == (plain.best.id, plain.best.test, plain.stop_reason)
@@ -378,4 +378,4 @@ def test_a_uri_mlflow_has_no_store_for_is_one_warning_and_a_finished_run(tmp_pat
     told = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
     assert len(told) == 1 and "nosuchscheme://tracker" in told[0], told
     assert res.tracking["run_id"] is None and res.tracking["error"] == told[0].split("stopped: ")[1].split("; the")[0]
-    assert RunStore(tmp_path / "run", create=False).get_meta("status") == "finished"
+    assert SQLiteRunStore(tmp_path / "run", create=False).get_meta("status") == "finished"

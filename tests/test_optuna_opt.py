@@ -18,7 +18,7 @@ from promptlearn.loop import StopRun, Verdict
 from promptlearn.optimizers import get_optimizer
 from promptlearn.optimizers.optuna_opt import OptunaSearch
 from promptlearn.run import optimize
-from promptlearn.store import RunStore
+from promptlearn.store import SQLiteRunStore
 from promptlearn.task import load_task, task_from_dict
 from promptlearn.testing import FakeLM
 from promptlearn.types import Candidate
@@ -56,7 +56,7 @@ def fake():
 
 
 def stored(result) -> list[dict]:
-    return RunStore(result.run_dir, create=False).candidates()
+    return SQLiteRunStore(result.run_dir, create=False).candidates()
 
 
 def test_registered_under_optuna():
@@ -126,7 +126,7 @@ def test_stops_after_idle_trials(fake, tmp_path):
 def test_llm_paraphrases_join_the_wordings(fake, tmp_path):
     res = optimize(make_task(), "optuna", budget=200, seed=0, run_dir=tmp_path / "run",
                    options={"paraphrases": 2, "n_trials": 40})
-    by_tag = RunStore(res.run_dir, create=False).get_meta("ledger_by_tag")
+    by_tag = SQLiteRunStore(res.run_dir, create=False).get_meta("ledger_by_tag")
     assert by_tag["proposer"]["calls"] + by_tag["proposer"]["cached_calls"] >= 1
     assert any("IMPORTANT!! Begin each reply with Ahoy." in c["prompt"] for c in stored(res))
 

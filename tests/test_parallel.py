@@ -18,7 +18,7 @@ from promptlearn.context import OptimizerContext
 from promptlearn.errors import RunError, TaskError
 from promptlearn.lm import Budget, Ledger
 from promptlearn.run import optimize
-from promptlearn.store import RunStore
+from promptlearn.store import SQLiteRunStore
 from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
 from promptlearn.testing_server import LoopbackServer
 
@@ -45,7 +45,7 @@ def test_parallel_1_is_todays_serial_lineage_byte_for_byte(case, tmp_path):
 
 
 def _lineage(run_dir: Path) -> dict[str, Any]:
-    store = RunStore(run_dir, create=False)
+    store = SQLiteRunStore(run_dir, create=False)
     lin = store.lineage()
     lin.pop("run_id")
     return lin
@@ -106,7 +106,7 @@ def test_p16_same_lineage_whatever_the_timing_through_the_real_http_path(tmp_pat
                            cache_path=tmp_path / f"{name}.sqlite")
             sent = len(srv.requests)
         assert res.ledger.requests <= 150 and sent <= 150
-        out[name] = (res, _lineage(tmp_path / name), RunStore(tmp_path / name, create=False).scores())
+        out[name] = (res, _lineage(tmp_path / name), SQLiteRunStore(tmp_path / name, create=False).scores())
     (a, la, sa), (b, lb, sb) = out["steady"], out["jitter"]
     assert la == lb and sa == sb
     assert (a.ledger.requests, a.stop_reason, a.best.prompt) == (b.ledger.requests, b.stop_reason, b.best.prompt)
@@ -128,7 +128,7 @@ def test_resume_after_ctrl_c_with_p8_replays_the_lineage(tmp_path):
         fake.responder = stop_halfway
         with pytest.raises(KeyboardInterrupt):
             optimize(task, seed=3, run_dir=tmp_path / "r", cache_path=tmp_path / "c1.sqlite", parallel=8)
-        assert RunStore(tmp_path / "r", create=False).get_meta("status") == "interrupted"
+        assert SQLiteRunStore(tmp_path / "r", create=False).get_meta("status") == "interrupted"
         fake.responder = wording_sensitive_responder
         with pytest.raises(RunError, match="parallel 8"):  # a resumed run keeps its own P
             optimize(task, resume=tmp_path / "r", cache_path=tmp_path / "c1.sqlite", parallel=4)
@@ -245,7 +245,7 @@ def test_p4_on_the_embedded_model_is_deterministic_and_within_budget(tmp_path):
                      parallel=4) for i in range(2)]
     assert all(r.ledger.requests <= 40 for r in runs)
     assert _lineage(tmp_path / "r0") == _lineage(tmp_path / "r1")
-    assert RunStore(tmp_path / "r0", create=False).get_meta("config")["parallel"] == 4
+    assert SQLiteRunStore(tmp_path / "r0", create=False).get_meta("config")["parallel"] == 4
     assert len(runs[0].lineage["nodes"]) > 2 and runs[0].best.test is not None
 
 
@@ -257,7 +257,7 @@ def test_cli_parallel_flag_and_task_file_option(tmp_path, monkeypatch, capsys):
         code, out, err = cli(monkeypatch, capsys, "optimize", path, "--parallel", "3", "--run-dir", tmp_path / "a",
                              "--cache", tmp_path / "c.sqlite", "--budget-calls", "60", "--json")
         assert code == 0, err
-        assert RunStore(tmp_path / "a", create=False).get_meta("config")["parallel"] == 3
+        assert SQLiteRunStore(tmp_path / "a", create=False).get_meta("config")["parallel"] == 3
         code, _, err = cli(monkeypatch, capsys, "optimize", path, "--parallel", "0", "--run-dir", tmp_path / "b")
         assert code == 2 and not (tmp_path / "b").exists()
         code, _, err = cli(monkeypatch, capsys, "optimize", path, "-o", "parallel=two", "--run-dir", tmp_path / "b")

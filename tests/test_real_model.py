@@ -8,7 +8,7 @@ from conftest import requires_model
 from promptlearn.engine import Evaluator
 from promptlearn.metrics import adherence, side_effects
 from promptlearn.run import optimize
-from promptlearn.store import RunStore
+from promptlearn.store import SQLiteRunStore
 from promptlearn.task import load_task
 
 pytestmark = [pytest.mark.model, requires_model]
@@ -41,7 +41,7 @@ def test_optimizer_end_to_end_on_the_embedded_model(optimizer, tmp_path):
     assert 0.0 <= result.best.val <= 1.0 and result.best.test is not None
     assert [(n["operator"], n["status"]) for n in result.lineage["nodes"]] == LINEAGES[optimizer]
     assert result.best.id == result.seed.id
-    store = RunStore(tmp_path / "run", create=False)
+    store = SQLiteRunStore(tmp_path / "run", create=False)
     ops = {c["operator"] for c in store.candidates()}
     assert "seed" in ops and len(ops) >= 2, f"no proposals were made: {ops}"
     assert (tmp_path / "run" / "best_prompt.txt").read_text() == result.best.prompt

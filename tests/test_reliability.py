@@ -24,7 +24,7 @@ import yaml
 
 from promptlearn.errors import ModelError, RunError
 from promptlearn.run import optimize
-from promptlearn.store import RunStore
+from promptlearn.store import SQLiteRunStore
 from promptlearn.task import task_from_dict
 from promptlearn.testing import wording_sensitive_responder
 from promptlearn.testing_server import FAULT_KINDS, FaultPlan, LoopbackServer, _body_key
@@ -62,12 +62,12 @@ def make_task(base_url: str, **kw: Any):
 
 
 def lineage(run_dir: Path) -> list[tuple[str, tuple[str, ...], str]]:
-    return [(c["id"], tuple(c["parents"]), c["operator"]) for c in RunStore(run_dir, create=False).candidates()]
+    return [(c["id"], tuple(c["parents"]), c["operator"]) for c in SQLiteRunStore(run_dir, create=False).candidates()]
 
 
 def scores(run_dir: Path) -> dict[str, dict[str, float]]:
     return {cid: {split: round(s["score"], 9) for split, s in by.items()}
-            for cid, by in RunStore(run_dir, create=False).scores().items()}
+            for cid, by in SQLiteRunStore(run_dir, create=False).scores().items()}
 
 
 def ok_keys(requests: list[dict]) -> list[str]:
@@ -120,7 +120,7 @@ def test_random_faults_of_every_kind_change_nothing_but_retries(clean, tmp_path,
     assert res.ledger.calls == clean["result"].ledger.calls  # a retried call is still one call
     assert res.ledger.retries == faults > 0 and clean["result"].ledger.retries == 0
     assert sorted(ok_keys(reqs)) == sorted(ok_keys(clean["requests"]))  # exactly the same successful requests
-    by_tag = RunStore(tmp_path / "run", create=False).get_meta("ledger")
+    by_tag = SQLiteRunStore(tmp_path / "run", create=False).get_meta("ledger")
     assert by_tag["retries"] == faults and by_tag["calls"] == res.ledger.calls
 
 
@@ -170,7 +170,7 @@ def test_fault_that_never_heals_ends_run_resumably(clean, tmp_path, healthy_for)
         msg = str(info.value)
         assert "openai/loopback: failed after 3 attempts" in msg and "500" in msg
         assert msg.endswith(f"the run is saved, continue it with --resume {run}") and "\n" not in msg
-        store = RunStore(run, create=False)
+        store = SQLiteRunStore(run, create=False)
         assert store.get_meta("status") == "failed"
         json.loads((run / "lineage.json").read_text())
         before = srv.requests
@@ -183,7 +183,7 @@ def test_fault_that_never_heals_ends_run_resumably(clean, tmp_path, healthy_for)
     assert not answered & {_body_key(r["body"]) for r in after}, "a request answered before was made again"
     assert lineage(run) == clean["lineage"] and scores(run) == clean["scores"]
     assert res.best.prompt == clean["result"].best.prompt and res.best.test == clean["result"].best.test
-    assert RunStore(run, create=False).get_meta("status") == "finished"
+    assert SQLiteRunStore(run, create=False).get_meta("status") == "finished"
     assert res.ledger.calls == clean["result"].ledger.calls
 
 
@@ -194,7 +194,7 @@ def test_proposer_that_never_heals_ends_run_instead_of_searching_blind(tmp_path)
         task = make_task(srv.base_url, proposer="openai/proposer", retries=1)
         with pytest.raises(ModelError, match=r"openai/proposer: failed after 2 attempts.*--resume"):
             optimize(task, "mutate", seed=SEED, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
-        assert RunStore(tmp_path / "run", create=False).get_meta("status") == "failed"
+        assert SQLiteRunStore(tmp_path / "run", create=False).get_meta("status") == "failed"
         srv.faults = None
         res = optimize(task, resume=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
     with LoopbackServer(responder) as srv:
@@ -206,7 +206,7 @@ def test_proposer_that_never_heals_ends_run_instead_of_searching_blind(tmp_path)
 
 def test_run_killed_while_being_created_gives_clear_resume_error(tmp_path):
     """kill -9 between creating the store and saving its config leaves a store without config."""
-    RunStore(tmp_path / "run").close()
+    SQLiteRunStore(tmp_path / "run").close()
     with LoopbackServer(responder) as srv:
         with pytest.raises(RunError, match="start it again"):
             optimize(make_task(srv.base_url), resume=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
@@ -228,10 +228,10 @@ def test_ctrl_c_while_scoring_on_test_marks_run_interrupted_and_resume_finishes(
     with FakeLM(responder):
         with pytest.raises(KeyboardInterrupt):
             optimize(task, seed=SEED, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
-        assert RunStore(tmp_path / "run", create=False).get_meta("status") == "interrupted"
+        assert SQLiteRunStore(tmp_path / "run", create=False).get_meta("status") == "interrupted"
         res = optimize(task, resume=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
     assert hit and res.best.test is not None
-    assert RunStore(tmp_path / "run", create=False).get_meta("status") == "finished"
+    assert SQLiteRunStore(tmp_path / "run", create=False).get_meta("status") == "finished"
 
 
 def write_task_file(d: Path, base_url: str, **kw: Any) -> Path:
@@ -363,7 +363,7 @@ def test_kill_9_at_random_points_then_resume_repeats_no_answered_call(clean, tmp
             before = marks[-1][2] if marks else set()
             assert len(lost - before) <= concurrency, f"kill {i + 1} lost {len(lost - before)} answered calls"
             marks.append((len(srv.requests), done, lost))
-        assert RunStore(run, create=False).get_meta("status") == "running"  # a SIGKILL leaves no goodbye
+        assert SQLiteRunStore(run, create=False).get_meta("status") == "running"  # a SIGKILL leaves no goodbye
 
         proc = subprocess.run([str(PROMPTLEARN), *resume], capture_output=True, text=True, timeout=240, cwd=tmp_path,
                               env=env)
@@ -374,7 +374,7 @@ def test_kill_9_at_random_points_then_resume_repeats_no_answered_call(clean, tmp
     assert lineage(run) == clean["lineage"] and scores(run) == clean["scores"]
     assert out["best"]["prompt"] == clean["result"].best.prompt
     assert (out["best"]["val"], out["best"]["test"]) == (clean["result"].best.val, clean["result"].best.test)
-    assert RunStore(run, create=False).get_meta("status") == "finished"
+    assert SQLiteRunStore(run, create=False).get_meta("status") == "finished"
     for k, (sent, done, lost) in enumerate(marks):
         again = {_body_key(r["body"]) for r in reqs[sent:]} & done
         assert again <= lost, f"after kill {k + 1}, {len(again - lost)} calls committed before were made again"
@@ -522,5 +522,5 @@ def test_injection_robustness_stays_measurable_through_faults_and_a_dead_server(
     assert lineage(tmp_path / "run") == lineage(tmp_path / "clean")
     for k in ("seed", "best"):
         assert getattr(res, k).test_side_effects == getattr(clean_res, k).test_side_effects
-    assert RunStore(tmp_path / "run", create=False).get_meta("test_metrics") == RunStore(
+    assert SQLiteRunStore(tmp_path / "run", create=False).get_meta("test_metrics") == SQLiteRunStore(
         tmp_path / "clean", create=False).get_meta("test_metrics")

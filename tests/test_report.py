@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from promptlearn.report import render_report, run_summary, word_diff, write_report
-from promptlearn.store import RunStore
+from promptlearn.store import SQLiteRunStore
 from promptlearn.types import Candidate, CheckResult, ExampleResult, TurnResult, Usage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def _res(ex_id: str, reply: str, ok: bool) -> ExampleResult:
 def build_store(run_dir: Path, *, finished: bool = True) -> Path:
     """A small finished run: seed -> reword (promoted) -> emphasize (accepted, best), one rejected, one screened
     out; test examples t1 fixed, t2 broken, t3 same. The best prompt and one reply carry HTML that must not run."""
-    store = RunStore(run_dir)
+    store = SQLiteRunStore(run_dir)
     seed, child = Candidate(SEED), Candidate(CHILD, (Candidate(SEED).id,), "reword")
     best = Candidate(BEST, (child.id,), "emphasize")
     rejected = Candidate(REJECTED, (seed.id,), "drop_sentence")
@@ -193,7 +193,7 @@ def test_report_of_unfinished_run(tmp_path):
 
 
 def test_report_seed_only_and_zero_cost(tmp_path):
-    store = RunStore(tmp_path / "r")
+    store = SQLiteRunStore(tmp_path / "r")
     seed = Candidate(SEED)
     store.add_candidate(seed, "seed")
     store.put_score(seed.id, "val", 0.5, 1, True, {"checks": {"ahoy": 0.5}})
@@ -326,7 +326,7 @@ def test_budget_line_in_the_terminal(tmp_path):
 
 def test_no_cost_plot_for_a_free_model(tmp_path, run_dir):
     assert len(re.findall(r'<svg class="plot" data-plot="(calls|usd)"', render_report(run_dir))) == 2
-    store = RunStore(tmp_path / "free")
+    store = SQLiteRunStore(tmp_path / "free")
     seed = Candidate(SEED)
     store.add_candidate(seed, "seed")
     store.put_score(seed.id, "val", 0.5, 1, True, {"checks": {"ahoy": 0.5}})

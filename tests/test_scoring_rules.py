@@ -188,12 +188,12 @@ def test_dspy_scores_through_the_engines_path(tmp_path):
     pytest.importorskip("dspy")
     from promptlearn.loop import Options, RunContext
     from promptlearn.optimizers.dspy_opt import DSPyOptimizer
-    from promptlearn.store import RunStore
+    from promptlearn.store import SQLiteRunStore
 
     t = task([{"type": "starts_with", "value": "Ahoy", "weight": 3}, {"type": "max_words", "value": 1}])
     ev = Evaluator(t, cache_path=tmp_path / "c.sqlite")
     opt = DSPyOptimizer()
-    opt.ctx = RunContext(t, ev, RunStore(tmp_path / "run"), seed=0, options=Options())
+    opt.ctx = RunContext(t, ev, SQLiteRunStore(tmp_path / "run"), seed=0, options=Options())
     ex = t.examples("val")[0]
     got = opt.score(t.prompt, ex, "Ahoy there")
     assert got == ev.score_replies(t.prompt, ex, ["Ahoy there"]) and got.score == pytest.approx(0.75)

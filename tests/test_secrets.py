@@ -280,3 +280,52 @@ def test_registry_uri_with_credentials_in_mlflows_variable_is_refused(monkeypatc
         read_prompt("mlflow://prompts/app@production")
     assert "MLFLOW_TRACKING_URI" in str(info.value)
     assert_clean_text(str(info.value))
+
+
+# ---- a database password (postgresql://user:PASSWORD@host/db) ---------------------------------------------------
+
+
+@pytest.mark.slow  # six CLI processes, each importing litellm
+def test_database_password_is_masked_everywhere(pg_server, pg_url, tmp_path):
+    """The password of a --store / cache URL reaches the server and nothing else: not stdout/stderr of any
+    command, run.yaml, lineage.json, best_prompt.txt, report.html, an exported config, nor any row of the
+    database itself; a wrong password's error masks it too."""
+    import psycopg
+
+    from promptlearn.testing_postgres import PASSWORD
+
+    db = pg_url.rsplit("/", 1)[1]
+    url = pg_server.url(db, user="alice", password=PASSWORD)
+    outputs: list[str] = []
+
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(PROMPTLEARN), *args], capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                              env=dict(os.environ, PROMPTLEARN_BACKOFF_BASE="0.001"))
+        outputs.append(proc.stdout + proc.stderr)
+        assert (proc.returncode == 0) == ok, proc.stderr
+        return proc
+
+    with LoopbackServer(responder) as srv:
+        spec = task_dict(srv.base_url)
+        spec["cache"] = url  # the team's cache named in the task file: run.yaml keeps the task, never the password
+        (tmp_path / "task.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        res = json.loads(run("optimize", "task.yaml", "--store", url, "--json", "--seed", "1").stdout)
+        run_id = res["run_id"]
+        run("runs", "--store", url)
+        run("show", run_id, "--store", url)
+        run("report", run_id, "--store", url)
+        run("export", run_id, "--store", url, "--to", "app.yaml", "--key", "bot.prompt")
+        run("check", "task.yaml", "--prompt-from", run_id, "--store", url)
+        bad = run("runs", "--store", url.replace(PASSWORD, PASSWORD + "-wrong"), ok=False)
+        assert "password authentication failed" in bad.stderr and "***" in bad.stderr
+    files = [p for p in (tmp_path / "runs" / run_id).iterdir()] + [tmp_path / "app.yaml"]
+    assert {p.name for p in files} >= {"run.yaml", "lineage.json", "best_prompt.txt", "report.html", "app.yaml"}
+    assert yaml.safe_load((tmp_path / "runs" / run_id / "run.yaml").read_text())["task"]["cache"] == \
+        url.replace(PASSWORD, "***")
+    for text in outputs + [p.read_text() for p in files]:
+        assert PASSWORD not in text and "Pa55word" not in text
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'pl_%'")]
+        for t in tables:
+            for row in conn.execute(f"SELECT * FROM {t}"):
+                assert "Pa55word" not in repr(row), (t, row)

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from promptlearn import task as task_module
 from promptlearn.optimizers import _PLUGINS, register_optimizer
 from promptlearn.run import optimize
-from promptlearn.store import RunStore
+from promptlearn.store import SQLiteRunStore
 from promptlearn.task import TaskSpec, task_from_dict
 from promptlearn.testing import FakeLM, contract_task, wording_sensitive_responder
 
@@ -165,7 +165,7 @@ def test_fields_used_elsewhere_are_used_there(tmp_path, monkeypatch):
 
 def lineage(run_dir: Path) -> list[tuple[str, tuple[str, ...], str, str]]:
     return [(c["id"], tuple(c["parents"]), c["operator"], c["status"])
-            for c in RunStore(run_dir, create=False).candidates()]
+            for c in SQLiteRunStore(run_dir, create=False).candidates()]
 
 
 def test_a_budget_stopped_run_repeated_with_a_warm_cache_is_the_same_run_at_no_cost(tmp_path):

@@ -14,7 +14,7 @@ from promptlearn.engine import Evaluation, Evaluator
 from promptlearn.errors import ConfigError, TaskError
 from promptlearn.loop import paired_confidence
 from promptlearn.run import optimize
-from promptlearn.store import RunStore
+from promptlearn.store import SQLiteRunStore
 from promptlearn.targets import MultiEvaluation, aggregate, decide, make_evaluator
 from promptlearn.task import task_from_dict
 from promptlearn.testing import FakeLM, wording_sensitive_responder
@@ -159,7 +159,7 @@ def test_a_multi_target_run_scores_every_candidate_on_every_target_and_splits_th
     # every request of a target went to that model's parameters: the two share no reply
     by_target = {t["key"]: t["calls"] for t in info["targets"]}
     sent = [p["max_tokens"] for p in fake.params]
-    store = RunStore(tmp_path / "run", create=False)
+    store = SQLiteRunStore(tmp_path / "run", create=False)
     proposer = store.get_meta("ledger_by_tag").get("proposer", {}).get("calls", 0)  # fake/a config, if called
     assert by_target["b"] == sent.count(17) and by_target["fake/a"] + proposer == sent.count(16)
     assert by_target["b"] > 0 and by_target["fake/a"] + by_target["b"] + proposer == res.ledger.calls
@@ -317,7 +317,7 @@ def test_greedy_and_guided_decoding_of_the_embedded_model_are_two_real_targets(t
         "model": None, "targets": [{"label": "greedy", "model": base},
                                    {"label": "cfg", "model": {**base, "guidance": 2.0}}],
         "data": [{"file": "data/pirate.jsonl", "limit": 12}]})
-    store = RunStore(tmp_path / "run")
+    store = SQLiteRunStore(tmp_path / "run")
     ev = make_evaluator(task, cache_path=tmp_path / "c.sqlite", store=store)
     try:
         res = ev.evaluate(task.prompt, task.examples("all")[:6], split="custom")
@@ -330,7 +330,7 @@ def test_greedy_and_guided_decoding_of_the_embedded_model_are_two_real_targets(t
     from promptlearn.types import candidate_id
 
     first = next(iter(cfg.results))
-    stored = RunStore(tmp_path / "run", create=False).get_result(f"{candidate_id(task.prompt)}@cfg", first)
+    stored = SQLiteRunStore(tmp_path / "run", create=False).get_result(f"{candidate_id(task.prompt)}@cfg", first)
     assert stored is not None and stored[0].turns[0].reply == cfg.results[first].turns[0].reply
 
 
@@ -338,7 +338,7 @@ def test_an_interrupted_multi_target_run_resumes_without_repeating_a_call(tmp_pa
     task = task_from_dict(raw_task())
 
     def lineage(run: Path) -> list[tuple[str, str, str]]:
-        return [(c["id"], c["operator"], c["status"]) for c in RunStore(run, create=False).candidates()]
+        return [(c["id"], c["operator"], c["status"]) for c in SQLiteRunStore(run, create=False).candidates()]
 
     with TwoModels(wording_sensitive_responder) as fake:
         whole = optimize(task, seed=2, run_dir=tmp_path / "a", cache_path=tmp_path / "c1.sqlite")

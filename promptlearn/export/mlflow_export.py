@@ -42,24 +42,27 @@ def provenance_tags(prov: Mapping[str, Any]) -> dict[str, str]:
 
 
 def export_to_registry(run: str | Path, to: str, *, alias: str | None = None, root: str | Path = "runs",
-                       tracking_uri: str | None = None) -> RegistryExport:
+                       tracking_uri: str | None = None, store: str | Path | None = None) -> RegistryExport:
     """Register the best prompt of `run` as a new version of the prompt `to` (mlflow://prompts/NAME) with the
     provenance a config export writes (run id, val, test, sha256, decoding), and point `alias` at it."""
     from promptlearn.gate import best_of_run, make_provenance
-    from promptlearn.store import RunStore, resolve_run
+    from promptlearn.store.locate import locate_run
 
     ref = parse_registry_uri(to)
     if ref.alias is not None or ref.version is not None:
         raise ConfigError(f"export to {SCHEME}{ref.name} (a new version is made); move an alias with --alias")
     if alias is not None and (not _NAME.fullmatch(alias) or alias == "latest"):
         raise ConfigError(f"bad alias {alias!r}: letters, digits, _ . - (and not 'latest', which MLflow keeps)")
-    run_id, cid, prompt, val, test, decoding = best_of_run(run, root)
-    rdir = resolve_run(run, root)
-    store = RunStore(rdir, create=False)
+    run_id, cid, prompt, val, test, decoding = best_of_run(run, root, store=store)
+    located = locate_run(run, store=store, root=root)
     try:
-        status, tracked = store.get_meta("status"), store.get_meta("mlflow") or {}
+        rs = located.open()
+        try:
+            status, tracked = rs.get_meta("status"), rs.get_meta("mlflow") or {}
+        finally:
+            rs.close()
     finally:
-        store.close()
+        located.close()
     template = to_registry_template(prompt)
     prov = make_provenance(run_id, val, test, prompt, decoding)
     tags = {**provenance_tags(prov), TAG + "candidate_id": cid, TAG + "status": str(status)}
@@ -80,6 +83,6 @@ def export_to_registry(run: str | Path, to: str, *, alias: str | None = None, ro
         except Exception:  # noqa: BLE001 (a tracking run on another server: the tag above still links them)
             pass
     return RegistryExport(run_id, cid, prompt, template, val, test, ref.name, int(version.version), alias, prov,
-                          decoding, status, rdir)
+                          decoding, status, located.files_dir)
 
 

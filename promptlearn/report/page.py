@@ -159,9 +159,13 @@ JS = """
 """
 
 
-def render_report(run_dir: str | Path) -> str:
-    """The run's report as one self-contained HTML document."""
-    s = run_summary(run_dir)
+def render_report(run: str | Path, *, store: str | Path | None = None, root: str | Path = "runs") -> str:
+    """The run's report as one self-contained HTML document (`run`, `store`, `root` as for run_summary)."""
+    return render_summary(run_summary(run, store=store, root=root))
+
+
+def render_summary(s: Mapping[str, Any]) -> str:
+    """The report page of a run_summary."""
     e = html.escape
     stop = f" · stopped: {e(str(s['stop_reason']))}" if s["stop_reason"] else ""
     models = ", ".join(t["key"] for t in s["targets"]["targets"]) if s.get("targets") else str(s["model"])
@@ -192,16 +196,19 @@ def _json_for_script(text: str) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the report (default <run_dir>/report.html; `out` a directory: report.html in it) atomically and
-    return its path. A path that cannot be written is a PromptlearnError in one line."""
+def write_report(run: str | Path, out: str | Path | None = None, *, store: str | Path | None = None,
+                 root: str | Path = "runs") -> Path:
+    """Write the report (default report.html in the run's folder of files; `out` a directory: report.html in it)
+    atomically and return its path. Works from any store: a database run's report goes to `root/<id>/`. A path
+    that cannot be written is a PromptlearnError in one line."""
     from promptlearn.errors import PromptlearnError
     from promptlearn.store import atomic_write
 
-    path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    summary = run_summary(run, store=store, root=root)
+    page = render_summary(summary)
+    path = Path(out) if out is not None else Path(summary["run_dir"]) / "report.html"
     if path.is_dir():
         path = path / "report.html"
-    page = render_report(run_dir)
     try:
         atomic_write(path, page)
     except OSError as e:

@@ -19,21 +19,30 @@ DEFAULT_CONFIDENCE = 0.8
 SCORED_EVENTS = ("seed", "promoted", "accepted")
 
 
-def run_summary(run_dir: str | Path, *, examples: bool = True) -> dict[str, Any]:
+def run_summary(run: str | Path, *, examples: bool = True, store: str | Path | None = None,
+                root: str | Path = "runs") -> dict[str, Any]:
     """Everything the report and the `runs` / `show` commands show about one run, as plain JSON-able data.
 
-    examples=False skips the per-example comparison (the only part that reads every stored result).
+    `run`: a run folder, or an id / prefix / `latest` of a run under `root` or in the store at `store` (a
+    postgresql:// URL). examples=False skips the per-example comparison (the only part that reads every stored
+    result).
     """
-    run_dir = Path(run_dir)
-    store = RunStore(run_dir, create=False)
+    from promptlearn.store.locate import locate_run
+
+    ref = locate_run(run, store=store, root=root)
     try:
-        return _summary(store, examples)
+        rs = ref.open()
+        try:
+            return summarize(rs, ref.files_dir, examples)
+        finally:
+            rs.close()
     finally:
-        store.close()
+        ref.close()
 
 
-def _summary(store: RunStore, with_examples: bool) -> dict[str, Any]:
-    run_yaml = _read_run_yaml(store.dir)
+def summarize(store: RunStore, files_dir: Path, with_examples: bool = True) -> dict[str, Any]:
+    """run_summary of an open run store; `files_dir` is the folder of its user-facing files."""
+    run_yaml = _read_run_yaml(store, files_dir)
     config = store.get_meta("config") or {}
     scores = store.scores()
     cands = store.candidates()
@@ -87,9 +96,9 @@ def _summary(store: RunStore, with_examples: bool) -> dict[str, Any]:
         last = progress[-1]
         ledger = {"calls": last.get("calls", 0), "usd": last.get("usd", 0.0), "seconds": last.get("seconds", 0.0)}
     task = (run_yaml.get("task") or {}) if run_yaml else {}
-    created = events[0]["time"] if events else store.path.stat().st_mtime
+    created = events[0]["time"] if events else store.created()
     out: dict[str, Any] = {
-        "run_id": store.run_id, "run_dir": str(store.dir),
+        "run_id": store.run_id, "run_dir": str(files_dir),
         "task": task.get("name") or "?", "description": task.get("description") or "",
         "model": (task.get("model") or {}).get("name"),
         "optimizer": config.get("optimizer") or (task.get("optimizer") or {}).get("name") or "?",
@@ -112,7 +121,7 @@ def _summary(store: RunStore, with_examples: bool) -> dict[str, Any]:
     out["gain_test"] = None if seed["test"] is None or best["test"] is None else best["test"] - seed["test"]
     out["overfit_gap"] = None if best["val"] is None or best["test"] is None else best["val"] - best["test"]
     if with_examples:
-        out["examples"] = _examples(store, run_yaml, seed_id, best_id)
+        out["examples"] = _examples(store, files_dir, run_yaml, seed_id, best_id)
     return out
 
 
@@ -146,7 +155,18 @@ def _count_status(nodes: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return out
 
 
-def _read_run_yaml(run_dir: Path) -> dict[str, Any]:
+def _read_run_yaml(store: RunStore, run_dir: Path) -> dict[str, Any]:
+    """run.yaml as the store keeps it; a run made before the store kept it: the file in its folder."""
+    from promptlearn.store.files import RUN_YAML
+
+    text = store.get_meta(RUN_YAML)
+    if text is not None:
+        import yaml
+
+        try:
+            return yaml.safe_load(text) or {}
+        except Exception:  # noqa: BLE001 - a damaged run.yaml must not stop the report
+            return {}
     p = run_dir / "run.yaml"
     if not p.exists():
         return {}
@@ -179,7 +199,7 @@ def _user_turns(run_yaml: Mapping[str, Any], run_dir: Path) -> dict[str, list[st
         return {}
 
 
-def _examples(store: RunStore, run_yaml: Mapping[str, Any], seed_id: str | None,
+def _examples(store: RunStore, files_dir: Path, run_yaml: Mapping[str, Any], seed_id: str | None,
               best_id: str | None) -> dict[str, Any]:
     """Seed vs best per example on test (val when test was not scored): fixed / broken / same."""
     seed_res = store.results(seed_id) if seed_id else {}
@@ -191,7 +211,7 @@ def _examples(store: RunStore, run_yaml: Mapping[str, Any], seed_id: str | None,
         if want:
             split, ids = name, want
             break
-    users = _user_turns(run_yaml, store.dir) if ids else {}
+    users = _user_turns(run_yaml, files_dir) if ids else {}
     rows: list[dict[str, Any]] = []
     for ex_id in ids:
         s, b = seed_res[ex_id], best_res[ex_id]
@@ -216,10 +236,25 @@ def _result_view(res: Any) -> dict[str, Any]:
 RUN_FILES = ("store.sqlite", "run.yaml", "lineage.json", "best_prompt.txt")
 
 
-def runs_overview(root: str | Path = "runs") -> list[dict[str, Any]]:
-    """One summary (without per-example data) per run under root, oldest first. A folder that looks like a run
-    but cannot be read (no store, a damaged one) gets {"run_id", "run_dir", "status": "unreadable", "error"}."""
-    from promptlearn.store import run_started
+def runs_overview(root: str | Path = "runs", *, store: str | Path | None = None) -> list[dict[str, Any]]:
+    """One summary (without per-example data) per run under root (or in the database at `store`), oldest first.
+    A run that cannot be read (no store, a damaged one) gets {"run_id", "run_dir", "status": "unreadable",
+    "error"}."""
+    from promptlearn.store import is_db_url, open_store, run_started
+
+    if is_db_url(store):
+        backend = open_store(str(store))
+        try:
+            out = []
+            for run_id in backend.run_ids():
+                try:
+                    out.append(summarize(backend.open_run(run_id), Path(root) / run_id, False))
+                except Exception as e:  # noqa: BLE001 - one bad run must not hide the others
+                    out.append({"run_id": run_id, "run_dir": str(Path(root) / run_id), "status": "unreadable",
+                                "error": " ".join(str(e).split())})
+            return out
+        finally:
+            backend.close()
 
     root = Path(root)
     dirs = [p for p in root.iterdir() if p.is_dir() and any((p / f).exists() for f in RUN_FILES)] \

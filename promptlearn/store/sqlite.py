@@ -1,30 +1,31 @@
-"""The run store: every candidate, its parents and operator, every per-example result and its cost.
+"""The SQLite layout (`open_store("runs/")`, the default): one folder per run, `runs/<id>/store.sqlite` (WAL).
 
-One SQLite file per run (`runs/<id>/store.sqlite`, WAL) plus `run.yaml`, `best_prompt.txt` and `lineage.json`
-written atomically. Each example result is committed as it finishes, so a crash loses at most the calls in
-flight, and a resumed run replays stored results instead of calling the model again.
+Each example result is committed as it finishes, so a crash loses at most the calls in flight, and a resumed run
+replays stored results instead of calling the model again. The user-facing files sit next to the store, in the
+run's folder (written by promptlearn.store.files, as for any store).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sqlite3
-import tempfile
 import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from promptlearn.cache import connect_wal
 from promptlearn.errors import RunError
-from promptlearn.types import Candidate, CheckResult, ExampleResult, TurnResult, Usage
+from promptlearn.store.base import (LockHolder, StoreError, lineage_of, lock_refusal, may_take, resolve_ref,
+                                    result_from_json, result_to_json)
+from promptlearn.store.files import write_run_files
+from promptlearn.types import Candidate, ExampleResult, Usage
 
-# Append-only: a store at version N runs migrations N+1.. on open. Never edit a released entry.
-MIGRATIONS: list[str] = [
-    """
+# Named and append-only: a store that has the first N runs the rest on open (PRAGMA user_version counts them).
+# Never edit or reorder a released entry; a store with more than we know was written by a newer promptlearn.
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_initial", """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
     CREATE TABLE candidates (
         id TEXT PRIMARY KEY, seq INTEGER, prompt TEXT, parents TEXT, operator TEXT, status TEXT,
@@ -36,45 +37,20 @@ MIGRATIONS: list[str] = [
         candidate_id TEXT, split TEXT, score REAL, n INTEGER, complete INTEGER, extra TEXT,
         PRIMARY KEY (candidate_id, split));
     CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, kind TEXT, data TEXT);
-    """,
-    # 2: proposer generations, so a resumed run replays them instead of calling the proposer again
-    """
+    """),
+    # proposer generations, so a resumed run replays them instead of calling the proposer again
+    ("0002_generations", """
     CREATE TABLE generations (key TEXT PRIMARY KEY, text TEXT, usage TEXT);
-    """,
+    """),
+    # the run lock: one row, its holder and the end of its lease (epoch seconds)
+    ("0003_run_lock", """
+    CREATE TABLE run_lock (id INTEGER PRIMARY KEY CHECK (id = 0), holder TEXT, expires REAL);
+    """),
 ]
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, a directory in the way, Ctrl-C: never leave the temp file behind
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def result_to_json(res: ExampleResult) -> str:
-    return json.dumps({"example_id": res.example_id, "turns": [
-        {"reply": t.reply, "error": t.error, "completion_tokens": t.completion_tokens,
-         "checks": {k: asdict(v) for k, v in t.checks.items()}} for t in res.turns]}, ensure_ascii=False)
-
-
-def result_from_json(text: str) -> ExampleResult:
-    d = json.loads(text)
-    return ExampleResult(d["example_id"], tuple(
-        TurnResult(t["reply"], {k: CheckResult(**v) for k, v in t["checks"].items()}, t.get("error"),
-                   t.get("completion_tokens", 0)) for t in d["turns"]))
-
-
-class RunStore:
-    """SQLite-backed lineage and results of one run. Thread-safe; one writer connection per thread."""
+class SQLiteRunStore:
+    """A RunStore (promptlearn.store.base) in one SQLite file. Thread-safe; one connection per thread."""
 
     def __init__(self, run_dir: str | Path, *, create: bool = True):
         self.dir = Path(run_dir)
@@ -84,6 +60,8 @@ class RunStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []  # every thread's, so close() closes them all
+        self._conns_lock = threading.Lock()
         self._migrate()
 
     @property
@@ -95,21 +73,56 @@ class RunStore:
         if conn is None:
             conn = connect_wal(self.path, check_same_thread=False)
             self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
         return conn
 
     def _migrate(self) -> None:
-        db = self._db()
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            db = self._db()
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} is not a promptlearn run store ({e})") from None
         if version > len(MIGRATIONS):
-            raise RunError(f"{self.path} was written by a newer promptlearn (schema {version}); upgrade promptlearn")
+            raise StoreError(f"{self.path} was written by a newer promptlearn (schema {version}, this one knows "
+                             f"{len(MIGRATIONS)}); upgrade promptlearn")
         for i in range(version, len(MIGRATIONS)):
-            db.executescript("BEGIN;" + MIGRATIONS[i] + f"PRAGMA user_version = {i + 1}; COMMIT;")
+            db.executescript("BEGIN;" + MIGRATIONS[i][1] + f"PRAGMA user_version = {i + 1}; COMMIT;")
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
             conn.close()
-            self._local.conn = None
+        self._local = threading.local()
+
+    def created(self) -> float:
+        return run_started(self.dir)
+
+    # the run lock ------------------------------------------------------------------------------------------
+    def acquire_lock(self, holder: LockHolder, lease: float, force: bool = False) -> None:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")  # one writer decides, whatever else tries at the same moment
+        try:
+            row = db.execute("SELECT holder, expires FROM run_lock WHERE id = 0").fetchone()
+            now = time.time()
+            current = LockHolder.from_json(row[0]) if row else None
+            left = row[1] - now if row else 0.0
+            if current is not None and not may_take(current, holder, left, force):
+                raise lock_refusal(self.run_id, current, left)
+            db.execute("INSERT OR REPLACE INTO run_lock VALUES (0, ?, ?)", (holder.to_json(), now + lease))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def renew_lock(self, holder: LockHolder, lease: float) -> bool:
+        cur = self._db().execute("UPDATE run_lock SET expires = ? WHERE id = 0 AND holder = ?",
+                                 (time.time() + lease, holder.to_json()))
+        return cur.rowcount == 1
+
+    def release_lock(self, holder: LockHolder) -> None:
+        self._db().execute("DELETE FROM run_lock WHERE id = 0 AND holder = ?", (holder.to_json(),))
 
     # meta ------------------------------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
@@ -199,21 +212,46 @@ class RunStore:
         return [{"seq": s, "time": t, "kind": k, **json.loads(d)}
                 for s, t, k, d in self._db().execute(q, (kind,) if kind else ())]
 
-    # files ----------------------------------------------------------------------------------------------
     def lineage(self) -> dict[str, Any]:
-        scores = self.scores()
-        nodes = []
-        for c in self.candidates():
-            s = scores.get(c["id"], {})
-            nodes.append({"id": c["id"], "parents": c["parents"], "operator": c["operator"], "status": c["status"],
-                          "val": s.get("val", {}).get("score"), "test": s.get("test", {}).get("score"),
-                          "train": s.get("train", {}).get("score")})
-        return {"run_id": self.run_id, "best": self.get_meta("best"), "seed": self.get_meta("seed"), "nodes": nodes}
+        return lineage_of(self)
 
     def write_files(self, best_prompt: str | None = None) -> None:
-        if best_prompt is not None:
-            atomic_write(self.dir / "best_prompt.txt", best_prompt)
-        atomic_write(self.dir / "lineage.json", json.dumps(self.lineage(), indent=2))
+        """The user-facing files of this run in its own folder (promptlearn.store.files, as for any store)."""
+        write_run_files(self, self.dir, best_prompt)
+
+
+class SQLiteStore:
+    """A Store (promptlearn.store.base) that is a folder of run folders: today's `runs/` layout."""
+
+    def __init__(self, root: str | Path = "runs"):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"store '{root}' is a file, not a folder of runs; give a folder or a postgresql:// URL")
+
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
+    def create_run(self, run_id: str) -> SQLiteRunStore:
+        rdir = self.root / run_id
+        if (rdir / "store.sqlite").exists():
+            raise RunError(f"{rdir} already holds a run; use --resume {rdir} or another --run-dir")
+        return SQLiteRunStore(rdir)
+
+    def open_run(self, run_id: str) -> SQLiteRunStore:
+        return SQLiteRunStore(self.root / run_id, create=False)
+
+    def run_ids(self) -> list[str]:
+        return [p.name for p in list_runs(self.root)]
+
+    def resolve(self, ref: str) -> str:
+        return resolve_ref(ref, self.run_ids(), f"'{self.root}'")
+
+    def reply_cache(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
 
 
 def run_started(run_dir: Path) -> float:
@@ -257,11 +295,5 @@ def resolve_run(run: str | Path, root: str | Path = "runs") -> Path:
                    f"'{root}' beginning with it); list runs with `promptlearn runs`")
 
 
-def iter_parents(nodes: Iterable[Mapping[str, Any]], leaf: str) -> list[Mapping[str, Any]]:
-    """The chain from the seed to `leaf`, following first parents."""
-    by_id = {n["id"]: n for n in nodes}
-    chain, cur = [], by_id.get(leaf)
-    while cur is not None and cur not in chain:
-        chain.append(cur)
-        cur = by_id.get(cur["parents"][0]) if cur["parents"] else None
-    return list(reversed(chain))
+
+
