@@ -97,6 +97,7 @@ class PostgresStore:
                                    check=ConnectionPool.check_connection, name="promptlearn")
         self.pool.open(wait=False)
         self._cache: PostgresCache | None = None
+        self._gone: str | None = None  # why the server was given up on (StoreUnavailable's message)
 
     @property
     def url(self) -> str:
@@ -113,6 +114,8 @@ class PostgresStore:
         psycopg = _psycopg()
         from psycopg_pool import PoolTimeout
 
+        if self._gone is not None:  # waited out once already: every later call (in flight, cleanup) fails fast
+            raise StoreUnavailable(self._gone)
         deadline = time.monotonic() + RETRY_SECONDS
         while True:
             try:
@@ -120,8 +123,9 @@ class PostgresStore:
                     return fn(conn)
             except (psycopg.OperationalError, PoolTimeout) as e:
                 if time.monotonic() > deadline:
-                    raise StoreUnavailable(f"the store {self.url_masked} went away ({self._clean(e)}); everything "
-                                           "committed is kept") from None
+                    self._gone = (f"the store {self.url_masked} went away ({self._clean(e)}); everything committed "
+                                  "is kept")
+                    raise StoreUnavailable(self._gone) from None
                 time.sleep(0.5)
 
     def create_run(self, run_id: str) -> "PostgresRunStore":
