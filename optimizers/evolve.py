@@ -2,65 +2,116 @@
 
 Parents are drawn in proportion to how many val examples they are best on (so specialists survive next to the
 overall best); operators are drawn by their track record (promotions per try), so what works here gets used.
+The first proposals follow an opening book (what a person tries first: quote the literal format, put the rule
+first and last, show a worked example, an explicit "Every reply must" line), each once, before the track record
+takes over. When no reply has passed every check yet, worked examples have no material: for a local model the
+search then harvests some by decoding the best prompt with classifier-free guidance on a few train examples
+(replies it keeps only when they pass every check), so add_example can work from a floor.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from promptlearn.optimizers.operators import LLM_OPERATORS, MUTATIONS, crossover
 
 if TYPE_CHECKING:
     from promptlearn.loop import RunContext
 
+OPENING = ("quote_format", "sandwich", "add_example", "every_reply", "quote_literal")
+DEMO_OPERATORS = ("add_example", "opening_template")
+HARVEST_GUIDANCE = (2.0, 3.0)  # one strength per harvest round; 2 was the best single strength on pirate
+GUIDANCE = (1.5, 2.0, 2.5)  # strengths the `guidance` operator tries when search_guidance is on
+
 
 class Evolution:
     name: ClassVar[str] = "evolve"
 
     def __init__(self, crossover_rate: float = 0.2, llm_weight: float = 0.3, operators: list[str] | None = None,
-                 max_failed_proposals: int = 60):
+                 max_failed_proposals: int = 60, opening: Sequence[str] | None = None, harvest: int = 2,
+                 search_guidance: bool = False):
+        from promptlearn.errors import TaskError
+
         unknown = set(operators or ()) - set(MUTATIONS)
         if unknown:
-            from promptlearn.errors import TaskError
-
             raise TaskError(f"unknown operators {sorted(unknown)}", field="optimizer.operators",
                             fix="choose from " + ", ".join(MUTATIONS))
+        unknown = set(opening or ()) - set(MUTATIONS)
+        if unknown:
+            raise TaskError(f"unknown opening operators {sorted(unknown)}", field="optimizer.opening",
+                            fix="choose from " + ", ".join(MUTATIONS) + " (or [] for none)")
         self.ops = list(operators or MUTATIONS)
+        self.opening = [op for op in (OPENING if opening is None else opening) if op in self.ops]
+        self.harvest_rounds = harvest
+        self.search_guidance = search_guidance
         self.crossover_rate = crossover_rate
         self.llm_weight = llm_weight
         self.max_failed = max_failed_proposals
         self.tries: Counter[str] = Counter()
         self.wins: Counter[str] = Counter()
+        self.harvested: list[tuple[Any, str]] = []
+        self.harvests = 0
 
     def run(self, ctx: RunContext) -> None:
         failed_in_a_row = 0
+        if self.search_guidance and ctx.task.model.is_local:
+            self.ops.append("guidance")
         while failed_in_a_row < self.max_failed:
             pool = ctx.pool
-            if len(pool) >= 2 and ctx.rng.random() < self.crossover_rate:
+            meta: dict[str, Any] = {}
+            if not self.opening and len(pool) >= 2 and ctx.rng.random() < self.crossover_rate:
                 a, b = self.pick_parent(ctx), self.pick_parent(ctx)
                 if a.id == b.id:
                     continue
                 parents: tuple[str, ...] = (a.id, b.id)
                 child, op = crossover(a.prompt, b.prompt, ctx.rng), "crossover"
+                meta = dict(a.meta) if "guidance" in a.meta else {}
             else:
-                parent = self.pick_parent(ctx)
+                parent = ctx.best[0] if self.opening else self.pick_parent(ctx)
                 op = self.pick_operator(ctx)
-                child = MUTATIONS[op](parent.prompt, ctx.rng, protected=ctx.task.spec.protected,
-                                      passing=ctx.passing(k=8) if op in ("add_example", "opening_template") else (),
-                                      ctx=ctx, parent_id=parent.id)
+                meta = {"guidance": parent.meta["guidance"]} if "guidance" in parent.meta else {}
+                if op == "guidance":
+                    child, meta = parent.prompt, {"guidance": ctx.rng.choice(GUIDANCE)}
+                else:
+                    child = MUTATIONS[op](parent.prompt, ctx.rng, protected=ctx.task.spec.protected,
+                                          passing=self.demos(ctx) if op in DEMO_OPERATORS else (),
+                                          ctx=ctx, parent_id=parent.id)
                 parents = (parent.id,)
             self.tries[op] += 1
             if child is None:
                 failed_in_a_row += 1
                 continue
-            verdict = ctx.propose(child, parents, op)
+            verdict = ctx.propose(child, parents, op, meta)
             if verdict.status in ("duplicate", "rejected"):
                 failed_in_a_row += 1
                 continue
             failed_in_a_row = 0
             if verdict.status in ("promoted", "accepted"):
                 self.wins[op] += 1 + (verdict.status == "accepted")
+
+    def demos(self, ctx: Any) -> list[tuple[Any, str]]:
+        """Passing train replies for worked examples; harvested ones when no candidate has any yet."""
+        passing = list(ctx.passing(k=8))
+        # harvest only once some train replies were scored and none passed (before that, nothing is known)
+        scored = any(e.id in ctx.seen.get(c, {}) for c in ctx.candidates for e in ctx.train)
+        if not passing and not self.harvested and scored and self.harvests < self.harvest_rounds:
+            self.harvest(ctx)
+        return passing or list(self.harvested)
+
+    def harvest(self, ctx: Any) -> None:
+        """The best prompt with guidance on a minibatch of train examples; replies that pass every check are kept
+        as demo material. Only for a local model (guidance needs the logits); the calls count against the budget."""
+        if not ctx.task.model.is_local or not ctx.train:
+            self.harvests = self.harvest_rounds
+            return
+        g = HARVEST_GUIDANCE[min(self.harvests, len(HARVEST_GUIDANCE) - 1)]
+        self.harvests += 1
+        best, _ = ctx.best
+        ev = ctx.evaluate(best.prompt, ctx.minibatch(best.id), tag="harvest", model_overrides={"guidance": g})
+        by_id = {e.id: e for e in ctx.train}
+        self.harvested += [(by_id[i], r.turns[0].reply) for i, r in ev.results.items()
+                           if r.passed and len(by_id[i].turns) == 1 and r.turns]
 
     def pick_parent(self, ctx: Any) -> Any:
         """Pareto selection: a candidate's weight is the number of val examples it is best on."""
@@ -83,6 +134,9 @@ class Evolution:
         return next(c for c in pool if c.id == chosen)
 
     def pick_operator(self, ctx: Any) -> str:
+        """The next opening operator while any is left (each once), then by track record."""
+        if self.opening:
+            return self.opening.pop(0)
         weights = [(1 + self.wins[op]) / (1 + 0.5 * self.tries[op]) * (self.llm_weight if op in LLM_OPERATORS
                                                                       else 1.0) for op in self.ops]
         return ctx.rng.choices(self.ops, weights=weights, k=1)[0]

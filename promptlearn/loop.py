@@ -48,6 +48,8 @@ class Options:
     patience: int = 0  # stop after this many proposals with no new best (0: never)
     max_candidates: int | None = None
     test_front: int = 2  # extra Pareto-front candidates scored on test besides seed and best
+    screen_extend: int = 0  # on a full screening tie, score candidate and parent on this many more train examples
+    screen_loose: bool = True  # a strict tie on the minibatch is broken by the loose score (see `beats`)
 
 
 class StopRun(Exception):
@@ -143,9 +145,8 @@ class RunContext:
         parent = self.candidates[parent_id]
         batch = self.minibatch(parent_id)
         if batch:
-            mine = self.evaluate(prompt, batch, tag=operator, model_overrides=cand.model_overrides)
-            theirs = self.evaluate(parent.prompt, batch, tag="screen-parent", model_overrides=parent.model_overrides)
-            if mine.score <= theirs.score:
+            mine, theirs = self.screen(cand, parent, batch, operator)
+            if not beats(mine, theirs, loose=self.options.screen_loose):
                 self.store.set_status(cand.id, "screened_out")
                 self.store.log_event("screen", {"id": cand.id, "score": mine.score, "parent": theirs.score})
                 return self._after(Verdict(cand.id, "screened_out", reason=f"minibatch {mine.score:.2f} <= "
@@ -154,6 +155,21 @@ class RunContext:
         self._promote(cand, ev)
         verdict = self._accept(cand, ev)
         return self._after(verdict)
+
+    def screen(self, cand: Candidate, parent: Candidate, batch: list[Example],
+               operator: str) -> tuple[Evaluation, Evaluation]:
+        """Candidate and parent on the same train minibatch. A full tie (strict and loose) says nothing, which at a
+        floor is every candidate: with `screen_extend` > 0 both are scored on that many more train examples."""
+        def both(exs: list[Example]) -> tuple[Evaluation, Evaluation]:
+            return (self.evaluate(cand.prompt, exs, tag=operator, model_overrides=cand.model_overrides),
+                    self.evaluate(parent.prompt, exs, tag="screen-parent", model_overrides=parent.model_overrides))
+
+        mine, theirs = both(batch)
+        extra = [e for e in self.train if e not in batch]
+        if self.options.screen_extend > 0 and extra and tied(mine, theirs):
+            more = self.rng.sample(extra, min(self.options.screen_extend, len(extra)))
+            mine, theirs = both(sorted(batch + more, key=lambda e: e.id))
+        return mine, theirs
 
     def minibatch(self, parent_id: str) -> list[Example]:
         """k train examples for screening: half the parent's failures (where gains are), half at random."""
@@ -291,6 +307,19 @@ class RunContext:
                                           "proposals": self.proposals, "seconds": u.seconds})
         if self.on_progress:
             self.on_progress(self)
+
+
+def tied(mine: Evaluation, theirs: Evaluation) -> bool:
+    return abs(mine.score - theirs.score) < 1e-9 and abs(mine.loose_score - theirs.loose_score) < 1e-9
+
+
+def beats(mine: Evaluation, theirs: Evaluation, loose: bool = True) -> bool:
+    """The screening rule: better on the minibatch, or equal and better on IFEval's loose score (a reply that
+    keeps the rule but for markdown or its first/last line). Loose moves before strict does, so a candidate
+    can climb off a floor where every strict score ties at zero."""
+    if abs(mine.score - theirs.score) >= 1e-9:
+        return mine.score > theirs.score
+    return loose and mine.loose_score > theirs.loose_score + 1e-9
 
 
 def paired_confidence(new: Evaluation, old: Evaluation, n: int, rng: random.Random) -> float:
