@@ -57,6 +57,7 @@ class Evolution:
         failed_in_a_row = 0
         if self.search_guidance and ctx.task.model.is_local:
             self.ops.append("guidance")
+            self.opening.insert(0, "guidance")  # the one move that measured 0% -> 45% on a rule at a floor
         while failed_in_a_row < self.max_failed:
             pool = ctx.pool
             meta: dict[str, Any] = {}

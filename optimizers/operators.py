@@ -309,6 +309,7 @@ def every_reply(prompt: str, rng: random.Random, protected: Sequence[str] = (), 
         return None
     first = s.split()[0]
     if not SUBJECT.match(s) and first[:1].isupper() and first.isalpha() and not re.search(r"\{\w+\}", first) \
+            and not re.search(r"\b(every|each|all) (reply|replies|response|responses|answer)", s, re.I) \
             and rng.random() < 0.5 and not any(first in p for p in protected):
         line = "Every reply must " + first.lower() + s[len(first):]
     else:
