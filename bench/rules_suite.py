@@ -80,8 +80,11 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
                              "ablation": True},
     "evolve-extend": {"family": "promptlearn", "optimizer": "evolve", "options": {"screen_extend": 8},
                       "ablation": True},
+    # evolve as it was before those changes (main at b10a787), run from that commit's tree into the same file:
+    # recorded runs, never run by this code (that would run today's evolve under an old name)
+    "evolve-b10a787": {"family": "promptlearn", "ablation": True, "recorded": True},
 }
-SEARCH = tuple(x for x in LINES if x != "handwritten")
+SEARCH = tuple(x for x in LINES if x != "handwritten" and not LINES[x].get("recorded"))
 STANDARD = tuple(x for x in LINES if not LINES[x].get("ablation"))  # the full run's lines
 DEFAULTS = ("evolve", "mutate", "optuna")  # promptlearn's optimizers at their default settings
 GOAL_LINE = "evolve"  # promptlearn's default optimizer: the subject of the gain and no-harm goals
@@ -528,6 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [x for x in lines if x not in LINES]
     if unknown:
         p.error(f"unknown lines {unknown}; choose from {', '.join(LINES)}")
+    if any(LINES[x].get("recorded") for x in lines):
+        p.error(f"{[x for x in lines if LINES[x].get('recorded')]}: recorded runs of older code, not runnable here")
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",") if s != ""]
     budget = args.budget or (QUICK["budget"] if args.quick else GOAL_BUDGET)
     paths = discover(args.tasks)
