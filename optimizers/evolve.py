@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
+from promptlearn.metrics import has_loop
 from promptlearn.optimizers.operators import LLM_OPERATORS, MUTATIONS, crossover
 
 if TYPE_CHECKING:
@@ -101,8 +102,9 @@ class Evolution:
         return passing or list(self.harvested)
 
     def harvest(self, ctx: Any) -> None:
-        """The best prompt with guidance on a minibatch of train examples; replies that pass every check are kept
-        as demo material. Only for a local model (guidance needs the logits); the calls count against the budget."""
+        """The best prompt with guidance on a minibatch of train examples; replies that pass every check and do not
+        loop (guided decoding loops more often) are kept as demo material. Only for a local model (guidance needs
+        the logits); the calls count against the budget."""
         if not ctx.task.model.is_local or not ctx.train:
             self.harvests = self.harvest_rounds
             return
@@ -112,7 +114,8 @@ class Evolution:
         ev = ctx.evaluate(best.prompt, ctx.minibatch(best.id), tag="harvest", model_overrides={"guidance": g})
         by_id = {e.id: e for e in ctx.train}
         self.harvested += [(by_id[i], r.turns[0].reply) for i, r in ev.results.items()
-                           if r.passed and len(by_id[i].turns) == 1 and r.turns]
+                           if r.passed and len(by_id[i].turns) == 1 and r.turns
+                           and not has_loop(r.turns[0].reply)]
 
     def pick_parent(self, ctx: Any) -> Any:
         """Pareto selection: a candidate's weight is the number of val examples it is best on."""

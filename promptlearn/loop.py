@@ -277,13 +277,17 @@ class RunContext:
         return [(e, stored[e.id]) for e in self.rng.sample(exs, min(k, len(exs)))]
 
     def passing(self, k: int = 3) -> list[tuple[Example, str]]:
-        """Train conversations some candidate answered perfectly: material for worked examples."""
+        """Train conversations some candidate answered perfectly: material for worked examples. A looping reply
+        is left out even when it passes: shown as a demo, the model copies the loop (measured: 'A friend is a
+        friend, ...' passed a keyword rule and took over every reply)."""
+        from promptlearn.metrics import has_loop
+
         out = []
         for cid in list(self.candidates):
             stored = self.seen.get(cid, {})
             for e in self.train:
                 r = stored.get(e.id)
-                if r is not None and r.passed and len(e.turns) == 1 and r.turns:
+                if r is not None and r.passed and len(e.turns) == 1 and r.turns and not has_loop(r.turns[0].reply):
                     out.append((e, r.turns[0].reply))
         out = sorted(dict(((e.id, reply), (e, reply)) for e, reply in out).values(), key=lambda p: (p[0].id, p[1]))
         return self.rng.sample(out, min(k, len(out)))

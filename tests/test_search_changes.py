@@ -136,3 +136,22 @@ def test_evolve_harvests_demos_with_guidance_when_nothing_passes(tmp_path):
     for c in demos:
         assert any(" ".join(reply.split()[:25]) in c["prompt"] for reply in passed)
     assert result.ledger.calls <= 45 + 20
+
+
+@pytest.mark.parametrize("reply,demos", [("Ahoy, the answer is near.", True),
+                                         ("Ahoy a friend is a friend is a friend is a friend is a friend", False)])
+def test_a_looping_reply_is_never_demo_material_even_when_it_passes(reply, demos, tmp_path):
+    users = [f"Tell me about topic {i}" for i in range(20)]
+    task = task_from_dict({
+        "name": "ahoy", "model": {"name": "fake/target", "max_tokens": 16},
+        "prompt": "You are a pirate. Start every reply with the word Ahoy.", "protected": ["Ahoy"],
+        "data": [{"examples": [{"id": f"q{i}", "user": u} for i, u in enumerate(users)]}],
+        "checks": [{"type": "starts_with", "value": "Ahoy", "name": "rule"}],
+        "splits": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0}, "budget": {"max_calls": 40},
+        "optimizer": {"name": "evolve", "opening": ["sandwich", "add_example"]}})
+    with FakeLM(lambda m: reply):
+        optimize(task, budget=40, seed=0, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    store = RunStore(tmp_path / "run", create=False)
+    made = [c for c in store.candidates() if c["operator"] == "add_example"]
+    store.close()
+    assert bool(made) == demos
