@@ -120,7 +120,7 @@ def test_evolve_harvests_demos_with_guidance_when_nothing_passes(tmp_path):
     from promptlearn.types import candidate_id
 
     task = load_task(TASKS / "rules" / "bullets.yaml", overrides={
-        "data": [{"file": "data/rules_users.jsonl", "limit": 20}],
+        "data": [{"file": "../data/rules_users.jsonl", "limit": 20}],
         "optimizer": {"name": "evolve", "opening": ["sandwich", "add_example"]}})
     result = optimize(task, budget=45, seed=0, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite",
                       options={"minibatch": 4})
