@@ -32,9 +32,10 @@ import platform
 import re
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
+
+from promptlearn.metrics import has_loop  # one rule for a looping reply, shared with the search
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -90,11 +91,6 @@ def words(text: str) -> list[str]:
     return re.findall(r"[\w']+", text.lower())
 
 
-def has_loop(text: str, n: int = 3, times: int = 3) -> bool:
-    """A word n-gram repeated `times` times or more: the degenerate loop greedy decoding falls into."""
-    w = words(text)
-    grams = Counter(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
-    return bool(grams) and max(grams.values()) >= times
 
 
 def summarise(name: str, g: float, ev: Any, examples: Sequence[Any]) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-ORDER = ("quality", "suite", "concurrency", "parallel", "cache", "overhead", "guidance", "prefix_reuse", "llama_tuning")
+ORDER = ("quality", "suite", "search", "concurrency", "parallel", "cache", "overhead", "guidance", "prefix_reuse",
+         "llama_tuning")
 
 
 def load_results(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
@@ -338,8 +339,10 @@ def generic(r: Mapping[str, Any], stem: str) -> str:
 
 
 RENDERERS: dict[str, Callable[[Mapping[str, Any], str], str]] = {
-    "quality": quality, "suite": suite, "concurrency": concurrency, "cache": cache, "overhead": overhead}
+    "quality": quality, "suite": suite, "search": suite, "concurrency": concurrency, "cache": cache,
+    "overhead": overhead}
 TITLES = {"quality": "Quality per budget: promptlearn vs DSPy", "suite": "Rule-adherence suite",
+          "search": "Search changes on the rule suite (issue 15)",
           "concurrency": "Concurrency: throughput vs ideal",
           "parallel": "Parallel search: whole-run wall time and quality at equal calls",
           "cache": "Cache: an identical re-run", "overhead": "Overhead of the evaluation path",

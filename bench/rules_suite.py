@@ -68,8 +68,22 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
     "pl-dspy-mipro": {"family": "dspy-wrapper"},
     "pl-dspy-gepa": {"family": "dspy-wrapper"},
     "handwritten": {"family": "hand-written"},
+    # issue 15's search changes one at a time (run only when named with --lines): evolve with one change undone,
+    # evolve with guidance among its candidates' options, evolve with a larger screening batch on ties
+    "evolve-guided": {"family": "promptlearn+guidance", "optimizer": "evolve", "options": {"search_guidance": True},
+                      "ablation": True},
+    "evolve-no-opening": {"family": "promptlearn", "optimizer": "evolve", "options": {"opening": []},
+                          "ablation": True},
+    "evolve-no-harvest": {"family": "promptlearn", "optimizer": "evolve", "options": {"harvest": 0},
+                          "ablation": True},
+    "evolve-strict-screen": {"family": "promptlearn", "optimizer": "evolve", "options": {"screen_loose": False},
+                             "ablation": True},
+    # evolve as it was before those changes (main at b10a787), run from that commit's tree into the same file:
+    # recorded runs, never run by this code (that would run today's evolve under an old name)
+    "evolve-b10a787": {"family": "promptlearn", "ablation": True, "recorded": True},
 }
-SEARCH = tuple(x for x in LINES if x != "handwritten")
+SEARCH = tuple(x for x in LINES if x != "handwritten" and not LINES[x].get("recorded"))
+STANDARD = tuple(x for x in LINES if not LINES[x].get("ablation"))  # the full run's lines
 DEFAULTS = ("evolve", "mutate", "optuna")  # promptlearn's optimizers at their default settings
 GOAL_LINE = "evolve"  # promptlearn's default optimizer: the subject of the gain and no-harm goals
 RIVALS = ("gepa", "pl-dspy-mipro", "pl-dspy-gepa")
@@ -498,7 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"splits cut to {QUICK['splits']}")
     p.add_argument("--tasks", default=None, help="comma-separated task names in tasks/rules or YAML paths "
                                                  "(default: every tasks/rules/*.yaml)")
-    p.add_argument("--lines", default=None, help=f"comma-separated lines (default all: {','.join(LINES)})")
+    p.add_argument("--lines", default=None, help=f"comma-separated lines (default: {','.join(STANDARD)}; also "
+                                                 f"{','.join(x for x in LINES if x not in STANDARD)})")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; quick 0)")
     p.add_argument("--budget", type=int, default=None, help=f"search calls per run (default {GOAL_BUDGET}; quick "
                                                            f"{QUICK['budget']})")
@@ -510,10 +525,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="result file (default bench/results/suite.json, "
                                                           "suite_quick.json with --quick)")
     args = p.parse_args(argv)
-    lines = [x for x in (args.lines.split(",") if args.lines else QUICK["lines"] if args.quick else LINES) if x]
+    lines = [x for x in (args.lines.split(",") if args.lines else QUICK["lines"] if args.quick else STANDARD) if x]
     unknown = [x for x in lines if x not in LINES]
     if unknown:
         p.error(f"unknown lines {unknown}; choose from {', '.join(LINES)}")
+    if any(LINES[x].get("recorded") for x in lines):
+        p.error(f"{[x for x in lines if LINES[x].get('recorded')]}: recorded runs of older code, not runnable here")
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",") if s != ""]
     budget = args.budget or (QUICK["budget"] if args.quick else GOAL_BUDGET)
     paths = discover(args.tasks)

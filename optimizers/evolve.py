@@ -2,6 +2,11 @@
 
 Parents are drawn in proportion to how many val examples they are best on (so specialists survive next to the
 overall best); operators are drawn by their track record (promotions per try), so what works here gets used.
+The first proposals follow an opening book (what a person tries first: quote the literal format, put the rule
+first and last, show a worked example, an explicit "Every reply must" line), each once, before the track record
+takes over. When no reply has passed every check yet, worked examples have no material: for a local model the
+search then harvests some by decoding the best prompt with classifier-free guidance on a few train examples
+(replies it keeps only when they pass every check), so add_example can work from a floor.
 Each round draws `ctx.parallel` children from the pool as it stands, sends the LLM operators' proposer requests
 together and proposes the children together (ctx.propose_many); with parallel 1 it is the serial search.
 """
@@ -9,27 +14,44 @@ together and proposes the children together (ctx.propose_many); with parallel 1 
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from promptlearn.context import Proposal, Request
+from promptlearn.metrics import has_loop
 from promptlearn.optimizers.operators import LLM_OPERATORS, MUTATIONS, REQUESTS, crossover, extract_prompt
 
 if TYPE_CHECKING:
     from promptlearn.context import OptimizerContext
+
+OPENING = ("quote_format", "sandwich", "add_example", "every_reply", "quote_literal")
+DEMO_OPERATORS = ("add_example", "opening_template")
+HARVEST_GUIDANCE = (2.0, 3.0)  # one strength per harvest round; 2 was the best single strength on pirate
+GUIDANCE = (1.5, 2.0, 2.5)  # strengths the `guidance` operator tries when search_guidance is on
+HARVEST_BATCH = 8  # train examples a harvest decodes
 
 
 class Evolution:
     name: ClassVar[str] = "evolve"
 
     def __init__(self, crossover_rate: float = 0.2, llm_weight: float = 0.3, operators: list[str] | None = None,
-                 max_failed_proposals: int = 60):
+                 max_failed_proposals: int = 60, opening: Sequence[str] | None = None, harvest: int = 2,
+                 search_guidance: bool = False):
+        from promptlearn.errors import TaskError
+
         unknown = set(operators or ()) - set(MUTATIONS)
         if unknown:
-            from promptlearn.errors import TaskError
-
             raise TaskError(f"unknown operators {sorted(unknown)}", field="optimizer.operators",
                             fix="choose from " + ", ".join(MUTATIONS))
+        unknown = set(opening or ()) - set(MUTATIONS)
+        if unknown:
+            raise TaskError(f"unknown opening operators {sorted(unknown)}", field="optimizer.opening",
+                            fix="choose from " + ", ".join(MUTATIONS) + " (or [] for none)")
         self.ops = list(operators or MUTATIONS)
+        self.opening = [op for op in (OPENING if opening is None else opening) if op in self.ops]
+        self.harvest_rounds = harvest
+        self.search_guidance = search_guidance
+        self.harvested: list[tuple[Any, str]] = []
+        self.harvests = 0
         self.crossover_rate = crossover_rate
         self.llm_weight = llm_weight
         self.max_failed = max_failed_proposals
@@ -38,17 +60,20 @@ class Evolution:
         self.failed_in_a_row = 0
 
     def run(self, ctx: OptimizerContext) -> None:
+        if self.search_guidance and ctx.task.model.is_local:
+            self.ops.append("guidance")
+            self.opening.insert(0, "guidance")  # the one move that measured 0% -> 45% on a rule at a floor
         while self.failed_in_a_row < self.max_failed:
             children = self.draw(ctx, ctx.parallel)
-            requests = [c if isinstance(c, Request) else None for _, _, c in children]
+            requests = [c if isinstance(c, Request) else None for _, _, c, _ in children]
             replies = ctx.generate_many(requests) if any(requests) else []
             proposals = []
-            for i, (parents, op, child) in enumerate(children):
+            for i, (parents, op, child, meta) in enumerate(children):
                 text = extract_prompt(replies[i]) if isinstance(child, Request) else child
                 if text is None:
                     self.failed_in_a_row += 1
                     continue
-                proposals.append(Proposal(text, parents, op))
+                proposals.append(Proposal(text, parents, op, meta))
             if not proposals:
                 continue
             for verdict, p in zip(ctx.propose_many(proposals), proposals):
@@ -59,33 +84,66 @@ class Evolution:
                 if verdict.status in ("promoted", "accepted"):
                     self.wins[p.operator] += 1 + (verdict.status == "accepted")
 
-    def draw(self, ctx: OptimizerContext, n: int) -> list[tuple[tuple[str, ...], str, str | Request]]:
-        """Up to n children of the pool as it stands: (parents, operator, prompt or proposer request). A draw
-        that gives no child counts as a failed proposal."""
-        out: list[tuple[tuple[str, ...], str, str | Request]] = []
+    def draw(self, ctx: OptimizerContext, n: int) -> list[tuple[tuple[str, ...], str, str | Request, dict[str, Any]]]:
+        """Up to n children of the pool as it stands: (parents, operator, prompt or proposer request, decoding
+        options). The opening book's moves come first, on the best prompt. A draw that gives no child counts as a
+        failed proposal."""
+        out: list[tuple[tuple[str, ...], str, str | Request, dict[str, Any]]] = []
         while len(out) < n and self.failed_in_a_row < self.max_failed:
             pool = ctx.pool
             child: str | Request | None
-            if len(pool) >= 2 and ctx.rng.random() < self.crossover_rate:
+            meta: dict[str, Any] = {}
+            if not self.opening and len(pool) >= 2 and ctx.rng.random() < self.crossover_rate:
                 a, b = self.pick_parent(ctx), self.pick_parent(ctx)
                 if a.id == b.id:
                     continue
                 parents: tuple[str, ...] = (a.id, b.id)
                 child, op = crossover(a.prompt, b.prompt, ctx.rng), "crossover"
+                meta = dict(a.meta) if "guidance" in a.meta else {}
             else:
-                parent = self.pick_parent(ctx)
+                parent = ctx.best[0] if self.opening else self.pick_parent(ctx)
                 op = self.pick_operator(ctx)
-                make = REQUESTS.get(op, MUTATIONS[op])
-                child = make(parent.prompt, ctx.rng, protected=ctx.task.spec.protected,
-                             passing=ctx.passing(k=8) if op in ("add_example", "opening_template") else (),
-                             ctx=ctx, parent_id=parent.id)
+                meta = {"guidance": parent.meta["guidance"]} if "guidance" in parent.meta else {}
+                if op == "guidance":
+                    child, meta = parent.prompt, {"guidance": ctx.rng.choice(GUIDANCE)}
+                else:
+                    make = REQUESTS.get(op, MUTATIONS[op])
+                    child = make(parent.prompt, ctx.rng, protected=ctx.task.spec.protected,
+                                 passing=self.demos(ctx) if op in DEMO_OPERATORS else (),
+                                 ctx=ctx, parent_id=parent.id)
                 parents = (parent.id,)
             self.tries[op] += 1
             if child is None:
                 self.failed_in_a_row += 1
                 continue
-            out.append((parents, op, child))
+            out.append((parents, op, child, meta))
         return out
+
+    def demos(self, ctx: Any) -> list[tuple[Any, str]]:
+        """Passing train replies for worked examples; harvested ones when no candidate has any yet."""
+        passing = list(ctx.passing(k=8))
+        # harvest only once proposals were screened on train and none passed (before that, nothing is known)
+        scored = sum(self.tries.values()) > 1
+        if not passing and not self.harvested and scored and self.harvests < self.harvest_rounds:
+            self.harvest(ctx)
+        return passing or list(self.harvested)
+
+    def harvest(self, ctx: Any) -> None:
+        """The best prompt with guidance on a few train examples; replies that pass every check and do not loop
+        (guided decoding loops more often) are kept as demo material. Only for a local model (guidance needs the
+        logits); the calls count against the budget."""
+        if not ctx.task.model.is_local or not ctx.train:
+            self.harvests = self.harvest_rounds
+            return
+        g = HARVEST_GUIDANCE[min(self.harvests, len(HARVEST_GUIDANCE) - 1)]
+        self.harvests += 1
+        best, _ = ctx.best
+        batch = sorted(ctx.rng.sample(ctx.train, min(HARVEST_BATCH, len(ctx.train))), key=lambda e: e.id)
+        ev = ctx.evaluate(best.prompt, batch, tag="harvest", model_overrides={"guidance": g})
+        by_id = {e.id: e for e in ctx.train}
+        self.harvested += [(by_id[i], r.turns[0].reply) for i, r in ev.results.items()
+                           if r.passed and len(by_id[i].turns) == 1 and r.turns
+                           and not has_loop(r.turns[0].reply)]
 
     def pick_parent(self, ctx: Any) -> Any:
         """Pareto selection: a candidate's weight is the number of val examples it is best on."""
@@ -108,6 +166,9 @@ class Evolution:
         return next(c for c in pool if c.id == chosen)
 
     def pick_operator(self, ctx: Any) -> str:
+        """The next opening operator while any is left (each once), then by track record."""
+        if self.opening:
+            return self.opening.pop(0)
         weights = [(1 + self.wins[op]) / (1 + 0.5 * self.tries[op]) * (self.llm_weight if op in LLM_OPERATORS
                                                                       else 1.0) for op in self.ops]
         return ctx.rng.choices(self.ops, weights=weights, k=1)[0]

@@ -54,6 +54,7 @@ class Options:
     max_candidates: int | None = None
     test_front: int = 2  # extra Pareto-front candidates scored on test besides seed and best
     parallel: int | None = None  # proposals in flight at once (None: run.default_parallel picks)
+    screen_loose: bool = True  # a strict tie on the minibatch is broken by the loose score (see `beats`)
 
 
 class StopRun(Exception):
@@ -226,7 +227,7 @@ class RunContext:
                                                   model_overrides=cand.model_overrides)
                     s.theirs = await self.aevaluate(parent.prompt, s.batch, tag="screen-parent",
                                                     model_overrides=parent.model_overrides)
-                if screen(s.mine, s.theirs) is not None:
+                if screen(s.mine, s.theirs, self.options.screen_loose) is not None:
                     return
             async with _stage(grants, s.stages[-1] if s.stages else None):
                 s.val = await self.aevaluate(cand.prompt, self.val, tag=cand.operator,
@@ -250,7 +251,8 @@ class RunContext:
             return s.early
         if s.stop is not None:
             raise s.stop
-        if s.mine is not None and s.theirs is not None and (reason := screen(s.mine, s.theirs)) is not None:
+        if s.mine is not None and s.theirs is not None and \
+                (reason := screen(s.mine, s.theirs, self.options.screen_loose)) is not None:
             self.store.set_status(cand.id, "screened_out")
             self.store.log_event("screen", {"id": cand.id, "score": s.mine.score, "parent": s.theirs.score})
             return self._after(Verdict(cand.id, "screened_out", reason=reason), active)
@@ -413,13 +415,17 @@ class RunContext:
         return [(e, stored[e.id]) for e in self.rng.sample(exs, min(k, len(exs)))]
 
     def passing(self, k: int = 3) -> list[tuple[Example, str]]:
-        """Train conversations some candidate answered perfectly: material for worked examples."""
+        """Train conversations some candidate answered perfectly: material for worked examples. A looping reply
+        is left out even when it passes: shown as a demo, the model copies the loop (measured: 'A friend is a
+        friend, ...' passed a keyword rule and took over every reply)."""
+        from promptlearn.metrics import has_loop
+
         out = []
         for cid in list(self.candidates):
             stored = self.seen.get(cid, {})
             for e in self.train:
                 r = stored.get(e.id)
-                if r is not None and r.passed and len(e.turns) == 1 and r.turns:
+                if r is not None and r.passed and len(e.turns) == 1 and r.turns and not has_loop(r.turns[0].reply):
                     out.append((e, r.turns[0].reply))
         out = sorted(dict(((e.id, reply), (e, reply)) for e, reply in out).values(), key=lambda p: (p[0].id, p[1]))
         return self.rng.sample(out, min(k, len(out)))
@@ -446,12 +452,21 @@ class RunContext:
             self.on_progress(self)
 
 
-def screen(mine: Evaluation, parent: Evaluation) -> str | None:
-    """The screen rule: why a proposal stops at its minibatch (it must beat its parent on the same examples),
-    or None when it goes on to val."""
-    if mine.score <= parent.score:
+def screen(mine: Evaluation, parent: Evaluation, loose: bool = True) -> str | None:
+    """The screen rule: why a proposal stops at its minibatch (it must beat its parent on the same examples,
+    see `beats`), or None when it goes on to val."""
+    if not beats(mine, parent, loose=loose):
         return f"minibatch {mine.score:.2f} <= parent {parent.score:.2f}"
     return None
+
+
+def beats(mine: Evaluation, theirs: Evaluation, loose: bool = True) -> bool:
+    """Better on the minibatch, or equal and better on IFEval's loose score (a reply that keeps the rule but for
+    markdown or its first/last line). Loose moves before strict does, so a candidate can climb off a floor
+    where every strict score ties at zero."""
+    if abs(mine.score - theirs.score) >= 1e-9:
+        return mine.score > theirs.score
+    return loose and mine.loose_score > theirs.loose_score + 1e-9
 
 
 @asynccontextmanager

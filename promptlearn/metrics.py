@@ -12,6 +12,15 @@ from typing import Any, Callable, Mapping, Sequence
 from promptlearn.engine import Evaluation
 from promptlearn.types import Example
 
+def has_loop(text: str, n: int = 3, times: int = 3) -> bool:
+    """A word n-gram repeated `times` times or more: the degenerate loop greedy decoding falls into."""
+    from collections import Counter
+
+    w = re.findall(r"[\w']+", text.lower())
+    grams = Counter(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
+    return bool(grams) and max(grams.values()) >= times
+
+
 def adherence(ev: Evaluation, examples: Sequence[Example] = ()) -> dict[str, Any]:
     """score, loose score, per-check rates, IFEval and SysBench aggregates where the checks exist."""
     out: dict[str, Any] = {"score": ev.score, "loose_score": ev.loose_score, "checks": ev.check_rates(),

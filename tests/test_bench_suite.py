@@ -294,3 +294,10 @@ def test_render_shows_a_partial_suite_and_works_without_it():
     assert "## Rule-adherence suite" in text and "**Partial**: 2 (task, line, seed) run(s) missing" in text
     assert "a/evolve/s1" in text and "+20.0" in text and "could not parse" in text
     assert "| suite: evolve (promptlearn's default): mean test gain" in text and "indicative only" in text
+
+
+def test_ablation_lines_run_only_when_named_and_recorded_lines_never():
+    assert "evolve" in rs.STANDARD and "evolve-guided" not in rs.STANDARD and "evolve-no-harvest" in rs.SEARCH
+    assert "evolve-b10a787" in rs.LINES and "evolve-b10a787" not in rs.SEARCH
+    with pytest.raises(SystemExit):  # argparse's error: a recorded line is older code's runs, not runnable here
+        rs.main(["--lines", "evolve-b10a787", "--tasks", "bullets"])

@@ -1,0 +1,145 @@
+"""Issue 15's search changes: the operators a person tries first, the loose tie-break in screening, the opening
+book, harvested demos (real model) and guidance as a candidate option in evolve."""
+
+import random
+from pathlib import Path
+
+import pytest
+
+from conftest import requires_model
+from promptlearn.optimizers.evolve import OPENING, Evolution
+from promptlearn.optimizers.operators import MUTATIONS, every_reply, key_rule, quote_format, sandwich
+from promptlearn.run import optimize
+from promptlearn.store import SQLiteRunStore
+from promptlearn.task import task_from_dict
+from promptlearn.testing import FakeLM
+
+BULLETS = "You are a helpful assistant. Answer with exactly 3 bullet points."
+TITLE = ("You are a helpful assistant. Give every reply a title wrapped in double angular brackets, such as "
+         "<<my title>>.")
+FRIEND = "You are a warm, friendly assistant. Address the user as 'friend' in every reply."
+
+
+def test_key_rule_prefers_the_protected_rule_over_the_persona():
+    # 'friend' is inside "friendly" too: only a whole-word match marks a sentence as holding the clause
+    for k in range(5):
+        assert key_rule(FRIEND, random.Random(k), ["'friend'"]) == "Address the user as 'friend' in every reply."
+        assert key_rule(BULLETS, random.Random(k), ["3 bullet points"]) == "Answer with exactly 3 bullet points."
+
+
+def test_sandwich_puts_the_key_rule_first_and_last():
+    out = sandwich(BULLETS, random.Random(0), protected=["3 bullet points"])
+    assert out == ("Answer with exactly 3 bullet points.\n\nYou are a helpful assistant.\n\n"
+                   "Answer with exactly 3 bullet points.")
+    assert sandwich("Answer with exactly 3 bullet points.", random.Random(0)) is None  # nothing to wrap it around
+
+
+def test_every_reply_adds_an_explicit_line_once():
+    outs = {every_reply(BULLETS, random.Random(k), protected=["3 bullet points"]) for k in range(12)}
+    assert "Every reply must answer with exactly 3 bullet points." in {o.split("\n\n")[-1] for o in outs}
+    assert all(o.startswith(BULLETS + "\n\n") and o.count("3 bullet points") == 2 for o in outs)
+    done = BULLETS + "\n\nEvery reply must answer with exactly 3 bullet points."
+    assert every_reply(done, random.Random(1), protected=["3 bullet points"]) in (None, *[
+        done + "\n\n" + f.format(s="Answer with exactly 3 bullet points.") for f in
+        ("Every reply must follow this rule: {s}", "Every reply you write must obey this: {s}",
+         "In every reply, without exception: {s}")])
+
+
+def test_quote_format_quotes_each_literal_once_and_leaves_bans_alone():
+    out = quote_format(TITLE, random.Random(0), protected=["<<"])
+    assert out.startswith(TITLE + "\n\n") and '"<<my title>>"' in out.split("\n\n")[-1]
+    assert '"<<"' not in out  # "<<" is part of the longer literal
+    out = quote_format(FRIEND, random.Random(0), protected=["'friend'"])
+    assert out.split("\n\n")[-1].count("friend") == 1
+    # a ban or a limit: copying its literal would break the rule
+    assert quote_format("You are a helpful assistant. Never use the word 'that'.", random.Random(0),
+                        protected=["'that'"]) is None
+    assert quote_format("You are a helpful assistant. Keep every reply under 20 words.", random.Random(0),
+                        protected=["20 words"]) is None
+
+
+def test_opening_book_names_registered_operators_and_bad_names_fail_early():
+    assert set(OPENING) <= set(MUTATIONS)
+    from promptlearn.errors import TaskError
+
+    with pytest.raises(TaskError, match="opening"):
+        Evolution(opening=["nosuch"])
+
+
+def _quote_task(**options):
+    """Replies must be wrapped in double quotes. The seed's replies are bare; a prompt that says "Every reply"
+    gets replies with an extra first line, which IFEval's loose variant (first line dropped) accepts."""
+    users = [f"Tell me about topic {i}" for i in range(20)]
+    return task_from_dict({
+        "name": "quoted", "model": {"name": "fake/target", "max_tokens": 16},
+        "prompt": "You are a helpful assistant. Wrap the reply in double quotes.",
+        "data": [{"examples": [{"id": f"q{i}", "user": u} for i, u in enumerate(users)]}],
+        "checks": [{"type": "startend:quotation", "name": "rule"}],
+        "splits": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0}, "budget": {"max_calls": 60},
+        "optimizer": {"name": "evolve", "operators": ["every_reply"], "opening": [], **options}})
+
+
+def _loose_responder(messages):
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    return 'Here it is:\n"topic info"' if "Every reply" in system else "topic info"
+
+
+@pytest.mark.parametrize("loose,status", [(True, "promoted"), (False, "screened_out")])
+def test_screening_breaks_a_strict_tie_on_the_loose_score(loose, status, tmp_path):
+    with FakeLM(_loose_responder):
+        optimize(_quote_task(screen_loose=loose), budget=60, seed=0, run_dir=tmp_path / "run",
+                 cache_path=tmp_path / "c.sqlite")
+    store = SQLiteRunStore(tmp_path / "run", create=False)
+    made = [c for c in store.candidates() if c["operator"] == "every_reply"]
+    store.close()
+    assert made and made[0]["status"] in ((status, "accepted") if loose else (status,))
+
+
+TASKS = Path(__file__).resolve().parent.parent / "tasks"
+
+
+@pytest.mark.model
+@requires_model
+def test_evolve_harvests_demos_with_guidance_when_nothing_passes(tmp_path):
+    """tasks/rules/bullets.yaml: no train reply passes (seed and sandwich), so add_example has no material; evolve
+    decodes the best prompt with guidance on a minibatch and keeps only replies that pass every check."""
+    from promptlearn.task import load_task
+    from promptlearn.types import candidate_id
+
+    task = load_task(TASKS / "rules" / "bullets.yaml", overrides={
+        "data": [{"file": "../data/rules_users.jsonl", "limit": 20}],
+        "optimizer": {"name": "evolve", "opening": ["sandwich", "add_example"]}})
+    result = optimize(task, budget=45, seed=0, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite",
+                      options={"minibatch": 4})
+    store = SQLiteRunStore(tmp_path / "run", create=False)
+    by_tag = store.get_meta("ledger_by_tag") or {}
+    assert 0 < by_tag["harvest"]["requests"] <= 4
+    guided = store.results(candidate_id(task.prompt, {"guidance": 2.0}))
+    assert len(guided) == by_tag["harvest"]["requests"]
+    passed = [r.turns[0].reply for r in guided.values() if r.passed]
+    demos = [c for c in store.candidates() if c["operator"] == "add_example"]
+    store.close()
+    assert bool(demos) == bool(passed)  # a demo only from a reply that passed; one whenever some reply did
+    for c in demos:
+        assert any(" ".join(reply.split()[:25]) in c["prompt"] for reply in passed)
+    assert result.ledger.calls <= 45 + 20
+
+
+@pytest.mark.parametrize("reply,demos", [("Ahoy, the answer is near.", True),
+                                         ("Ahoy a friend is a friend is a friend is a friend is a friend", False)])
+def test_a_looping_reply_is_never_demo_material_even_when_it_passes(reply, demos, tmp_path):
+    users = [f"Tell me about topic {i}" for i in range(20)]
+    task = task_from_dict({
+        "name": "ahoy", "model": {"name": "fake/target", "max_tokens": 16},
+        "prompt": "You are a pirate. Start every reply with the word Ahoy.", "protected": ["Ahoy"],
+        "data": [{"examples": [{"id": f"q{i}", "user": u} for i, u in enumerate(users)]}],
+        "checks": [{"type": "starts_with", "value": "Ahoy", "name": "rule"}],
+        "splits": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0}, "budget": {"max_calls": 40},
+        # serial: add_example is drawn after sandwich was screened, so the replies it saw are there as material
+        "optimizer": {"name": "evolve", "opening": ["sandwich", "add_example"], "parallel": 1}})
+    with FakeLM(lambda m: reply):
+        optimize(task, budget=40, seed=0, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    store = SQLiteRunStore(tmp_path / "run", create=False)
+    made = [c for c in store.candidates() if c["operator"] == "add_example"]
+    store.close()
+    assert bool(made) == demos
