@@ -27,7 +27,7 @@ OPENING = ("quote_format", "sandwich", "add_example", "every_reply", "quote_lite
 DEMO_OPERATORS = ("add_example", "opening_template")
 HARVEST_GUIDANCE = (2.0, 3.0)  # one strength per harvest round; 2 was the best single strength on pirate
 GUIDANCE = (1.5, 2.0, 2.5)  # strengths the `guidance` operator tries when search_guidance is on
-HARVEST_BATCH = 8  # train examples a harvest decodes
+OPENING_SHARE = 1 / 3  # the most of the search's calls the opening book may take
 
 
 class Evolution:
@@ -48,6 +48,7 @@ class Evolution:
                             fix="choose from " + ", ".join(MUTATIONS) + " (or [] for none)")
         self.ops = list(operators or MUTATIONS)
         self.opening = [op for op in (OPENING if opening is None else opening) if op in self.ops]
+        self.default_opening = opening is None
         self.harvest_rounds = harvest
         self.search_guidance = search_guidance
         self.harvested: list[tuple[Any, str]] = []
@@ -60,6 +61,8 @@ class Evolution:
         self.failed_in_a_row = 0
 
     def run(self, ctx: OptimizerContext) -> None:
+        if self.default_opening:  # a book the user chose is played whole
+            self.opening = self.opening[:self.affordable_openings(ctx)]
         if self.search_guidance and ctx.task.model.is_local:
             self.ops.append("guidance")
             self.opening.insert(0, "guidance")  # the one move that measured 0% -> 45% on a rule at a floor
@@ -119,6 +122,17 @@ class Evolution:
             out.append((parents, op, child, meta))
         return out
 
+    def affordable_openings(self, ctx: OptimizerContext) -> int:
+        """How many opening moves the budget affords: each costs a screening (proposal and parent on a minibatch),
+        and the book may take at most OPENING_SHARE of the search's calls, so a small budget keeps most of its
+        calls for the operators that have a track record (at 300 calls all five moves fit, at 120 two; a move costs
+        that on every target)."""
+        max_calls = ctx.budget.max_calls
+        if max_calls is None:
+            return len(self.opening)
+        per_move = 2 * max(1, ctx.minibatch_size) * max(1, len(ctx.task.spec.targets or ()))  # on every target
+        return int(max_calls * OPENING_SHARE // per_move)
+
     def demos(self, ctx: Any) -> list[tuple[Any, str]]:
         """Passing train replies for worked examples; harvested ones when no candidate has any yet."""
         passing = list(ctx.passing(k=8))
@@ -129,17 +143,16 @@ class Evolution:
         return passing or list(self.harvested)
 
     def harvest(self, ctx: Any) -> None:
-        """The best prompt with guidance on a few train examples; replies that pass every check and do not loop
-        (guided decoding loops more often) are kept as demo material. Only for a local model (guidance needs the
-        logits); the calls count against the budget."""
+        """The best prompt with guidance on a screening minibatch of train examples; replies that pass every check
+        and do not loop (guided decoding loops more often) are kept as demo material. Only for a local model
+        (guidance needs the logits); the calls count against the budget."""
         if not ctx.task.model.is_local or not ctx.train:
             self.harvests = self.harvest_rounds
             return
         g = HARVEST_GUIDANCE[min(self.harvests, len(HARVEST_GUIDANCE) - 1)]
         self.harvests += 1
         best, _ = ctx.best
-        batch = sorted(ctx.rng.sample(ctx.train, min(HARVEST_BATCH, len(ctx.train))), key=lambda e: e.id)
-        ev = ctx.evaluate(best.prompt, batch, tag="harvest", model_overrides={"guidance": g})
+        ev = ctx.evaluate(best.prompt, ctx.minibatch(best.id), tag="harvest", model_overrides={"guidance": g})
         by_id = {e.id: e for e in ctx.train}
         self.harvested += [(by_id[i], r.turns[0].reply) for i, r in ev.results.items()
                            if r.passed and len(by_id[i].turns) == 1 and r.turns

@@ -93,6 +93,17 @@ class OptimizerContext(Protocol):
     best_id: str  #: the accepted best so far (the seed until something beats it)
 
     @property
+    def minibatch_size(self) -> int:
+        """How many train examples a proposal is screened on (`optimizer.minibatch`, at most the train split):
+        a screening costs about twice that in calls (the proposal and its parent)."""
+        ...
+
+    def minibatch(self, parent_id: str) -> list[Example]:
+        """The train examples a child of `parent_id` would be screened on: half the parent's known failures,
+        half at random (draws from `rng`)."""
+        ...
+
+    @property
     def parallel(self) -> int:
         """How many proposals the engine wants in flight at once (`optimizer.parallel`): what to pass to
         propose_many. 1 means a serial search."""

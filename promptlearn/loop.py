@@ -260,6 +260,10 @@ class RunContext:
         self._promote(cand, s.val)
         return self._after(self._accept(cand, s.val, s.number), active)
 
+    @property
+    def minibatch_size(self) -> int:
+        return min(self.options.minibatch, len(self.train))
+
     def minibatch(self, parent_id: str) -> list[Example]:
         """k train examples for screening: half the parent's failures (where gains are), half at random."""
         k = min(self.options.minibatch, len(self.train))

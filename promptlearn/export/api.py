@@ -89,12 +89,7 @@ def read_prompt(path: str | os.PathLike[str], key: str | None = None, *, fmt: st
     if key is None:
         raise TypeError("read_prompt needs the prompt's key in a config file")
     f = detect_format(path, fmt)
-    text = _read_file(path)
-    if text is None:
-        raise FileNotFoundError(f"{path}: no such config file")
-    if text.startswith(_BOM):
-        text = text[1:]
-    return read_prompt_text(text, key, f, name=Path(path).name)
+    return read_prompt_text(_config_text(path), key, f, name=Path(path).name)
 
 
 def read_provenance(path: str | os.PathLike[str], key: str, *, fmt: str | None = None) -> dict[str, Any] | None:
@@ -104,12 +99,15 @@ def read_provenance(path: str | os.PathLike[str], key: str, *, fmt: str | None =
     app loads is the one the run scored. Raises like `read_prompt` when the file or key is missing.
     """
     f = detect_format(path, fmt)
+    return read_provenance_text(_config_text(path), key, f, name=Path(path).name)
+
+
+def _config_text(path: str | os.PathLike[str]) -> str:
+    """A config file's text as the app reads it (without a BOM); FileNotFoundError when it is missing."""
     text = _read_file(path)
     if text is None:
         raise FileNotFoundError(f"{path}: no such config file")
-    if text.startswith(_BOM):
-        text = text[1:]
-    return read_provenance_text(text, key, f, name=Path(path).name)
+    return text[1:] if text.startswith(_BOM) else text
 
 
 def read_provenance_text(text: str, key: str, fmt: str, *, name: str = "config") -> dict[str, Any] | None:
