@@ -378,15 +378,12 @@ def _yaml_prompt_emitters(prompt: str, style: str | None = None) -> list[_Emit]:
     return emitters
 
 
-def _yaml_style(text: str, parts: list[str]) -> str | None:
-    """The scalar style ('|', '>', '"', "'" or None for plain) of the value at `parts`, None when there is none."""
-    MappingNode, ScalarNode, _ = _yaml_scalar_nodes()
+def _yaml_pair(text: str, parts: list[str]) -> Any:
+    """The composed (key node, value node) at the dotted `parts` of `text`; None when there is no such key."""
+    MappingNode, _, _ = _yaml_scalar_nodes()
     from ruamel.yaml import YAML
 
-    try:
-        node = YAML(typ="rt").compose(text)
-    except Exception:  # noqa: BLE001 - unparsable text fails later with its own error
-        return None
+    node, pair = YAML(typ="rt").compose(text), None
     for part in parts:
         if not isinstance(node, MappingNode):
             return None
@@ -394,7 +391,17 @@ def _yaml_style(text: str, parts: list[str]) -> str | None:
         if pair is None:
             return None
         node = pair[1]
-    return node.style if isinstance(node, ScalarNode) else None
+    return pair
+
+
+def _yaml_style(text: str, parts: list[str]) -> str | None:
+    """The scalar style ('|', '>', '"', "'" or None for plain) of the value at `parts`, None when there is none."""
+    _, ScalarNode, _ = _yaml_scalar_nodes()
+    try:
+        pair = _yaml_pair(text, parts)
+    except Exception:  # noqa: BLE001 - unparsable text fails later with its own error
+        return None
+    return pair[1].style if pair is not None and isinstance(pair[1], ScalarNode) else None
 
 
 def _yaml_sig(text: str) -> Any:
@@ -403,18 +410,7 @@ def _yaml_sig(text: str) -> Any:
 
 def _yaml_key_line(text: str, parts: list[str]) -> int | None:
     """Start of the line holding the key at `parts` (None when there is no such key)."""
-    MappingNode, _, _ = _yaml_scalar_nodes()
-    from ruamel.yaml import YAML
-
-    node = YAML(typ="rt").compose(text)
-    pair = None
-    for part in parts:
-        if not isinstance(node, MappingNode):
-            return None
-        pair = _yaml_lookup(node, part)
-        if pair is None:
-            return None
-        node = pair[1]
+    pair = _yaml_pair(text, parts)
     return None if pair is None else _line_start(text, pair[0].start_mark.index)
 
 
