@@ -8,7 +8,10 @@
    Ideal wall time: calls x latency / concurrency. The run's wall time is the ledger's (from the evaluator's
    start to the end of test scoring: the process's imports are reported apart). P = 1, 4, 8, 16.
 2. Quality at equal calls. The embedded model (flock /tmp/model.lock per run), tasks/pirate.yaml and
-   tasks/tensortrust_guard.yaml, evolve, the same max_calls: test score of P=1 and of P=`--quality-p` per seed.
+   tasks/rules/keyword.yaml (`--quality-tasks`; tensortrust_guard, the earlier second task, sits at the model's
+   floor for every line, so it cannot show a cost), evolve, the same max_calls: test score of P=1 and of
+   P=`--quality-p` per seed. Each run records the commit it ran at; `--fresh-quality` drops earlier runs (after
+   the optimizer changed) instead of resuming them.
    Every finished run is written to the JSON at once, so the benchmark resumes where it stopped
    (`--max-minutes` ends it between runs).
 
@@ -40,7 +43,7 @@ LATENCY, CONCURRENCY, CALLS = 0.5, 16, 400
 PS = (1, 4, 8, 16)
 GOAL = 0.8
 CUES = ("IMPORTANT", "Example", "Rules:", "Remember", "each", "Begin", "rule")
-QUALITY_TASKS = ("pirate", "tensortrust_guard")
+QUALITY_TASKS = ("pirate", "rules/keyword")
 
 
 def responder(body: dict) -> str:
@@ -130,23 +133,29 @@ def throughput(work: Path, optimizers: Sequence[str], ps: Sequence[int]) -> list
     return rows
 
 
+def _commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return proc.stdout.strip() or "unknown"
+
+
 def quality(result: dict[str, Any], work: Path, seeds: Sequence[int], p_big: int, budget: int,
-            max_minutes: float) -> None:
+            max_minutes: float, tasks: Sequence[str] = QUALITY_TASKS) -> None:
     """P=1 vs P=p_big on the embedded model; each finished run is saved at once (resumable)."""
     runs: list[dict[str, Any]] = result.setdefault("quality", {}).setdefault("runs", [])
-    result["quality"].update({"budget": budget, "p": [1, p_big], "tasks": list(QUALITY_TASKS), "seeds": list(seeds),
+    result["quality"].update({"budget": budget, "p": [1, p_big], "tasks": list(tasks), "seeds": list(seeds),
                               "optimizer": "evolve"})
+    commit = _commit()
     done = {(r["task"], r["parallel"], r["seed"]) for r in runs}
     start = time.monotonic()
     for seed in seeds:  # seed by seed, so a benchmark cut short has both tasks at both P
-        for task in QUALITY_TASKS:
+        for task in tasks:
             for p in (1, p_big):
                 if (task, p, seed) in done:
                     continue
                 if (time.monotonic() - start) / 60 > max_minutes:
                     print("  quality: --max-minutes reached; run again to continue", file=sys.stderr)
                     return
-                d = work / f"q-{task}-p{p}-s{seed}"
+                d = work / f"q-{task.replace('/', '_')}-p{p}-s{seed}"
                 cmd = ["flock", "/tmp/model.lock", str(Path(sys.executable).with_name("promptlearn")), "optimize",
                        str(ROOT / "tasks" / f"{task}.yaml"), "--optimizer", "evolve", "--seed", str(seed),
                        "--budget-calls", str(budget), "--parallel", str(p), "--run-dir", str(d / "run"),
@@ -162,7 +171,7 @@ def quality(result: dict[str, Any], work: Path, seeds: Sequence[int], p_big: int
                 runs.append({"task": task, "parallel": p, "seed": seed, "seed_test": out["seed"]["test"],
                              "best_test": out["best"]["test"], "best_val": out["best"]["val"],
                              "calls": out["calls"], "requests": out["requests"], "candidates": out["candidates"],
-                             "seconds": round(out["seconds"], 1), "loadavg": round(load, 2)})
+                             "seconds": round(out["seconds"], 1), "loadavg": round(load, 2), "commit": commit})
                 save(result)
                 print(f"  quality {task} P={p} seed {seed}: test {out['seed']['test']:.3f} -> "
                       f"{out['best']['test']:.3f} ({out['requests']} requests)", file=sys.stderr, flush=True)
@@ -237,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--quality-p", type=int, default=None, help="the P>1 of the quality part (default: best P)")
     p.add_argument("--quality-budget", type=int, default=300)
+    p.add_argument("--quality-tasks", default=",".join(QUALITY_TASKS), help="tasks/<name>.yaml, comma-separated")
+    p.add_argument("--fresh-quality", action="store_true", help="drop earlier quality runs instead of resuming")
     p.add_argument("--max-minutes", type=float, default=14.0)
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-parallel")
     p.add_argument("--serve", type=float, default=None, help=argparse.SUPPRESS)
@@ -257,8 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         save(result)
     if args.part in ("quality", "both"):
         p_big = args.quality_p or result.get("best_p") or 8
+        if args.fresh_quality:
+            import shutil
+
+            result.pop("quality", None)
+            shutil.rmtree(args.work / "quality", ignore_errors=True)
         quality(result, args.work / "quality", [int(x) for x in args.seeds.split(",")], p_big, args.quality_budget,
-                args.max_minutes)
+                args.max_minutes, [x for x in args.quality_tasks.split(",") if x])
         save(result)
     print(f"parallel: wrote {OUT.relative_to(ROOT)}", file=sys.stderr)
     return 0
