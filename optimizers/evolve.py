@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from promptlearn.context import Proposal, Request
 from promptlearn.metrics import has_loop
-from promptlearn.optimizers.operators import LLM_OPERATORS, MUTATIONS, REQUESTS, crossover, extract_prompt
+from promptlearn.optimizers.operators import (DEFAULT_OPERATORS, LLM_OPERATORS, MUTATIONS, REQUESTS, crossover,
+                                              extract_prompt)
 
 if TYPE_CHECKING:
     from promptlearn.context import OptimizerContext
@@ -46,7 +47,7 @@ class Evolution:
         if unknown:
             raise TaskError(f"unknown opening operators {sorted(unknown)}", field="optimizer.opening",
                             fix="choose from " + ", ".join(MUTATIONS) + " (or [] for none)")
-        self.ops = list(operators or MUTATIONS)
+        self.ops = list(operators or DEFAULT_OPERATORS)
         self.opening = [op for op in (OPENING if opening is None else opening) if op in self.ops]
         self.default_opening = opening is None
         self.harvest_rounds = harvest

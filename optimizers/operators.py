@@ -360,13 +360,60 @@ def quote_format(prompt: str, rng: random.Random, protected: Sequence[str] = (),
     return None if line in prompt else prompt.rstrip() + "\n\n" + line
 
 
+HINT_FORMS = ("{h}", "Format: {h}", "Rule for every reply: {h}")
+
+
+def failing_hints(ctx: Any, parent_id: str | None) -> list[str]:
+    """The task's check hints (checks.hints), the check failing most on the parent's val replies first; checks
+    that never fail there are left out (when the parent has no val results, every hint counts)."""
+    from promptlearn.checks import build_check
+    from promptlearn.checks.hints import check_hint
+
+    fails: dict[str, int] = {}
+    results = {}
+    try:
+        results = ctx.val_eval(parent_id).results if parent_id else {}
+    except KeyError:
+        pass
+    for res in results.values():
+        for turn in res.turns:
+            for name, cr in turn.checks.items():
+                fails[name] = fails.get(name, 0) + (cr.score < 1.0)
+    hints: list[tuple[int, str]] = []
+    for spec in ctx.task.spec.checks:
+        check = build_check(spec)
+        text = check_hint(check)
+        n = fails.get(check.name, 0) if results else 1
+        if text and n > 0:
+            hints.append((n, text))
+    return [h for _, h in sorted(hints, key=lambda x: -x[0])]
+
+
+def state_check(prompt: str, rng: random.Random, ctx: Any = None, parent_id: str | None = None,
+                **_: Any) -> str | None:
+    """Add the failing check's own hint (the rule in the verifier's terms, its literal parts quoted) as a line
+    of its own: what a person who reads the checker writes first. Only checks of the task (not per-example
+    ones); None when no failing check has a hint or the prompt already says it."""
+    if ctx is None:
+        return None
+    hints = [h for h in failing_hints(ctx, parent_id) if h not in prompt]
+    if not hints:
+        return None
+    line = rng.choice(HINT_FORMS).format(h=hints[0])
+    return prompt.rstrip() + "\n\n" + line
+
+
 MUTATIONS: dict[str, Callable[..., str | None]] = {
     "emphasize": emphasize, "restate": restate, "move_rule": move_rule, "drop_sentence": drop_sentence,
     "reorder": reorder, "as_list": as_list, "add_example": add_example, "opening_template": opening_template,
     "reword": reword, "quote_literal": quote_literal, "sandwich": sandwich, "every_reply": every_reply,
-    "quote_format": quote_format,
+    "quote_format": quote_format, "state_check": state_check,
     "paraphrase": paraphrase, "reflect": reflect,
 }
+#: Operators a search draws from unless the task names its own (`optimizer.operators`): every operator but the
+#: ones still being measured on the rule suite (bench suite's ablation lines name them).
+OPT_IN = ("state_check",)
+DEFAULT_OPERATORS = tuple(op for op in MUTATIONS if op not in OPT_IN)
 LLM_OPERATORS = ("paraphrase", "reflect")
 #: The LLM operators as request builders: an optimizer sends their requests together (ctx.generate_many) and
 #: reads each reply with extract_prompt.

@@ -143,3 +143,46 @@ def test_a_looping_reply_is_never_demo_material_even_when_it_passes(reply, demos
     made = [c for c in store.candidates() if c["operator"] == "add_example"]
     store.close()
     assert bool(made) == demos
+
+
+def _hint_task():
+    """Replies start with "Ahoy" only when the prompt says so in the check's own words."""
+    return task_from_dict({
+        "name": "hinted", "model": {"name": "fake/target", "max_tokens": 16},
+        "prompt": "You are a pirate. Greet the user like a pirate.",
+        "data": [{"examples": [{"id": f"h{i}", "user": f"Question {i}?"} for i in range(20)]}],
+        "checks": [{"type": "starts_with", "value": "Ahoy", "name": "rule"},
+                   {"type": "min_words", "value": 1, "name": "answers"}],
+        "splits": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 0}, "budget": {"max_calls": 60},
+        "optimizer": {"name": "evolve", "operators": ["state_check"], "opening": []}})
+
+
+def _hint_responder(messages):
+    system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+    return "Ahoy, matey." if 'Start every reply with "Ahoy".' in system else "Hello there, matey."
+
+
+def test_state_check_adds_the_hint_of_the_check_that_fails(tmp_path):
+    """The failing check's hint (starts_with) goes in; the guard that never fails (min_words) does not."""
+    with FakeLM(_hint_responder):
+        result = optimize(_hint_task(), budget=60, seed=0, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    store = SQLiteRunStore(tmp_path / "run", create=False)
+    made = [c for c in store.candidates() if c["operator"] == "state_check"]
+    store.close()
+    assert made, "state_check proposed nothing"
+    assert 'Start every reply with "Ahoy".' in made[0]["prompt"].split("\n\n")[-1]
+    assert not any("at least 1 words" in c["prompt"] for c in made)
+    assert result.best.id == made[0]["id"] and result.best.test == 1.0 and result.seed.test == 0.5  # rule 0, guard 1
+
+
+def test_a_hint_that_raises_is_no_hint():
+    from promptlearn.checks.hints import check_hint
+
+    class Plugin:
+        name = "mine"
+
+        def hint(self):
+            raise RuntimeError("boom")
+
+    assert check_hint(Plugin()) is None and check_hint(object()) is None
+    assert "state_check" in MUTATIONS and "state_check" not in Evolution().ops  # opt-in until the suite says

@@ -133,6 +133,14 @@ class Contains(_Rule):
         return _fail(f"reply lacks {listed(missing)} (needs all of {listed(self.values)})",
                      score=len(found) / len(self.values), missing=missing)
 
+    def hint(self) -> str | None:
+        """What a passing reply looks like, literal parts quoted (checks.hints)."""
+        words = ", ".join(f'"{v}"' for v in self.values)
+        if self.negate:
+            return f"Never write {words}."
+        which = "" if len(self.values) == 1 else ("one of " if self.mode == "any" else "all of ")
+        return f"Include {which}{words} in every reply."
+
 
 @_factory("contains", "not_contains")
 def contains(kind: str, value: str | None = None, values: list[str] | None = None, mode: str = "any",
@@ -232,6 +240,12 @@ class TextMatch(_Rule):
         snippet = " ".join(words[-n:] if verb == "end" else words[:n])
         return _fail(f"expected to {verb} with {want}, {verb}s with {_q(snippet, 40)}")
 
+    def hint(self) -> str | None:
+        """What a passing reply looks like, literal parts quoted (checks.hints)."""
+        verb = {"equals": "Reply with exactly", "starts_with": "Start every reply with",
+                "ends_with": "End every reply with"}[self.how]
+        return f"{verb} " + " or ".join(f'"{v}"' for v in self.values) + "."
+
 
 @_factory("starts_with", "ends_with", "equals")
 def text_match(kind: str, value: str | None = None, values: list[str] | None = None, ignore_case: bool = False,
@@ -284,6 +298,10 @@ class JsonCheck(_Rule):
         return _fail("reply JSON does not match the schema: "
                      + "; ".join(f"at {where(e)}: {e.message}" for e in errors[:3]) + more)
 
+    def hint(self) -> str | None:
+        """What a passing reply looks like (checks.hints)."""
+        return "Reply with valid JSON only, nothing before or after it."
+
 
 @_factory("is_json", "json_schema")
 def json_check(kind: str, schema: dict | None = None, allow_fence: bool = True) -> JsonCheck:
@@ -326,6 +344,10 @@ class Length(_Rule):
             return _PASS
         bound = "limit" if self.at_most else "minimum"
         return _fail(f"reply has {n} {self.unit}, {bound} is {self.value}", count=n)
+
+    def hint(self) -> str | None:
+        """What a passing reply looks like (checks.hints)."""
+        return f"Use {'at most' if self.at_most else 'at least'} {self.value} {self.unit}."
 
 
 @_factory("max_words", "min_words", "max_chars", "min_chars")

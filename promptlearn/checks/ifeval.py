@@ -57,6 +57,12 @@ class IFEvalCheck:
         return CheckResult(score=0.0 if strict else 1.0, loose=1.0 if loose else 0.0, feedback=strict,
                            details={"instruction_id": self.kind})
 
+    def hint(self) -> str | None:
+        """The instruction in the verifier's terms, literal parts quoted (checks.hints)."""
+        from promptlearn.checks.hints import ifeval_hint
+
+        return ifeval_hint(self.kind, self.params)
+
 
 # --- kwarg validation ---------------------------------------------------------------------------------------
 

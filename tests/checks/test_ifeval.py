@@ -91,6 +91,21 @@ def test_cases_cover_all_25_instructions():
 
 
 @pytest.mark.parametrize("kind,kwargs,good,bad,fragment", CASES, ids=[c[0] for c in CASES])
+def test_every_instruction_has_a_hint_naming_its_literals(kind, kwargs, good, bad, fragment):
+    """The hint (checks.hints) states the rule in the verifier's terms: each word, phrase and number the
+    instruction's kwargs fix appears in it (a request to repeat is per example, so it is not quoted)."""
+    hint = check(kind, **kwargs).hint()
+    assert hint and hint[0].isupper() and hint.rstrip().endswith(".")
+    for key, v in kwargs.items():
+        if key in ("relation", "let_relation", "capital_relation", "prompt_to_repeat", "language"):
+            continue
+        for x in v if isinstance(v, list) else [v]:
+            assert str(x).strip() in hint, (key, x, hint)
+    if "language" in kwargs:
+        assert rules.language_name(kwargs["language"]).split(" (")[0] in hint
+
+
+@pytest.mark.parametrize("kind,kwargs,good,bad,fragment", CASES, ids=[c[0] for c in CASES])
 def test_pass_and_fail(kind, kwargs, good, bad, fragment):
     ok = score(kind, good, **kwargs)
     assert (ok.score, ok.loose, ok.feedback) == (1.0, 1.0, "")
