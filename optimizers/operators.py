@@ -370,7 +370,7 @@ def failing_hints(ctx: Any, parent_id: str | None) -> list[str]:
     from promptlearn.checks.hints import check_hint
 
     fails: dict[str, int] = {}
-    results = {}
+    results: dict[str, Any] = {}
     try:
         results = ctx.val_eval(parent_id).results if parent_id else {}
     except KeyError:
