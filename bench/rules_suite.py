@@ -85,6 +85,10 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
     "evolve-hint": {"family": "promptlearn", "optimizer": "evolve", "ablation": True,
                     "options": {"operators": list(_operators.MUTATIONS),
                                 "opening": ["state_check", *_evolve.OPENING]}},
+    # evolve-hint with `confirm`: a near miss on val is judged again with the train examples it was not screened on
+    "evolve-hint-confirm": {"family": "promptlearn", "optimizer": "evolve", "ablation": True,
+                            "options": {"operators": list(_operators.MUTATIONS),
+                                        "opening": ["state_check", *_evolve.OPENING], "confirm": 16}},
     # evolve as it was before those changes (main at b10a787), run from that commit's tree into the same file:
     # recorded runs, never run by this code (that would run today's evolve under an old name)
     "evolve-b10a787": {"family": "promptlearn", "ablation": True, "recorded": True},

@@ -12,7 +12,7 @@ import json
 import random
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from promptlearn.context import BudgetView, Proposal, Request
@@ -55,6 +55,9 @@ class Options:
     test_front: int = 2  # extra Pareto-front candidates scored on test besides seed and best
     parallel: int | None = None  # proposals in flight at once (None: run.default_parallel picks)
     screen_loose: bool = True  # a strict tie on the minibatch is broken by the loose score (see `beats`)
+    #: a near miss (better on val, paired confidence under the bar) is judged again on up to this many more
+    #: examples: train examples it was not screened on and no prompt quotes, val and them together (0: off)
+    confirm: int = 0
 
 
 class StopRun(Exception):
@@ -258,7 +261,7 @@ class RunContext:
             return self._after(Verdict(cand.id, "screened_out", reason=reason), active)
         assert s.val is not None
         self._promote(cand, s.val)
-        return self._after(self._accept(cand, s.val, s.number), active)
+        return self._after(self._accept(cand, s.val, s.number, s.batch), active)
 
     @property
     def minibatch_size(self) -> int:
@@ -282,9 +285,10 @@ class RunContext:
                              {"checks": ev.check_rates()})
         self.store.set_status(cand.id, "seed" if cand.operator == "seed" else "promoted")
 
-    def _accept(self, cand: Candidate, ev: Evaluation, number: int) -> Verdict:
+    def _accept(self, cand: Candidate, ev: Evaluation, number: int, batch: Sequence[Example] = ()) -> Verdict:
         """Accept a promoted candidate as the new best: it must beat the best on val with paired confidence
-        (bootstrap seeded by its proposal number) and keep the task's side-effect constraints."""
+        (bootstrap seeded by its proposal number) and keep the task's side-effect constraints. With `confirm`,
+        a near miss is judged again with more examples (`_confirm`)."""
         best_cand, best_ev = self.best
         seed_ev = self.val_evals[self.seed_candidate.id]
         if isinstance(ev, MultiEvaluation):  # several targets: promptlearn.targets holds the rule
@@ -303,8 +307,34 @@ class RunContext:
             return Verdict(cand.id, "promoted", ev.score, "violates " + "; ".join(bad))
         if ev.score > best_ev.score and conf >= self.options.confidence:
             return self._new_best(cand, ev, f"confidence {conf:.2f}")
+        if ev.score > best_ev.score and self.options.confirm > 0:
+            more = self._confirm(cand, best_cand, ev, best_ev, number, batch)
+            if more is not None and more[0] >= self.options.confidence:
+                return self._new_best(cand, ev, f"confidence {more[0]:.2f} on val + {more[1]} train examples")
         return Verdict(cand.id, "promoted", ev.score, f"val {ev.score:.3f} vs best {best_ev.score:.3f}, "
                                                       f"confidence {conf:.2f}")
+
+    def _confirm(self, cand: Candidate, best: Candidate, ev: Evaluation, best_ev: Evaluation, number: int,
+                 batch: Sequence[Example]) -> tuple[float, int] | None:
+        """(paired confidence on val + n more examples, n) for a near miss; None when there are none.
+
+        With 18 val examples a gain of one reply can never reach confidence 0.8, so a real one-reply gain is
+        lost as surely as a lucky one. The extra examples are train examples the candidate was not screened on
+        (its screening chose it) and that neither prompt quotes (a worked example is its own answer); both
+        prompts are scored on them, in proposal order, and the bootstrap runs over val and them together."""
+        used = {e.id for e in batch}
+        extra = [e for e in self.train if e.id not in used and not _quoted(e, cand.prompt)
+                 and not _quoted(e, best.prompt)][:self.options.confirm]
+        if not extra:
+            return None
+        mine = self.evaluate(cand.prompt, extra, tag="confirm", model_overrides=cand.model_overrides)
+        theirs = self.evaluate(best.prompt, extra, tag="confirm-best", model_overrides=best.model_overrides)
+        conf = paired_confidence(replace(ev, results={**ev.results, **mine.results}),
+                                 replace(best_ev, results={**best_ev.results, **theirs.results}),
+                                 self.options.bootstrap, random.Random(self.seed + number))
+        self.store.log_event("confirm", {"id": cand.id, "best": best.id, "examples": len(extra), "score": mine.score,
+                                         "best_score": theirs.score, "confidence": conf})
+        return conf, len(extra)
 
     def _new_best(self, cand: Candidate, ev: Evaluation, reason: str) -> Verdict:
         self.best_id = cand.id
@@ -481,6 +511,12 @@ async def _stage(grants: InOrderGrants | None, stage: Stage | None) -> AsyncIter
         return
     async with grants.stage(stage):
         yield
+
+
+def _quoted(example: Example, prompt: str) -> bool:
+    """Whether the prompt quotes the example's first user turn (a worked example made from it)."""
+    user = example.turns[0].user.replace("{", "(").replace("}", ")").strip() if example.turns else ""
+    return bool(user) and user in prompt
 
 
 def paired_confidence(new: Evaluation, old: Evaluation, n: int, rng: random.Random) -> float:

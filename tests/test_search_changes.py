@@ -186,3 +186,56 @@ def test_a_hint_that_raises_is_no_hint():
 
     assert check_hint(Plugin()) is None and check_hint(object()) is None
     assert "state_check" in MUTATIONS and "state_check" not in Evolution().ops  # opt-in until the suite says
+
+
+@pytest.mark.model
+@requires_model
+def test_state_check_on_the_embedded_model_states_the_bullet_format(tmp_path):
+    """tasks/rules/bullets.yaml on SmolLM2: the failing check is the bullet count, so the hint added is the
+    verifier's own wording (exactly 3 bullet points starting with "* "), and the candidate is screened on train."""
+    from promptlearn.task import load_task
+
+    task = load_task(TASKS / "rules" / "bullets.yaml", overrides={
+        "data": [{"file": "../data/rules_users.jsonl", "limit": 20}],
+        "optimizer": {"name": "evolve", "operators": ["state_check"], "opening": ["state_check"]}})
+    optimize(task, budget=60, seed=0, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite",
+             options={"minibatch": 4})
+    store = SQLiteRunStore(tmp_path / "run", create=False)
+    made = [c for c in store.candidates() if c["operator"] == "state_check"]
+    results = store.results(made[0]["id"]) if made else {}
+    store.close()
+    assert made and 'exactly 3 bullet points, each on its own line starting with "* "' in made[0]["prompt"]
+    assert made[0]["status"] in ("screened_out", "promoted", "accepted") and len(results) >= 4
+
+
+@pytest.mark.parametrize("confirm,status", [(0, "promoted"), (12, "accepted")])
+def test_confirm_judges_a_one_reply_val_gain_again_on_unscreened_train_examples(confirm, status, tmp_path):
+    """The hinted prompt fixes every train reply but only one val reply: on val alone that is confidence
+    1 - (4/5)^5 = 0.67 < 0.8 (5 val examples), so it stays promoted; with `confirm` the train examples it was not
+    screened on join the bootstrap, and it is accepted."""
+    task = _hint_task()
+    train = {e.turns[0].user for e in task.splits["train"]}
+    val_one = task.splits["val"][0].turns[0].user
+
+    def responder(messages):
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        user = messages[-1]["content"]
+        hinted = 'Start every reply with "Ahoy".' in system
+        return "Ahoy, matey." if hinted and (user in train or user == val_one) else "Hello there, matey."
+
+    task = task_from_dict({**_hint_task().spec.model_dump(exclude_none=True),
+                           "optimizer": {"name": "evolve", "operators": ["state_check"], "opening": [],
+                                         "confirm": confirm}})
+    with FakeLM(responder):
+        result = optimize(task, budget=80, seed=0, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
+    store = SQLiteRunStore(tmp_path / "run", create=False)
+    made = [c for c in store.candidates() if c["operator"] == "state_check"]
+    confirms = store.events("confirm")
+    store.close()
+    assert made[0]["status"] == status
+    assert (result.best.id == made[0]["id"]) == (status == "accepted")
+    if confirm:
+        assert confirms and confirms[0]["examples"] == len(train) - 8  # the 8 screening examples are left out
+        assert confirms[0]["confidence"] >= 0.8
+    else:
+        assert not confirms
