@@ -239,3 +239,14 @@ def test_confirm_judges_a_one_reply_val_gain_again_on_unscreened_train_examples(
         assert confirms[0]["confidence"] >= 0.8
     else:
         assert not confirms
+
+
+@pytest.mark.parametrize("value", ["-1", "many", "true"])
+def test_a_bad_confirm_is_one_line_exit_2_before_any_call(value, tmp_path, monkeypatch, capsys):
+    from test_cli_export_check import cli, write_task
+
+    path = write_task(tmp_path / "task.yaml")
+    with FakeLM(lambda m: "Ahoy"):
+        code, _, err = cli(monkeypatch, capsys, "optimize", path, "-o", f"confirm={value}", "--run-dir", tmp_path / "r")
+    assert code == 2 and "optimizer.confirm" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
