@@ -290,7 +290,16 @@ def run_one(task: Any, line: str, seed: int, budget: int, scorer: Any, memo: Any
         return q.run_promptlearn(task, line, budget, seed, WORK, scorer, memo, loop_options,
                                  optimizer=spec.get("optimizer"), options=spec.get("options"), family=spec["family"])
 
-    return q.run_guarded("suite", task.name, line, seed, budget, spec["family"], run)
+    return {**q.run_guarded("suite", task.name, line, seed, budget, spec["family"], run), "commit": _commit()}
+
+
+def _commit() -> str:
+    """The commit the code ran at (a line's meaning moves with the code; each run says which code it was)."""
+    import subprocess
+
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(["git", "diff", "--quiet", "--", "promptlearn", "optimizers"], cwd=ROOT).returncode
+    return (proc.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
 
 
 # ---- summary maths --------------------------------------------------------------------------------------------

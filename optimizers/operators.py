@@ -389,18 +389,37 @@ def failing_hints(ctx: Any, parent_id: str | None) -> list[str]:
     return [h for _, h in sorted(hints, key=lambda x: -x[0])]
 
 
-def state_check(prompt: str, rng: random.Random, ctx: Any = None, parent_id: str | None = None,
-                **_: Any) -> str | None:
-    """Add the failing check's own hint (the rule in the verifier's terms, its literal parts quoted) as a line
-    of its own: what a person who reads the checker writes first. Only checks of the task (not per-example
-    ones); None when no failing check has a hint or the prompt already says it."""
+def _words_of(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def closest_rule(prompt: str, text: str, protected: Sequence[str] = ()) -> str | None:
+    """The prompt's rule sentence that says most nearly what `text` says (shared words; at least a third)."""
+    want = _words_of(text)
+    scored = [(len(want & _words_of(r)) / max(1, len(want | _words_of(r))), r) for r in rules(prompt, protected)]
+    best = max(scored, default=(0.0, None))
+    return best[1] if best[0] >= 1 / 3 else None
+
+
+def state_check(prompt: str, rng: random.Random, protected: Sequence[str] = (), ctx: Any = None,
+                parent_id: str | None = None, **_: Any) -> str | None:
+    """Write the failing check's own hint (the rule in the verifier's terms, its literal parts quoted) into the
+    prompt: what a person who reads the checker writes first. Most often it replaces the rule sentence that
+    says the same thing less exactly (a 135M model follows one precise sentence better than a vague one and an
+    addendum), when that keeps every protected clause; else it is a line of its own at the end. Only the task's
+    checks (not per-example ones); None when no failing check has a hint or the prompt already says it."""
     if ctx is None:
         return None
     hints = [h for h in failing_hints(ctx, parent_id) if h not in prompt]
     if not hints:
         return None
-    line = rng.choice(HINT_FORMS).format(h=hints[0])
-    return prompt.rstrip() + "\n\n" + line
+    hint = hints[0]
+    target = closest_rule(prompt, hint, protected)
+    if target and rng.random() < 0.7:
+        swapped = prompt.replace(target, hint, 1)
+        if all(p in swapped for p in protected):
+            return swapped
+    return prompt.rstrip() + "\n\n" + rng.choice(HINT_FORMS).format(h=hint)
 
 
 MUTATIONS: dict[str, Callable[..., str | None]] = {

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import requires_model
 from promptlearn.optimizers.evolve import OPENING, Evolution
-from promptlearn.optimizers.operators import MUTATIONS, every_reply, key_rule, quote_format, sandwich
+from promptlearn.optimizers.operators import MUTATIONS, every_reply, key_rule, quote_format, sandwich, state_check
 from promptlearn.run import optimize
 from promptlearn.store import SQLiteRunStore
 from promptlearn.task import task_from_dict
@@ -250,3 +250,21 @@ def test_a_bad_confirm_is_one_line_exit_2_before_any_call(value, tmp_path, monke
         code, _, err = cli(monkeypatch, capsys, "optimize", path, "-o", f"confirm={value}", "--run-dir", tmp_path / "r")
     assert code == 2 and "optimizer.confirm" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_state_check_replaces_the_vaguer_rule_unless_that_loses_a_protected_clause():
+    from types import SimpleNamespace
+
+    def ctx(checks):
+        def no_val(_):
+            raise KeyError(_)
+        return SimpleNamespace(task=SimpleNamespace(spec=SimpleNamespace(checks=checks)), val_eval=no_val)
+
+    bullets = ctx([{"type": "detectable_format:number_bullet_lists", "num_bullets": 3}])
+    hint = 'Answer with exactly 3 bullet points, each on its own line starting with "* ".'
+    outs = {state_check(BULLETS, random.Random(k), ["3 bullet points"], ctx=bullets) for k in range(20)}
+    assert "You are a helpful assistant. " + hint in outs  # the rule sentence swapped for the hint
+    assert any(o.startswith(BULLETS + "\n\n") and o.endswith(hint) for o in outs)  # or a line of its own
+    friend = ctx([{"type": "keywords:existence", "keywords": ["friend"]}])
+    outs = {state_check(FRIEND, random.Random(k), ["'friend'"], ctx=friend) for k in range(20)}
+    assert outs and all(o.startswith(FRIEND + "\n\n") for o in outs)  # swapping would lose 'friend'
