@@ -1,0 +1,357 @@
+"""Workers: one run on many processes and machines, through its PostgreSQL store.
+
+One process at a time is the run's *decider*: it holds the run lock (promptlearn.store.lock) and runs the normal
+search (optimizer, in-order decisions, acceptance, ledger) exactly as a single process does, except that its
+cache misses become jobs in the store (`JobPool`, a Transport of promptlearn.lm) instead of calls to the model.
+Every worker process, the decider's own included, runs an `Executor`: it claims jobs (SKIP LOCKED), holds them
+under a lease its heartbeat renews, charges the run's budget, calls the model and writes the reply to the shared
+cache in one transaction. A worker that is not deciding waits for the lock; when the decider dies, its lease runs
+out and a worker takes the run over through `--resume`, which replays everything stored and cached exactly.
+Which process made which call is not part of the run; its decisions are the single process's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Mapping
+
+from promptlearn.errors import BudgetExceeded, ModelError, RunError, TaskError
+from promptlearn.lm import LM, Completion, Ledger
+from promptlearn.store.base import LockHolder, RunLocked, StoreError, StoreUnavailable
+from promptlearn.store.lock import LEASE_SECONDS
+from promptlearn.store.url import is_db_url, mask_url
+
+if TYPE_CHECKING:
+    from promptlearn.store.jobs import Job, JobTable
+    from promptlearn.store.postgres import PostgresStore
+    from promptlearn.task import Task
+
+#: How often a decider looks for finished jobs and an idle executor for new ones (seconds): a 500 ms call
+#: waits at most two of these longer than it would in one process.
+POLL = 0.02
+#: Statuses after which a worker leaves the run (`stop` ends a run as finished).
+ENDED = ("finished", "failed", "interrupted")
+TASK_DOC = "task_doc"
+STORE_ENV = "PROMPTLEARN_STORE"  # how a spawned worker gets the URL: never on a command line `ps` shows
+
+
+def task_doc(task: "Task") -> dict[str, Any]:
+    """The task as stored in a worker run, so a worker on another machine needs no task file."""
+    return {"spec": task.spec.model_dump(mode="json"),
+            "splits": {k: [e.to_dict() for e in v] for k, v in task.splits.items()}}
+
+
+def task_from_doc(doc: Mapping[str, Any]) -> "Task":
+    from promptlearn.task import Task, TaskSpec
+    from promptlearn.types import Example, Turn
+
+    def example(d: Mapping[str, Any]) -> Example:
+        turns = tuple(Turn(t["user"], tuple(t.get("checks") or ()), t.get("given"), t.get("reference"),
+                           t.get("meta") or {}) for t in d["turns"])
+        return Example(d["id"], turns, tuple(d.get("checks") or ()), d.get("meta") or {})
+
+    return Task(TaskSpec.model_validate(doc["spec"]), {k: [example(e) for e in v] for k, v in doc["splits"].items()})
+
+
+def default_parallel(conc: int, workers: int) -> int:
+    """Proposals in flight by default in a run of `workers` processes: enough to keep every worker's
+    `concurrency` busy, capped like run.default_parallel (16)."""
+    return min(16, workers * conc if conc > 1 else workers)
+
+
+def require_db(url: str | None, workers: int) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise TaskError(f"--workers must be a whole number >= 1, not {workers!r}", field="--workers",
+                        fix="e.g. --workers 4")
+    if not is_db_url(url):
+        raise StoreError("--workers needs a PostgreSQL store: add --store postgresql://user@host/db (workers share "
+                         "a run through the database; a SQLite store is one process)")
+
+
+# ---- the decider's side: a Transport whose "server" is the pool of workers ----------------------------------
+
+
+class JobPool:
+    """A Transport (promptlearn.lm): each request becomes a job of the run; the reply comes back when a worker has
+    made the call. One poller thread reads the replies of every request waiting, POLL apart."""
+
+    concurrency = 4096  # the workers' own caps bound the calls in flight; the proposals in flight bound the jobs
+
+    def __init__(self, jobs: "JobTable", poll: float = POLL):
+        self.jobs, self.poll = jobs, poll
+        self._waiting: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]]] = {}
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="promptlearn-jobs", daemon=True)
+        self._thread.start()
+
+    async def send(self, lm: LM, key: str, msgs: list[dict[str, str]], sample: int) -> Completion:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            self._waiting.setdefault(key, []).append((loop, fut))
+        try:
+            await asyncio.to_thread(self.jobs.submit, key, {"config": lm.config.model_dump(mode="json"),
+                                                            "messages": msgs, "sample": sample})
+            outcome = await fut
+        finally:
+            with self._lock:
+                waiters = [w for w in self._waiting.get(key, []) if w[1] is not fut]
+                if waiters:
+                    self._waiting[key] = waiters
+                else:
+                    self._waiting.pop(key, None)
+        if outcome.done:
+            r = outcome.reply
+            return Completion(r["text"], r.get("prompt_tokens", 0), r.get("completion_tokens", 0),
+                              r.get("cached_prompt_tokens", 0), usd=r.get("usd", 0.0), retries=r.get("retries", 0),
+                              seconds=r.get("seconds", 0.0))
+        err = outcome.error or {}
+        if err.get("kind") == "budget":
+            raise BudgetExceeded(err["limit"], err["used"], err["max"])
+        raise ModelError(err.get("message", "a worker's call failed"), bad_request=bool(err.get("bad_request")))
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.poll):
+            with self._lock:
+                keys = list(self._waiting)
+            if not keys:
+                continue
+            try:
+                outcomes = self.jobs.outcomes(keys)
+            except StoreUnavailable as e:
+                self._resolve_all(e)
+                return
+            for o in outcomes:
+                with self._lock:
+                    waiters = self._waiting.pop(o.key, [])
+                for loop, fut in waiters:
+                    loop.call_soon_threadsafe(_settle, fut, o, None)
+
+    def _resolve_all(self, error: BaseException) -> None:
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        for waiters in waiting.values():
+            for loop, fut in waiters:
+                loop.call_soon_threadsafe(_settle, fut, None, error)
+
+    def close(self) -> None:
+        """Stop watching and drop the jobs nobody claimed (a next decider asks again what it needs)."""
+        self._done.set()
+        self._thread.join(timeout=5)
+        try:
+            self.jobs.drop_pending()
+        except StoreError:
+            pass  # the database is away: pending jobs wait for the next decider, which reuses them
+
+
+def _settle(fut: asyncio.Future[Any], outcome: Any, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(outcome)
+
+
+# ---- every worker's side: claim, call, record ---------------------------------------------------------------
+
+
+class Executor:
+    """Claims the run's jobs and makes their calls, at most `concurrency` at once, on a thread of its own with its
+    own event loop; a heartbeat renews the lease of the jobs it holds. Its store is its own (one pool)."""
+
+    def __init__(self, url: str, run_id: str, concurrency: int, *, lease: float | None = None,
+                 poll: float = POLL):
+        from promptlearn.store.jobs import JobTable
+        from promptlearn.store.postgres import PostgresStore
+
+        self.store: PostgresStore = PostgresStore(url)
+        self.jobs: JobTable = JobTable(self.store, run_id)
+        self.run_id, self.concurrency, self.poll = run_id, max(1, concurrency), poll
+        self.lease = lease if lease is not None else LEASE_SECONDS
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.calls = 0  # model calls this executor made (charged to the run's budget)
+        self.error: str | None = None  # why it stopped early (the database went away)
+        self._lms: dict[str, LM] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="promptlearn-executor", daemon=True)
+        self._beat = threading.Thread(target=self._heartbeat, name="promptlearn-executor-lease", daemon=True)
+
+    def start(self) -> "Executor":
+        self._thread.start()
+        self._beat.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in (self._thread, self._beat):
+            if t.is_alive():
+                t.join(timeout=10)
+        self.store.close()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self.jobs.renew(self.owner, self.lease)
+            except StoreError:
+                continue  # away for now: the claims lapse, another worker retakes them, nothing is lost
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._serve())
+        except StoreError as e:
+            self.error = str(e)
+        finally:
+            http = sys.modules.get("promptlearn.openai_http")
+            if http is not None:
+                loop.run_until_complete(http.close_sessions())
+            loop.close()
+
+    async def _serve(self) -> None:
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stop.is_set():
+                free = self.concurrency - len(running)
+                jobs = await asyncio.to_thread(self.jobs.claim, self.owner, free, self.lease) if free > 0 else []
+                for job in jobs:
+                    t = asyncio.ensure_future(self._run(job))
+                    running.add(t)
+                    t.add_done_callback(running.discard)
+                if not jobs:
+                    if running and free <= 0:
+                        await asyncio.wait(running, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                    else:
+                        await asyncio.sleep(self.poll)
+        finally:
+            for t in running:
+                t.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    def _lm(self, config: Mapping[str, Any]) -> LM:
+        import json
+
+        key = json.dumps(config, sort_keys=True)
+        if key not in self._lms:
+            from promptlearn.task import ModelConfig
+
+            self._lms[key] = LM(ModelConfig.model_validate(config), cache=None, ledger=Ledger())
+        return self._lms[key]
+
+    async def _run(self, job: "Job") -> None:
+        req = job.request
+        lm = self._lm(req["config"])
+        refused = await asyncio.to_thread(self.jobs.charge)
+        if refused is not None:
+            await asyncio.to_thread(self.jobs.fail, self.owner, job, {"kind": "budget", **refused})
+            return
+        self.calls += 1
+        try:
+            c = await lm.call_model(list(req["messages"]), lm.params(), int(req.get("sample", 0)))
+        except ModelError as e:
+            await asyncio.to_thread(self.jobs.fail, self.owner, job, {"kind": "model", "message": str(e),
+                                                                      "bad_request": e.bad_request})
+            return
+        except Exception as e:  # noqa: BLE001 - e.g. a missing key (TaskError) on this machine: the decider says it
+            await asyncio.to_thread(self.jobs.fail, self.owner, job, {"kind": "model", "message": str(e)})
+            return
+        reply = {"text": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                 "cached_prompt_tokens": c.cached_prompt_tokens, "usd": c.usd, "retries": c.retries,
+                 "seconds": c.seconds}
+        await asyncio.to_thread(self.jobs.finish, self.owner, job, lm.name, reply, c.usd)
+
+
+_executors: dict[tuple[str, str], Executor] = {}
+_executors_lock = threading.Lock()
+
+
+def ensure_executor(url: str, run_id: str, task: "Task") -> tuple[Executor, bool]:
+    """This process's executor for the run (one per process and run), and whether this call started it."""
+    with _executors_lock:
+        ex = _executors.get((url, run_id))
+        if ex is not None and ex._thread.is_alive():
+            return ex, False
+        ex = Executor(url, run_id, task.model.max_concurrency).start()
+        _executors[(url, run_id)] = ex
+        return ex, True
+
+
+def stop_executor(url: str, run_id: str) -> None:
+    with _executors_lock:
+        ex = _executors.pop((url, run_id), None)
+    if ex is not None:
+        ex.stop()
+
+
+def spawn_workers(n: int, url: str, run_id: str) -> list[subprocess.Popen[bytes]]:
+    """n more worker processes on this machine (`promptlearn worker RUN_ID`); the URL goes by environment."""
+    env = {**os.environ, STORE_ENV: url}
+    return [subprocess.Popen([sys.executable, "-m", "promptlearn.cli", "worker", run_id, "--quiet"], env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL) for _ in range(n)]
+
+
+def wait_workers(procs: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    """The spawned workers leave once the run has ended (they read its status); any still there are stopped."""
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def run_worker(url: str, run: str, *, say: Any = None, poll: float = 1.0) -> str:
+    """`promptlearn worker --store URL RUN_ID`: make this process a worker of the run until it ends, deciding
+    when the run's decider is gone. Returns the run's final status. Bad input is a RunError/StoreError at once."""
+    from promptlearn.run import optimize
+    from promptlearn.store.jobs import JobTable
+    from promptlearn.store.postgres import PostgresStore
+
+    if not is_db_url(url):
+        raise StoreError("promptlearn worker needs a PostgreSQL store: --store postgresql://user@host/db")
+    store = PostgresStore(url)
+    try:
+        run_id = store.resolve(run)
+        rs = store.open_run(run_id)
+        config, doc = rs.get_meta("config"), rs.get_meta(TASK_DOC)
+        if not config or not config.get("workers") or doc is None:
+            raise RunError(f"run {run_id} in {store.url} was not started with --workers; continue it with "
+                           f"promptlearn optimize TASK --resume {run_id} --store URL")
+        status = rs.get_meta("status")
+        if status in ENDED:
+            raise RunError(f"run {run_id} in {store.url} is {status}; there is nothing to join (see promptlearn "
+                           f"show {run_id} --store URL)")
+        task = task_from_doc(doc)
+        ensure_executor(url, run_id, task)
+        if say:
+            say(f"worker {LockHolder.me()} joined run {run_id} in {mask_url(url)}")
+        jobs, me = JobTable(store, run_id), LockHolder.me()
+        while True:
+            status = rs.get_meta("status")
+            if status in ENDED:
+                return str(status)
+            if jobs.may_decide(me):
+                try:
+                    optimize(task, resume=run_id, store=url, runs_root="runs")
+                except RunLocked:
+                    pass  # another worker took it first
+                else:
+                    return str(rs.get_meta("status"))
+            time.sleep(poll)
+    finally:
+        stop_executor(url, run.strip())
+        for key in [k for k in _executors if k[0] == url]:
+            stop_executor(*key)
+        store.close()
