@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-ORDER = ("quality", "suite", "search", "concurrency", "parallel", "cache", "overhead", "guidance", "prefix_reuse",
-         "llama_tuning")
+ORDER = ("quality", "suite", "search", "concurrency", "parallel", "workers", "cache", "overhead", "guidance",
+         "prefix_reuse", "llama_tuning")
 
 
 def load_results(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
@@ -345,6 +345,7 @@ TITLES = {"quality": "Quality per budget: promptlearn vs DSPy", "suite": "Rule-a
           "search": "Search changes on the rule suite (issue 15)",
           "concurrency": "Concurrency: throughput vs ideal",
           "parallel": "Parallel search: whole-run wall time and quality at equal calls",
+          "workers": "Workers: one run on several processes (PostgreSQL)",
           "cache": "Cache: an identical re-run", "overhead": "Overhead of the evaluation path",
           "guidance": "Classifier-free guidance", "prefix_reuse": "System-prompt prefix reuse",
           "llama_tuning": "llama.cpp thread tuning",

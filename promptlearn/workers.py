@@ -205,6 +205,9 @@ class Executor:
                 continue  # away for now: the claims lapse, another worker retakes them, nothing is lost
 
     def _main(self) -> None:
+        from promptlearn.lm import litellm
+
+        litellm()  # seconds of import before the first claim, not while holding claimed jobs
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self._serve())

@@ -76,7 +76,8 @@ class JobTable:
             return []
         rows = self.store.call(lambda c: c.execute(
             "UPDATE pl_jobs SET status = 'running', owner = %s, expires = now() + make_interval(secs => %s), "
-            "attempts = attempts + 1 WHERE run_id = %s AND id IN (SELECT id FROM pl_jobs WHERE run_id = %s AND "
+            "attempts = attempts + 1, claimed = EXTRACT(EPOCH FROM now()) WHERE run_id = %s AND id IN "
+            "(SELECT id FROM pl_jobs WHERE run_id = %s AND "
             "(status = 'pending' OR (status = 'running' AND expires < now())) ORDER BY id LIMIT %s "
             "FOR UPDATE SKIP LOCKED) RETURNING key, request, attempts",
             (owner, lease, self.run_id, self.run_id, n)).fetchall())
@@ -98,7 +99,8 @@ class JobTable:
                              "response = EXCLUDED.response", (job.key, model, json.dumps(
                                  {k: reply[k] for k in ("text", "prompt_tokens", "completion_tokens", "usd")},
                                  ensure_ascii=False), time.time()))
-                conn.execute("UPDATE pl_jobs SET status = 'done', reply = %s, owner = %s, expires = NULL "
+                conn.execute("UPDATE pl_jobs SET status = 'done', reply = %s, owner = %s, expires = NULL, "
+                             "finished = EXTRACT(EPOCH FROM now()) "
                              "WHERE run_id = %s AND key = %s AND status <> 'done'", (text, owner, self.run_id, job.key))
                 if usd:
                     conn.execute("UPDATE pl_budgets SET usd = usd + %s WHERE run_id = %s", (usd, self.run_id))

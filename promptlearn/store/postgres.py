@@ -62,7 +62,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     CREATE TABLE pl_jobs (run_id TEXT NOT NULL REFERENCES pl_runs ON DELETE CASCADE, key TEXT NOT NULL,
         id BIGSERIAL, request TEXT NOT NULL, status TEXT NOT NULL, owner TEXT, expires TIMESTAMPTZ,
         attempts INTEGER NOT NULL DEFAULT 0, reply TEXT, error TEXT, created DOUBLE PRECISION,
-        PRIMARY KEY (run_id, key));
+        claimed DOUBLE PRECISION, finished DOUBLE PRECISION, PRIMARY KEY (run_id, key));
     CREATE INDEX pl_jobs_open ON pl_jobs (run_id, status, id);
     CREATE TABLE pl_budgets (run_id TEXT PRIMARY KEY REFERENCES pl_runs ON DELETE CASCADE, max_calls BIGINT,
         max_usd DOUBLE PRECISION, calls BIGINT NOT NULL DEFAULT 0, usd DOUBLE PRECISION NOT NULL DEFAULT 0);
