@@ -77,6 +77,20 @@ def nodes(lineage: dict) -> list[tuple]:
     return [(n["id"], tuple(n["parents"]), n["operator"], n["status"], n["val"], n["test"]) for n in lineage["nodes"]]
 
 
+def most_in_flight(url: str, run_id: str) -> dict[str, int]:
+    """The most calls each process had in flight at once, from the jobs' claim and reply times."""
+    rows = sql(url, "SELECT owner, claimed, finished FROM pl_jobs WHERE run_id = %s AND status = 'done'", run_id)
+    out: dict[str, int] = {}
+    for owner in {o for o, _, _ in rows}:
+        edges = sorted([(c, 1) for o, c, _ in rows if o == owner] + [(f, -1) for o, _, f in rows if o == owner])
+        level = top = 0
+        for _, step in edges:
+            level += step
+            top = max(top, level)
+        out[owner] = top
+    return out
+
+
 def wait_for(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not cond():
@@ -236,5 +250,26 @@ def test_worker_joins_a_started_run_and_bad_input_is_one_line(pg_server, pg_url,
     owners = {o.split(":")[1] for (o,) in sql(pg_server.url(db), "SELECT owner FROM pl_jobs WHERE run_id = "
                                                                   "'joined' AND status = 'done'")}
     assert len(owners) == 2, "the joining worker made no calls"
+    assert max(most_in_flight(pg_server.url(db), "joined").values()) <= CONCURRENCY, "a worker passed its cap"
     code, out, err = cli(monkeypatch, capsys, "worker", "joined", "--store", url)
     assert code == 2 and "finished" in err and len(err.strip().splitlines()) == 1 and PASSWORD not in err, err
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_two_workers_on_the_embedded_model(pg_url, tmp_path, monkeypatch):
+    """The real model in two processes (this one deciding, one spawned worker), P=1: the run finishes within its
+    40 calls with the lineage the single-process run of tests/test_real_model.py records."""
+    from conftest import smollm2_available
+    from promptlearn.run import optimize
+    from test_real_model import LINEAGES, _tiny_pirate
+
+    if not smollm2_available():
+        pytest.skip("needs promptlearn[local]")
+    monkeypatch.chdir(tmp_path)
+    result = optimize(_tiny_pirate(), "evolve", budget=40, seed=0, store=pg_url, workers=2, parallel=1,
+                      runs_root=tmp_path / "runs")
+    assert [(n["operator"], n["status"]) for n in result.lineage["nodes"]] == LINEAGES["evolve"]
+    (calls, cap), = sql(pg_url, "SELECT calls, max_calls FROM pl_budgets WHERE run_id = %s", result.run_id)
+    assert cap == 40 and calls == result.ledger.calls <= 40 and result.best.test is not None
+    assert meta(pg_url, result.run_id, "status") == "finished"
