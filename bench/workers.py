@@ -165,15 +165,21 @@ def markdown(r: dict[str, Any]) -> str:
                 "reply), the spawned workers' start-up (Python, litellm import) included. Steady: calls finished "
                 "per second while every worker was working. Times are the database server's.", "",
                 "| workers | P | calls | processes with calls | run s | calls/s whole run | steady s | calls/s "
-                "steady | ideal calls/s | candidates | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                "steady | ideal calls/s | process s | calls/s incl. start-up | candidates | load |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for x in tp:
             out.append(f"| {x['workers']} | {x['parallel']} | {x['jobs_done']} | {x['processes_with_calls']} | "
                        f"{x['run_s']} | **{x['calls_per_s']}** | {x['steady_s']} | **{x['steady_calls_per_s']}** | "
-                       f"{x['ideal_calls_per_s']:g} | {x['candidates']} | {x['loadavg_before']:.2f} |")
+                       f"{x['ideal_calls_per_s']:g} | {x['process_s']} | {x['jobs_done'] / x['process_s']:.2f} | "
+                       f"{x['candidates']} | {x['loadavg_before']:.2f} |")
         g = r.get("goal") or {}
         out += ["", f"Goal: 4 workers >= {GOAL} x 4 = {GOAL * 4:.1f} x one worker's throughput. Measured: whole run "
                 f"**{g.get('whole_ratio')}x**, steady **{g.get('steady_ratio')}x**: "
-                f"**{'met' if g.get('met') else 'not met'}** (judged on the whole run).", ""]
+                f"**{'met' if g.get('met') else 'not met'}** (judged on the whole run, from the first claim). "
+                f"Counting from the command's start (process s: Python start-up, schema, and every spawned worker "
+                f"importing litellm at once on 2 shared cores before its first claim) it is "
+                f"{g.get('process_ratio')}x: start-up is a fixed cost of seconds, so it matters only for short runs.",
+                ""]
     q = r.get("quality") or []
     if q:
         out += ["Best prompt at equal calls (`python -m bench workers --part quality`): tasks/pirate.yaml's data and "
@@ -211,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             whole = by[4]["calls_per_s"] / by[1]["calls_per_s"]
             steady = ((by[4]["steady_calls_per_s"] or 0) / by[1]["steady_calls_per_s"]
                       if by[1]["steady_calls_per_s"] else None)
+            process = (by[4]["jobs_done"] / by[4]["process_s"]) / (by[1]["jobs_done"] / by[1]["process_s"])
             result["goal"] = {"target_ratio": GOAL * 4, "whole_ratio": round(whole, 2),
+                              "process_ratio": round(process, 2),
                               "steady_ratio": round(steady, 2) if steady else None, "met": whole >= GOAL * 4}
     if args.part in ("quality", "both"):
         result["quality"] = quality(work / "quality", [int(s) for s in args.seeds.split(",")], args.quality_calls, 2)

@@ -192,7 +192,7 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
             backend, run_id = SQLiteStore(files_dir.parent), files_dir.name
         rs = backend.create_run(run_id)
     hint = f"--resume {files_dir}" if not db else f"--resume {run_id} --store {backend.url}"
-    crew: _Crew | None = None
+    crew: Any = None  # a worker run's promptlearn.workers.Crew
     try:
         lock = RunLock(rs, force=force)
     except BaseException:
@@ -206,6 +206,9 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
             if saved["fingerprint"] != task.fingerprint():
                 raise RunError(f"run {run_id} was made with a different task (data, checks or prompt changed); "
                                "start a new run instead of --resume")
+            if workers is not None and not saved.get("workers"):
+                raise RunError(f"run {run_id} was started without --workers and runs in one process; resume it "
+                               "without --workers")
             name, seed, opt_options = saved["optimizer"], saved["seed"], saved["options"]
             opt, loop_opts = _build_optimizer(name, opt_options)
             loop_opts.parallel = saved.get("parallel", 1)  # a run made before parallel search was serial
@@ -222,8 +225,10 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
         rs.set_meta(STOP_REQUESTED, None)  # a stop asked of an earlier session of this run is spent
         files = RunFiles(rs, files_dir)
         files()  # run.yaml (once) and lineage.json, before any call
-        crew = _Crew(backend, url or "", run_id, file_task, task, workers) if (rs.get_meta("config") or {}).get(
-            "workers") else None
+        if (rs.get_meta("config") or {}).get("workers"):
+            from promptlearn.workers import Crew
+
+            crew = Crew(backend, url or "", run_id, file_task, task, workers)
         if crew is not None:  # the workers write replies to the database's cache: the decider reads that one
             cache_path = None
         cache = backend.reply_cache() if cache_path is None else None  # a database store: the team's cache
@@ -363,42 +368,6 @@ def _parallel(task: Task, opts: Options, asked: int | None, workers: int = 1) ->
         raise TaskError(f"optimizer.parallel must be a whole number >= 1, not {value!r}", field="optimizer.parallel",
                         fix="e.g. parallel: 4 (1 for a serial search)")
     return value
-
-
-class _Crew:
-    """The workers side of a worker run's decider: its cache misses go to the run's job pool, this process runs
-    an executor too, and `workers - 1` more processes start here (promptlearn.workers)."""
-
-    def __init__(self, backend: Any, url: str, run_id: str, file_task: Task, task: Task, workers: int | None):
-        from promptlearn.store.jobs import JobTable
-
-        self.jobs = JobTable(backend, run_id)
-        self.url, self.run_id, self.file_task, self.task, self.workers = url, run_id, file_task, task, workers
-        self.pool: Any = None
-        self.procs: list[Any] = []
-        self.started_executor = False
-
-    def start(self, rs: RunStore, ledger: Any, new: bool) -> None:
-        from promptlearn.workers import TASK_DOC, JobPool, ensure_executor, spawn_workers, task_doc
-
-        b = self.task.budget
-        if new:
-            rs.set_meta(TASK_DOC, task_doc(self.file_task))
-        self.jobs.set_budget(b.max_calls, b.max_usd)  # at the start, and raised by --extend-budget
-        self.pool = JobPool(self.jobs)
-        ledger.transport = self.pool
-        _, self.started_executor = ensure_executor(self.url, self.run_id, self.task)
-        if self.workers and self.workers > 1:
-            self.procs = spawn_workers(self.workers - 1, self.url, self.run_id)
-
-    def close(self) -> None:
-        from promptlearn.workers import stop_executor, wait_workers
-
-        if self.pool is not None:
-            self.pool.close()
-        if self.started_executor:
-            stop_executor(self.url, self.run_id)
-        wait_workers(self.procs)
 
 
 def _finish(task: Task, ctx: RunContext, stop_reason: str | None, budget: Mapping[str, Any],

@@ -75,6 +75,38 @@ def require_db(url: str | None, workers: int) -> None:
                          "a run through the database; a SQLite store is one process)")
 
 
+class Crew:
+    """The workers side of a worker run's decider: its cache misses go to the run's job pool, this process runs
+    an executor too, and `workers - 1` more processes start here (promptlearn.workers)."""
+
+    def __init__(self, backend: Any, url: str, run_id: str, file_task: "Task", task: "Task", workers: int | None):
+        from promptlearn.store.jobs import JobTable
+
+        self.jobs = JobTable(backend, run_id)
+        self.url, self.run_id, self.file_task, self.task, self.workers = url, run_id, file_task, task, workers
+        self.pool: Any = None
+        self.procs: list[Any] = []
+        self.started_executor = False
+
+    def start(self, rs: Any, ledger: Any, new: bool) -> None:
+        b = self.task.budget
+        if new:
+            rs.set_meta(TASK_DOC, task_doc(self.file_task))
+        self.jobs.set_budget(b.max_calls, b.max_usd)  # at the start, and raised by --extend-budget
+        self.pool = JobPool(self.jobs)
+        ledger.transport = self.pool
+        _, self.started_executor = ensure_executor(self.url, self.run_id, self.task)
+        if self.workers and self.workers > 1:
+            self.procs = spawn_workers(self.workers - 1, self.url, self.run_id)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+        if self.started_executor:
+            stop_executor(self.url, self.run_id)
+        wait_workers(self.procs)
+
+
 # ---- the decider's side: a Transport whose "server" is the pool of workers ----------------------------------
 
 
