@@ -481,6 +481,12 @@ def goals_at_a_glance(results: Mapping[str, Mapping[str, Any]]) -> str:
                         f"{f(big['mean'])} (sd {f(big['sd'])}, {big['n']} seeds) vs P=1 {f(one['mean'])} "
                         f"(sd {f(one['sd'])}, {one['n']} seeds) | "
                         f"{verdict(big['mean'] >= one['mean'] - 1e-9)}{few} | {stem}.json |")
+    stem, wk = pick("workers")
+    if wk and wk.get("goal"):
+        g = wk["goal"]
+        rows.append(f"| 4 workers (concurrency 4 each, 500 ms server) >= 0.9 x 4 x one worker's throughput | "
+                    f"{f(g.get('whole_ratio'), 2)}x (steady {f(g.get('steady_ratio'), 2)}x; from the command's start "
+                    f"{f(g.get('process_ratio'), 2)}x) | {verdict(g.get('met'))} | {stem}.json |")
     stem, k = pick("cache")
     if k:
         rows.append(f"| identical re-run makes 0 model calls | {(k.get('second') or {}).get('calls')} calls, "

@@ -162,8 +162,9 @@ def markdown(r: dict[str, Any]) -> str:
                 f"`promptlearn optimize --store postgresql://... --workers N` on a throwaway PostgreSQL server, model "
                 f"and proposer on a loopback server answering after {int(LATENCY * 1000)} ms, each worker capped at "
                 f"`concurrency: {CONCURRENCY}`, default P, fresh database. Whole run: calls / (first claim .. last "
-                "reply), the spawned workers' start-up (Python, litellm import) included. Steady: calls finished "
-                "per second while every worker was working. Times are the database server's.", "",
+                "reply), so a spawned worker's start-up after the first claim counts. Steady: calls finished per "
+                "second while every worker was working. Times are the database server's. Process s: from the "
+                "command's start to its exit.", "",
                 "| workers | P | calls | processes with calls | run s | calls/s whole run | steady s | calls/s "
                 "steady | ideal calls/s | process s | calls/s incl. start-up | candidates | load |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
