@@ -21,7 +21,7 @@ def worker_cmd(
     """Work on a run started with `optimize --workers`: make its model calls, and take it over when the process
     deciding it is gone. Leaves when the run has ended."""
     from promptlearn.store.base import StoreError
-    from promptlearn.workers import run_worker
+    from promptlearn.worker_loop import run_worker
 
     if not store:
         raise StoreError("promptlearn worker needs the run's store: --store postgresql://user@host/db")

@@ -7,7 +7,8 @@ Every worker process, the decider's own included, runs an `Executor`: it claims 
 under a lease its heartbeat renews, charges the run's budget, calls the model and writes the reply to the shared
 cache in one transaction. A worker that is not deciding waits for the lock; when the decider dies, its lease runs
 out and a worker takes the run over through `--resume`, which replays everything stored and cached exactly.
-Which process made which call is not part of the run; its decisions are the single process's.
+Which process made which call is not part of the run; its decisions are the single process's. A worker's own life
+(joining, waiting, taking over) is promptlearn.worker_loop.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Mapping
 
-from promptlearn.errors import BudgetExceeded, ModelError, RunError, TaskError
+from promptlearn.errors import BudgetExceeded, ModelError, TaskError
 from promptlearn.lm import LM, Completion, Ledger
-from promptlearn.store.base import LockHolder, RunLocked, StoreError, StoreUnavailable
+from promptlearn.store.base import StoreError, StoreUnavailable
 from promptlearn.store.lock import LEASE_SECONDS
-from promptlearn.store.url import is_db_url, mask_url
+from promptlearn.store.url import is_db_url
 
 if TYPE_CHECKING:
     from promptlearn.store.jobs import Job, JobTable
@@ -345,48 +346,3 @@ def wait_workers(procs: list[subprocess.Popen[bytes]], timeout: float = 30.0) ->
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 p.kill()
-
-
-def run_worker(url: str, run: str, *, say: Any = None, poll: float = 1.0) -> str:
-    """`promptlearn worker --store URL RUN_ID`: make this process a worker of the run until it ends, deciding
-    when the run's decider is gone. Returns the run's final status. Bad input is a RunError/StoreError at once."""
-    from promptlearn.run import optimize
-    from promptlearn.store.jobs import JobTable
-    from promptlearn.store.postgres import PostgresStore
-
-    if not is_db_url(url):
-        raise StoreError("promptlearn worker needs a PostgreSQL store: --store postgresql://user@host/db")
-    store = PostgresStore(url)
-    try:
-        run_id = store.resolve(run)
-        rs = store.open_run(run_id)
-        config, doc = rs.get_meta("config"), rs.get_meta(TASK_DOC)
-        if not config or not config.get("workers") or doc is None:
-            raise RunError(f"run {run_id} in {store.url} was not started with --workers; continue it with "
-                           f"promptlearn optimize TASK --resume {run_id} --store URL")
-        status = rs.get_meta("status")
-        if status in ENDED:
-            raise RunError(f"run {run_id} in {store.url} is {status}; there is nothing to join (see promptlearn "
-                           f"show {run_id} --store URL)")
-        task = task_from_doc(doc)
-        ensure_executor(url, run_id, task)
-        if say:
-            say(f"worker {LockHolder.me()} joined run {run_id} in {mask_url(url)}")
-        jobs, me = JobTable(store, run_id), LockHolder.me()
-        while True:
-            status = rs.get_meta("status")
-            if status in ENDED:
-                return str(status)
-            if jobs.may_decide(me):
-                try:
-                    optimize(task, resume=run_id, store=url, runs_root="runs")
-                except RunLocked:
-                    pass  # another worker took it first
-                else:
-                    return str(rs.get_meta("status"))
-            time.sleep(poll)
-    finally:
-        stop_executor(url, run.strip())
-        for key in [k for k in _executors if k[0] == url]:
-            stop_executor(*key)
-        store.close()
