@@ -102,8 +102,8 @@ def wait_for(cond, timeout: float, what: str) -> None:  # type: ignore[no-untype
 @pytest.mark.slow
 def test_three_workers_two_killed_finish_the_run_within_budget(pg_url, tmp_path, monkeypatch):
     """A run started with --workers 1 and joined by two `promptlearn worker` processes, 20% of the model's
-    replies faults; two of the three processes (whichever: the decider too) are killed with SIGKILL at random
-    points. The survivor finishes the run: status finished, max_calls never passed (by the calls the workers
+    replies faults; two of the three processes are killed with SIGKILL at random points, the deciding one first
+    (then any). The survivor finishes the run: status finished, max_calls never passed (by the calls the workers
     charged nor by the replies the server gave), every request answered once but for calls in flight at a
     kill, every stored result whole, and lineage, show, report and export agreeing on the best prompt."""
     max_calls, rng = 220, random.Random(int(os.environ.get("PROMPTLEARN_KILL_SEED", "17")))
@@ -126,11 +126,14 @@ def test_three_workers_two_killed_finish_the_run_within_budget(pg_url, tmp_path,
                                                                       "owner IS NOT NULL")}) >= 3, 60,
                  "all three workers to claim jobs")
         killed = []
-        for _ in range(2):
+        for i in range(2):
             time.sleep(rng.uniform(0.5, 3.0))
             alive = [p for p in procs if p.poll() is None]
             assert len(alive) >= 2, "the run ended before the second kill: give it more work"
-            victim = rng.choice(alive)
+            # the first kill takes the deciding process (the lock's holder), so a take-over always happens
+            (holder,), = sql(pg_url, "SELECT holder FROM pl_run_locks WHERE run_id = %s", run_id)
+            victim = (next(p for p in alive if p.pid == json.loads(holder)["pid"]) if i == 0
+                      else rng.choice(alive))
             victim.send_signal(signal.SIGKILL)
             victim.wait()  # reaped: a zombie's pid would still look alive to the lock's same-host check
             killed.append(procs.index(victim))
