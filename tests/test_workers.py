@@ -60,7 +60,8 @@ def sql(url: str, query: str, *params):  # type: ignore[no-untyped-def]
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
 
 
 def meta(url: str, run_id: str, key: str):  # type: ignore[no-untyped-def]
@@ -276,3 +277,41 @@ def test_two_workers_on_the_embedded_model(pg_url, tmp_path, monkeypatch):
     (calls, cap), = sql(pg_url, "SELECT calls, max_calls FROM pl_budgets WHERE run_id = %s", result.run_id)
     assert cap == 40 and calls == result.ledger.calls <= 40 and result.best.test is not None
     assert meta(pg_url, result.run_id, "status") == "finished"
+
+
+def test_claims_leases_and_budget_hold_under_contention(pg_url):
+    """The job table itself, 8 threads at once on a real server: every job claimed by exactly one owner; a lease
+    that ran out makes a job claimable again (a dead worker's), one renewed keeps it; the budget row charges
+    exactly max_calls calls whatever the contention, then names the limit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from promptlearn.store.jobs import JobTable
+    from promptlearn.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url, max_size=10)
+    try:
+        store.create_run("r")
+        jobs = JobTable(store, "r")
+        for i in range(60):
+            jobs.submit(f"k{i:02d}", {"messages": [], "sample": i})
+        with ThreadPoolExecutor(8) as pool:
+            batches = list(pool.map(lambda w: [jobs.claim(f"w{w}", 3, 30) for _ in range(10)], range(8)))
+        assert max(len(b) for w in batches for b in w) == 3, "a claim took more jobs than it asked for"
+        claims = [[j.key for b in w for j in b] for w in batches]
+        keys = [k for c in claims for k in c]
+        assert sorted(keys) == [f"k{i:02d}" for i in range(60)], "a job was claimed twice or not at all"
+        assert jobs.claim("late", 5, 30) == []
+        # w0's lease runs out (it died); w1 renews its own: only w0's jobs come back
+        sql(pg_url, "UPDATE pl_jobs SET expires = now() - interval '1 second' WHERE owner IN ('w0', 'w1')")
+        assert jobs.renew("w1", 30) == len(claims[1])
+        back = jobs.claim("heir", 100, 30)
+        assert sorted(j.key for j in back) == sorted(claims[0]) and all(j.attempts == 2 for j in back)
+
+        jobs.set_budget(50, None)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: jobs.charge(), range(80)))
+        assert answers.count(None) == 50
+        assert all(a == {"limit": "max_calls", "used": 50, "max": 50} for a in answers if a is not None)
+        assert jobs.budget()["calls"] == 50
+    finally:
+        store.close()

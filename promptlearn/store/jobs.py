@@ -75,7 +75,8 @@ class JobTable:
         if n <= 0:
             return []
         # The pick is a CTE: PostgreSQL runs it once. As `WHERE id IN (SELECT ... LIMIT n SKIP LOCKED)` the
-        # planner may run the subquery again per row and claim more than n (measured: 64 jobs claimed by 16 slots).
+        # planner may run the subquery again per row and claim more than n (one claim of 3 took all 60 jobs in
+        # tests/test_workers.py; 16 worker slots held 64 jobs in the benchmark).
         rows = self.store.call(lambda c: c.execute(
             "WITH picked AS (SELECT id FROM pl_jobs WHERE run_id = %s AND (status = 'pending' OR (status = 'running' "
             "AND expires < now())) ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
