@@ -22,6 +22,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "concurrency": ("bench.concurrency", "engine throughput vs ideal at 1-64 requests in flight (100 ms server)"),
     "parallel": ("bench.parallel", "parallel search: optimize wall time vs ideal at P=1-16 (500 ms server), "
                                    "test score P=1 vs P>1 at equal calls"),
+    "workers": ("bench.workers", "1/2/4 worker processes on one PostgreSQL run: throughput (500 ms server, "
+                                 "concurrency 4 each), best prompt vs one process at equal calls"),
     "cache": ("bench.cache", "an identical re-run of an optimization makes 0 model calls; its wall time"),
     "handwritten": ("bench.handwritten", "tasks/rules/: seed vs 5 hand-written wordings of each rule, val and test"),
     "transfer": ("bench.transfer", "pirate transfer matrix: one model, greedy vs guidance decoding, as two targets"),

@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-ORDER = ("quality", "suite", "search", "concurrency", "parallel", "cache", "overhead", "guidance", "prefix_reuse",
-         "llama_tuning")
+ORDER = ("quality", "suite", "search", "concurrency", "parallel", "workers", "cache", "overhead", "guidance",
+         "prefix_reuse", "llama_tuning")
 
 
 def load_results(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
@@ -345,6 +345,7 @@ TITLES = {"quality": "Quality per budget: promptlearn vs DSPy", "suite": "Rule-a
           "search": "Search changes on the rule suite (issue 15)",
           "concurrency": "Concurrency: throughput vs ideal",
           "parallel": "Parallel search: whole-run wall time and quality at equal calls",
+          "workers": "Workers: one run on several processes (PostgreSQL)",
           "cache": "Cache: an identical re-run", "overhead": "Overhead of the evaluation path",
           "guidance": "Classifier-free guidance", "prefix_reuse": "System-prompt prefix reuse",
           "llama_tuning": "llama.cpp thread tuning",
@@ -480,6 +481,12 @@ def goals_at_a_glance(results: Mapping[str, Mapping[str, Any]]) -> str:
                         f"{f(big['mean'])} (sd {f(big['sd'])}, {big['n']} seeds) vs P=1 {f(one['mean'])} "
                         f"(sd {f(one['sd'])}, {one['n']} seeds) | "
                         f"{verdict(big['mean'] >= one['mean'] - 1e-9)}{few} | {stem}.json |")
+    stem, wk = pick("workers")
+    if wk and wk.get("goal"):
+        g = wk["goal"]
+        rows.append(f"| 4 workers (concurrency 4 each, 500 ms server) >= 0.9 x 4 x one worker's throughput | "
+                    f"{f(g.get('whole_ratio'), 2)}x (steady {f(g.get('steady_ratio'), 2)}x; from the command's start "
+                    f"{f(g.get('process_ratio'), 2)}x) | {verdict(g.get('met'))} | {stem}.json |")
     stem, k = pick("cache")
     if k:
         rows.append(f"| identical re-run makes 0 model calls | {(k.get('second') or {}).get('calls')} calls, "

@@ -226,6 +226,9 @@ def optimize_cmd(
                                                              "postgresql://user@host/db"),
     force: bool = typer.Option(False, "--force", help="take the run's lock although a process holds it (one "
                                                       "that is gone)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="run N worker processes here (PostgreSQL "
+                                                                  "--store only); more join with `promptlearn "
+                                                                  "worker`"),
 ) -> None:
     """Search for a better system prompt; score seed and best on the held-out test split."""
     _say_retries(ctx)
@@ -239,7 +242,7 @@ def optimize_cmd(
             result = optimize(migration_task(task, migrate_from, migrate_to), optimizer, budget=budget_calls,
                               seed=seed, run_dir=run_dir, resume=resume, cache_path=cache, options=options,
                               on_progress=live.update, extend_budget=extend_budget, tracking=mlflow,
-                              parallel=parallel, store=store, force=force)
+                              parallel=parallel, store=store, force=force, workers=workers)
     except KeyboardInterrupt:
         from promptlearn.store import is_db_url, mask_url
 
@@ -645,9 +648,10 @@ def _resume_arg(info: Any, store: Optional[str]) -> str:
     return f"{info.run_id} --store {mask_url(store or '')}" if is_db_url(store) else str(info.run_dir)
 
 
-from promptlearn import cli_targets  # noqa: E402 - its commands join the app after the app's own
+from promptlearn import cli_targets, cli_workers  # noqa: E402 - their commands join the app after the app's own
 
 cli_targets.register(app)
+cli_workers.register(app)
 
 
 def main() -> None:

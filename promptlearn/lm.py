@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from promptlearn.cache import ReplyCache, request_key
 from promptlearn.errors import BudgetExceeded, ModelError, TaskError
@@ -77,6 +77,23 @@ class Grant:
     closed: bool = False
 
 
+class Transport(Protocol):
+    """Where a run's cache misses go instead of straight to the model: a worker run's job pool
+    (promptlearn.workers.JobPool), whose workers make the call.
+
+    `send` returns the Completion the model gave (`LM.call_model`'s, made by whichever process runs it) and
+    raises what call_model raises (ModelError for a fault that never healed), or BudgetExceeded when the run's
+    shared budget refuses the call. The reply is already in the shared reply cache when it returns. Called
+    concurrently from one event loop; `concurrency` is how many requests it takes at once (the workers' caps
+    apply on their side).
+    """
+
+    concurrency: int
+
+    async def send(self, lm: "LM", key: str, msgs: list[dict[str, str]], sample: int) -> Completion:
+        ...
+
+
 @dataclass
 class Budget:
     max_calls: int | None = None
@@ -103,6 +120,8 @@ class Ledger:
 
     def __init__(self, budget: Budget | None = None, *, start: Usage | None = None):
         self.budget = budget or Budget()
+        #: where this run's cache misses go (None: to the model from this process; a worker run: its job pool)
+        self.transport: Transport | None = None
         self.total = start or Usage()
         self.by_tag: dict[str, Usage] = {}
         self._pending_calls = 0
@@ -260,7 +279,9 @@ class LM:
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._sem is None or self._sem_loop is not loop:
-            self._sem, self._sem_loop = asyncio.Semaphore(self.config.max_concurrency), loop
+            transport = self.ledger.transport
+            cap = transport.concurrency if transport is not None else self.config.max_concurrency
+            self._sem, self._sem_loop = asyncio.Semaphore(cap), loop
         return self._sem
 
     async def complete(self, messages: Sequence[Mapping[str, str]], *, sample: int = 0,
@@ -276,20 +297,25 @@ class LM:
             if (cached := self._from_cache(key, tag)) is not None:  # filled while we waited for a slot
                 return cached
             self.ledger.reserve(est)
+            transport = self.ledger.transport
             try:
-                result = await self._call_with_retries(msgs, params, sample)
+                if transport is not None:
+                    result = await transport.send(self, key, msgs, sample)
+                else:
+                    result = await self.call_model(msgs, params, sample)
             finally:
                 self.ledger.release(est)
         self.ledger.add(Usage(calls=1, retries=result.retries, prompt_tokens=result.prompt_tokens,
                               completion_tokens=result.completion_tokens,
                               cached_prompt_tokens=result.cached_prompt_tokens, usd=result.usd,
                               seconds=result.seconds), tag)  # call time, so the ledger's per-tag seconds add up
-        if self.cache is not None:
+        if self.cache is not None and transport is None:  # a transport's worker has cached it already
             self.cache.put(key, self.name, {"text": result.text, "prompt_tokens": result.prompt_tokens,
                                             "completion_tokens": result.completion_tokens, "usd": result.usd})
         return result
 
-    async def _call_with_retries(self, msgs: list[dict[str, str]], params: dict[str, Any], sample: int) -> Completion:
+    async def call_model(self, msgs: list[dict[str, str]], params: dict[str, Any], sample: int) -> Completion:
+        """One request to the model itself, with retries and backoff; no cache, ledger or budget."""
         c = self.config
         kwargs = {k: v for k, v in params.items() if k != "guidance"}
         if c.temperature > 0 and "seed" in kwargs:

@@ -106,7 +106,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
              on_progress: Callable[[RunContext], None] | None = None, extend_budget: bool = False,
              tracking: str | Mapping[str, Any] | None = None,
              parallel: int | None = None,
-             store: str | Path | None = None, force: bool = False) -> Result:
+             store: str | Path | None = None, force: bool = False, workers: int | None = None) -> Result:
     """Optimize the task's system prompt: search on train/val, then score seed and best once on test.
 
     Args:
@@ -134,6 +134,9 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
             (then the files a user reads go to `run_dir`, default `runs_root/<id>`, and the reply cache is the
             database's, shared by everyone using it, unless `cache_path` says otherwise).
         force: take the run's lock even though another process seems to hold it (its holder is gone).
+        workers: run the search on this many worker processes here (this one deciding, promptlearn.workers), and
+            let `promptlearn worker --store URL RUN_ID` join from other machines; needs a postgresql:// store.
+            With `resume`, adds workers-1 processes to a worker run. Default parallel: workers x concurrency.
 
     Returns the Result (seed, best, lineage, ledger); the run folder holds the store, run.yaml, lineage.json
     and best_prompt.txt. Raises TaskError for a bad task or option before any call is made, RunError for a
@@ -147,7 +150,7 @@ def optimize(task: Task | str | Path, optimizer: str | None = None, *, budget: i
     tracker = tracker_for(tracking, file_task)
     try:
         result = _optimize(file_task, optimizer, budget, seed, run_dir, resume, runs_root, cache_path, options,
-                           on_progress, extend_budget, tracker, parallel, store, force)
+                           on_progress, extend_budget, tracker, parallel, store, force, workers)
     except BaseException as e:
         tracker.abort("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         raise
@@ -159,17 +162,21 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
               run_dir: str | Path | None, resume: str | Path | None, runs_root: str | Path,
               cache_path: str | Path | None, options: Mapping[str, Any] | None,
               on_progress: Callable[[RunContext], None] | None, extend_budget: bool, tracker: Tracker,
-              parallel: int | None, store: str | Path | None, force: bool) -> Result:
+              parallel: int | None, store: str | Path | None, force: bool, workers: int | None = None) -> Result:
     """`optimize` once the task is loaded and the tracker chosen."""
     task = _with_budget(file_task, budget)
     task.require("train", "val", "test", proposer=True)  # before a run exists or a call is made
     url = str(store) if store is not None else None
     db = is_db_url(url)
+    if workers is not None:
+        from promptlearn.workers import require_db
+
+        require_db(url, workers)
     if resume is None:  # a bad optimizer name or option: no run created yet
         name = optimizer or task.spec.optimizer.name
         opt_options = {**(task.spec.optimizer.model_extra or {}), **(options or {})}
         opt, loop_opts = _build_optimizer(name, opt_options)
-        loop_opts.parallel = _parallel(task, loop_opts, parallel)
+        loop_opts.parallel = _parallel(task, loop_opts, parallel, workers or 1)
     if resume is not None:
         ref = locate_run(resume, store=url, root=runs_root)
         backend, run_id, files_dir = ref.store, ref.run_id, Path(run_dir) if run_dir and db else ref.files_dir
@@ -185,6 +192,7 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
             backend, run_id = SQLiteStore(files_dir.parent), files_dir.name
         rs = backend.create_run(run_id)
     hint = f"--resume {files_dir}" if not db else f"--resume {run_id} --store {backend.url}"
+    crew: Any = None  # a worker run's promptlearn.workers.Crew
     try:
         lock = RunLock(rs, force=force)
     except BaseException:
@@ -198,6 +206,9 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
             if saved["fingerprint"] != task.fingerprint():
                 raise RunError(f"run {run_id} was made with a different task (data, checks or prompt changed); "
                                "start a new run instead of --resume")
+            if workers is not None and not saved.get("workers"):
+                raise RunError(f"run {run_id} was started without --workers and runs in one process; resume it "
+                               "without --workers")
             name, seed, opt_options = saved["optimizer"], saved["seed"], saved["options"]
             opt, loop_opts = _build_optimizer(name, opt_options)
             loop_opts.parallel = saved.get("parallel", 1)  # a run made before parallel search was serial
@@ -209,14 +220,22 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
             rs.set_meta("config", {"optimizer": name, "seed": seed, "options": opt_options,
                                    "parallel": loop_opts.parallel, "fingerprint": task.fingerprint(),
                                    "budget": _limits(task),
-                                   "task_budget": _limits(file_task)})
+                                   "task_budget": _limits(file_task), **({"workers": workers} if workers else {})})
             rs.set_meta(RUN_YAML, _run_yaml(task, name, seed, opt_options, backend.url if db else None))
         rs.set_meta(STOP_REQUESTED, None)  # a stop asked of an earlier session of this run is spent
         files = RunFiles(rs, files_dir)
         files()  # run.yaml (once) and lineage.json, before any call
+        if (rs.get_meta("config") or {}).get("workers"):
+            from promptlearn.workers import Crew
+
+            crew = Crew(backend, url or "", run_id, file_task, task, workers)
+        if crew is not None:  # the workers write replies to the database's cache: the decider reads that one
+            cache_path = None
         cache = backend.reply_cache() if cache_path is None else None  # a database store: the team's cache
         tracker.start(task, rs, name, seed, opt_options, _limits(task), files_dir)
         evaluator = make_evaluator(task, store=rs, cache=cache, cache_path=cache_path)
+        if crew is not None:
+            crew.start(rs, evaluator.ledger, new=resume is None)
         ctx = RunContext(task, evaluator, rs, seed=seed, options=loop_opts,
                          on_progress=_both(tracker.progress, on_progress))
         ctx.stoppers += [StopFile(files_dir / "STOP"), StoreStopFlag(rs), lock]
@@ -226,6 +245,8 @@ def _optimize(file_task: Task, optimizer: str | None, budget: int | Mapping[str,
     except StoreUnavailable as e:  # nothing can be recorded: the store is the one that went away
         raise StoreUnavailable(f"{e}; continue it with {hint}") from None
     finally:
+        if crew is not None:
+            crew.close()
         lock.release()
         rs.close()
         backend.close()
@@ -338,8 +359,12 @@ def default_parallel(task: Task) -> int:
     return 1 if conc <= 1 else min(16, conc)
 
 
-def _parallel(task: Task, opts: Options, asked: int | None) -> int:
+def _parallel(task: Task, opts: Options, asked: int | None, workers: int = 1) -> int:
     value = asked if asked is not None else opts.parallel
+    if value is None and workers > 1:
+        from promptlearn.workers import default_parallel as workers_parallel
+
+        return workers_parallel(task.model.max_concurrency, workers)
     if value is None:
         return default_parallel(task)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

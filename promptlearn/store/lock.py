@@ -7,11 +7,13 @@ in the store (RunStore.acquire_lock / renew_lock / release_lock), in the server'
 
 from __future__ import annotations
 
+import os
 import threading
 
 from promptlearn.store.base import LockHolder, RunStore
 
-LEASE_SECONDS = 30.0
+#: The lease of a run lock and of a worker's claims; PROMPTLEARN_LEASE_SECONDS shortens it (tests that kill workers).
+LEASE_SECONDS = float(os.environ.get("PROMPTLEARN_LEASE_SECONDS", "30"))
 
 
 class RunLock:

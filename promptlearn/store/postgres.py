@@ -56,6 +56,17 @@ MIGRATIONS: list[tuple[str, str]] = [
     CREATE TABLE pl_run_locks (run_id TEXT PRIMARY KEY REFERENCES pl_runs ON DELETE CASCADE, holder TEXT NOT NULL,
         expires TIMESTAMPTZ NOT NULL);
     """),
+    # workers (promptlearn.workers): the model calls of a worker run as claimable jobs with a lease, and the
+    # run's budget of real calls, charged by whichever worker makes a call
+    ("0003_workers", """
+    CREATE TABLE pl_jobs (run_id TEXT NOT NULL REFERENCES pl_runs ON DELETE CASCADE, key TEXT NOT NULL,
+        id BIGSERIAL, request TEXT NOT NULL, status TEXT NOT NULL, owner TEXT, expires TIMESTAMPTZ,
+        attempts INTEGER NOT NULL DEFAULT 0, reply TEXT, error TEXT, created DOUBLE PRECISION,
+        claimed DOUBLE PRECISION, finished DOUBLE PRECISION, PRIMARY KEY (run_id, key));
+    CREATE INDEX pl_jobs_open ON pl_jobs (run_id, status, id);
+    CREATE TABLE pl_budgets (run_id TEXT PRIMARY KEY REFERENCES pl_runs ON DELETE CASCADE, max_calls BIGINT,
+        max_usd DOUBLE PRECISION, calls BIGINT NOT NULL DEFAULT 0, usd DOUBLE PRECISION NOT NULL DEFAULT 0);
+    """),
 ]
 
 _MIGRATION_LOCK = 0x70726F6D  # pg_advisory_xact_lock key: one process migrates at a time
