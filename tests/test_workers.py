@@ -306,6 +306,14 @@ def test_claims_leases_and_budget_hold_under_contention(pg_url):
         assert jobs.renew("w1", 30) == len(claims[1])
         back = jobs.claim("heir", 100, 30)
         assert sorted(j.key for j in back) == sorted(claims[0]) and all(j.attempts == 2 for j in back)
+        # a poison request: every worker that takes it dies; after max_attempts lapsed claims it fails instead
+        poison = back[0].key
+        for attempt in range(2, 5):
+            sql(pg_url, f"UPDATE pl_jobs SET expires = now() - interval '1 second' WHERE key = '{poison}'")
+            got = jobs.claim(f"doomed{attempt}", 100, 30, max_attempts=4)
+            assert [j.key for j in got] == ([poison] if attempt < 4 else []), attempt
+        failed = [o for o in jobs.outcomes([poison]) if not o.done]
+        assert failed and "4 workers died holding this call" in failed[0].error["message"]
 
         jobs.set_budget(50, None)
         with ThreadPoolExecutor(8) as pool:

@@ -18,6 +18,8 @@ from typing import Any, Mapping, Sequence
 from promptlearn.store.base import LockHolder, may_take
 from promptlearn.store.postgres import PostgresStore
 
+MAX_ATTEMPTS = 5  # claims of one job whose worker died each time before the job fails (a poison request)
+
 
 @dataclass(frozen=True)
 class Job:
@@ -69,11 +71,19 @@ class JobTable:
             "DELETE FROM pl_jobs WHERE run_id = %s AND status = 'pending'", (self.run_id,)).rowcount))
 
     # the executors' side ------------------------------------------------------------------------------------
-    def claim(self, owner: str, n: int, lease: float) -> list[Job]:
+    def claim(self, owner: str, n: int, lease: float, max_attempts: int = MAX_ATTEMPTS) -> list[Job]:
         """Up to n jobs nobody holds (pending, or running under a lease that ran out), oldest first, now
-        `owner`'s for `lease` seconds. SKIP LOCKED: two workers claiming at once never get the same job."""
+        `owner`'s for `lease` seconds. SKIP LOCKED: two workers claiming at once never get the same job.
+        A job whose lease ran out `max_attempts` times (every worker that took it died: a poison request) fails
+        instead of being claimed again, and the decider stops the run with that error (resumable)."""
         if n <= 0:
             return []
+        self.store.call(lambda c: c.execute(
+            "UPDATE pl_jobs SET status = 'failed', owner = NULL, expires = NULL, error = %s WHERE run_id = %s AND "
+            "status = 'running' AND expires < now() AND attempts >= %s",
+            (json.dumps({"kind": "model", "message": f"{max_attempts} workers died holding this call (a request "
+                         "that kills the worker making it?); fix it and --resume the run"}), self.run_id,
+             max_attempts)))
         # The pick is a CTE: PostgreSQL runs it once. As `WHERE id IN (SELECT ... LIMIT n SKIP LOCKED)` the
         # planner may run the subquery again per row and claim more than n (one claim of 3 took all 60 jobs in
         # tests/test_workers.py; 16 worker slots held 64 jobs in the benchmark).
