@@ -53,8 +53,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bench import quality as q
-from promptlearn.optimizers import evolve as _evolve
-from promptlearn.optimizers import operators as _operators
 
 ROOT, RESULTS = q.ROOT, q.RESULTS
 RULES = ROOT / "tasks" / "rules"
@@ -80,15 +78,11 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
                           "ablation": True},
     "evolve-strict-screen": {"family": "promptlearn", "optimizer": "evolve", "options": {"screen_loose": False},
                              "ablation": True},
-    # evolve with the opt-in `state_check` operator (the failing check's own hint) among its operators and first
-    # in its opening book: the configuration evolve's defaults would become
-    "evolve-hint": {"family": "promptlearn", "optimizer": "evolve", "ablation": True,
-                    "options": {"operators": list(_operators.MUTATIONS),
-                                "opening": ["state_check", *_evolve.OPENING]}},
-    # evolve-hint with `confirm`: a near miss on val is judged again with the train examples it was not screened on
-    "evolve-hint-confirm": {"family": "promptlearn", "optimizer": "evolve", "ablation": True,
-                            "options": {"operators": list(_operators.MUTATIONS),
-                                        "opening": ["state_check", *_evolve.OPENING], "confirm": 16}},
+    # evolve with `confirm`: a near miss on val is judged again with the train examples it was not screened on
+    "evolve-confirm": {"family": "promptlearn", "optimizer": "evolve", "options": {"confirm": 16}, "ablation": True},
+    # evolve before state_check led its opening book (main at 87a5057; its runs were made as line "evolve"):
+    # recorded runs, like evolve-b10a787 below
+    "evolve-87a5057": {"family": "promptlearn", "ablation": True, "recorded": True},
     # evolve as it was before those changes (main at b10a787), run from that commit's tree into the same file:
     # recorded runs, never run by this code (that would run today's evolve under an old name)
     "evolve-b10a787": {"family": "promptlearn", "ablation": True, "recorded": True},

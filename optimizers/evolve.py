@@ -2,11 +2,13 @@
 
 Parents are drawn in proportion to how many val examples they are best on (so specialists survive next to the
 overall best); operators are drawn by their track record (promotions per try), so what works here gets used.
-The first proposals follow an opening book (what a person tries first: quote the literal format, put the rule
-first and last, show a worked example, an explicit "Every reply must" line), each once, before the track record
-takes over. When no reply has passed every check yet, worked examples have no material: for a local model the
-search then harvests some by decoding the best prompt with classifier-free guidance on a few train examples
-(replies it keeps only when they pass every check), so add_example can work from a floor.
+The first proposals follow an opening book (what a person tries first: state the failing check's rule in the
+checker's own words, quote the literal format, put the rule first and last, show a worked example, an explicit
+"Every reply must" line), each once, before the track record takes over (bench suite: with state_check first the
+mean test gain over the 8 headroom rule tasks went from +2.8 to +5.9 points at 300 calls, seed 0). When no reply
+has passed every check yet, worked examples have no material: for a local model the search then harvests some
+by decoding the best prompt with classifier-free guidance on a few train examples (replies it keeps only when
+they pass every check), so add_example can work from a floor.
 Each round draws `ctx.parallel` children from the pool as it stands, sends the LLM operators' proposer requests
 together and proposes the children together (ctx.propose_many); with parallel 1 it is the serial search.
 """
@@ -18,13 +20,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from promptlearn.context import Proposal, Request
 from promptlearn.metrics import has_loop
-from promptlearn.optimizers.operators import (DEFAULT_OPERATORS, LLM_OPERATORS, MUTATIONS, REQUESTS, crossover,
-                                              extract_prompt)
+from promptlearn.optimizers.operators import LLM_OPERATORS, MUTATIONS, REQUESTS, crossover, extract_prompt
 
 if TYPE_CHECKING:
     from promptlearn.context import OptimizerContext
 
-OPENING = ("quote_format", "sandwich", "add_example", "every_reply", "quote_literal")
+OPENING = ("state_check", "quote_format", "sandwich", "add_example", "every_reply", "quote_literal")
 DEMO_OPERATORS = ("add_example", "opening_template")
 HARVEST_GUIDANCE = (2.0, 3.0)  # one strength per harvest round; 2 was the best single strength on pirate
 GUIDANCE = (1.5, 2.0, 2.5)  # strengths the `guidance` operator tries when search_guidance is on
@@ -47,7 +48,7 @@ class Evolution:
         if unknown:
             raise TaskError(f"unknown opening operators {sorted(unknown)}", field="optimizer.opening",
                             fix="choose from " + ", ".join(MUTATIONS) + " (or [] for none)")
-        self.ops = list(operators or DEFAULT_OPERATORS)
+        self.ops = list(operators or MUTATIONS)
         self.opening = [op for op in (OPENING if opening is None else opening) if op in self.ops]
         self.default_opening = opening is None
         self.harvest_rounds = harvest
@@ -126,7 +127,7 @@ class Evolution:
     def affordable_openings(self, ctx: OptimizerContext) -> int:
         """How many opening moves the budget affords: each costs a screening (proposal and parent on a minibatch),
         and the book may take at most OPENING_SHARE of the search's calls, so a small budget keeps most of its
-        calls for the operators that have a track record (at 300 calls all five moves fit, at 120 two; a move costs
+        calls for the operators that have a track record (at 300 calls all six moves fit, at 120 two; a move costs
         that on every target)."""
         max_calls = ctx.budget.max_calls
         if max_calls is None:

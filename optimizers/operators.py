@@ -429,10 +429,6 @@ MUTATIONS: dict[str, Callable[..., str | None]] = {
     "quote_format": quote_format, "state_check": state_check,
     "paraphrase": paraphrase, "reflect": reflect,
 }
-#: Operators a search draws from unless the task names its own (`optimizer.operators`): every operator but the
-#: ones still being measured on the rule suite (bench suite's ablation lines name them).
-OPT_IN = ("state_check",)
-DEFAULT_OPERATORS = tuple(op for op in MUTATIONS if op not in OPT_IN)
 LLM_OPERATORS = ("paraphrase", "reflect")
 #: The LLM operators as request builders: an optimizer sends their requests together (ctx.generate_many) and
 #: reads each reply with extract_prompt.

@@ -70,7 +70,7 @@ def fake_run_once(tmp_path_factory):
     d = tmp_path_factory.mktemp("fake-run")
     task_file = write_task(d / "task.yaml")
     with FakeLM(wording_sensitive_responder):
-        result = optimize(task_file, seed=3, run_dir=d / "runs" / "r1", cache_path=d / "c.sqlite")
+        result = optimize(task_file, seed=0, run_dir=d / "runs" / "r1", cache_path=d / "c.sqlite")
     assert result.best.prompt != result.seed.prompt, "the fake run should find a better prompt"
     return d, result
 

@@ -64,7 +64,7 @@ def progress_events(run_dir: Path) -> int:
 def test_a_run_logs_params_metric_history_final_scores_and_files(server, tmp_path):
     task = contract_task(max_calls=120)
     with FakeLM(wording_sensitive_responder):
-        res = optimize(task, "evolve", seed=2, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite",
+        res = optimize(task, "evolve", seed=1, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite",
                        tracking={"mlflow": server.uri, "experiment": "tracking-test"})
     assert res.tracking and res.tracking["error"] is None and res.best.id != res.seed.id
     client = mlflow_client(server)
@@ -72,7 +72,7 @@ def test_a_run_logs_params_metric_history_final_scores_and_files(server, tmp_pat
     assert run.info.status == "FINISHED" and run.info.run_name == res.run_id
     assert client.get_experiment(run.info.experiment_id).name == "tracking-test"
     assert run.data.params == {"task": "contract", "task_fingerprint": task.fingerprint(), "optimizer": "evolve",
-                               "seed": "2", "target_model": "fake/target", "proposer_model": "fake/target",
+                               "seed": "1", "target_model": "fake/target", "proposer_model": "fake/target",
                                "judge_model": "fake/target", "promptlearn_version": "0.1.0",
                                "budget.max_calls": "120"}
     # linked both ways: the MLflow run names the promptlearn run, the run store names the MLflow run

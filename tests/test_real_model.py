@@ -25,10 +25,11 @@ def _tiny_pirate(rows=10, max_tokens=12):
 #: has bootstrap confidence 1 - (2/3)^3 = 0.70 < 0.8: nothing can be accepted here, the best stays the seed.
 #: mutate's proposer (SmolLM2 itself) drops "Ahoy" from both rewrites it writes.
 LINEAGES = {
-    # evolve's opening book first: a 40-call budget affords one move (quote_format), then the track record
-    "evolve": [("seed", "seed"), ("quote_format", "screened_out"), ("reorder", "screened_out"),
-               ("reword", "screened_out"), ("add_example", "screened_out"), ("quote_literal", "promoted"),
-               ("quote_format", "proposed")],
+    # evolve's opening book first: a 40-call budget affords one move (state_check: the starts_with check's hint,
+    # `Start every reply with "Ahoy".`, in place of the rule sentence), then the track record
+    "evolve": [("seed", "seed"), ("state_check", "promoted"), ("paraphrase", "rejected"),
+               ("opening_template", "screened_out"), ("reorder", "screened_out"), ("emphasize", "screened_out"),
+               ("state_check", "screened_out"), ("reword", "proposed")],
     "mutate": [("seed", "seed"), ("reflect", "rejected"), ("paraphrase", "rejected")],
 }
 
