@@ -61,6 +61,7 @@ class Evolution:
         self.tries: Counter[str] = Counter()
         self.wins: Counter[str] = Counter()
         self.failed_in_a_row = 0
+        self.deferred: list[str] = []  # opening moves put off to the next round (see draw)
 
     def run(self, ctx: OptimizerContext) -> None:
         if self.default_opening:  # a book the user chose is played whole
@@ -94,6 +95,7 @@ class Evolution:
         options). The opening book's moves come first, on the best prompt. A draw that gives no child counts as a
         failed proposal."""
         out: list[tuple[tuple[str, ...], str, str | Request, dict[str, Any]]] = []
+        self.opening[:0], self.deferred = self.deferred, []
         while len(out) < n and self.failed_in_a_row < self.max_failed:
             pool = ctx.pool
             child: str | Request | None
@@ -107,7 +109,14 @@ class Evolution:
                 meta = dict(a.meta) if "guidance" in a.meta else {}
             else:
                 parent = ctx.best[0] if self.opening else self.pick_parent(ctx)
+                from_book = bool(self.opening)
                 op = self.pick_operator(ctx)
+                if from_book and out and op in DEMO_OPERATORS and not self.harvested and not ctx.passing(k=1):
+                    # a worked example needs passing train replies and this round's children before it will be
+                    # screened first: play it next round, as a serial run would after them (bench parallel:
+                    # without this, P=16 on rules/keyword lost the gain P=1 made with add_example)
+                    self.deferred.append(op)
+                    continue
                 meta = {"guidance": parent.meta["guidance"]} if "guidance" in parent.meta else {}
                 if op == "guidance":
                     child, meta = parent.prompt, {"guidance": ctx.rng.choice(GUIDANCE)}

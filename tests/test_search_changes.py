@@ -268,3 +268,29 @@ def test_state_check_replaces_the_vaguer_rule_unless_that_loses_a_protected_clau
     friend = ctx([{"type": "keywords:existence", "keywords": ["friend"]}])
     outs = {state_check(FRIEND, random.Random(k), ["'friend'"], ctx=friend) for k in range(20)}
     assert outs and all(o.startswith(FRIEND + "\n\n") for o in outs)  # swapping would lose 'friend'
+
+
+def test_a_parallel_round_puts_the_books_worked_example_off_until_replies_were_screened():
+    """At P>1 a round's children are drawn before any of them is screened: the book's add_example would have no
+    material (no passing train reply yet) and be lost, so it waits for the next round; a serial draw (P=1)
+    plays it at once, as before."""
+    from types import SimpleNamespace
+
+    from promptlearn.types import Candidate
+
+    seed = Candidate(BULLETS, (), "seed")
+    replies: list = []
+    ctx = SimpleNamespace(pool=[seed], best=(seed, None), rng=random.Random(0), passing=lambda k=3: list(replies),
+                          task=SimpleNamespace(spec=SimpleNamespace(protected=["3 bullet points"], checks=[]),
+                                               model=SimpleNamespace(is_local=False)))
+    evo = Evolution(opening=["sandwich", "add_example", "every_reply"], operators=["sandwich", "add_example",
+                                                                                    "every_reply", "emphasize"])
+    first = [op for _, op, _, _ in evo.draw(ctx, 3)]
+    assert first[:2] == ["sandwich", "every_reply"] and "add_example" not in first
+    replies.append((SimpleNamespace(turns=[SimpleNamespace(user="Name three fruits.")]), "* a\n* b\n* c"))
+    second = evo.draw(ctx, 3)
+    assert second[0][1] == "add_example" and "* a" in second[0][2]
+    serial = Evolution(opening=["add_example"], operators=["add_example", "emphasize"])
+    replies.clear()
+    serial.draw(ctx, 1)
+    assert serial.tries["add_example"] == 1 and not serial.deferred  # played (and failed) at once
