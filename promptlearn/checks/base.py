@@ -30,6 +30,8 @@ class Check(Protocol):
     failed; never raises for a bad reply (an empty or odd reply is a low score, not an exception). Checks are
     pure functions of (reply, context) so their results can be cached and compared across candidates.
     Checks that call a model (judges) set `needs_model = True` and implement `ascore` (ModelCheck).
+    Optional: `hint() -> str | None`, one sentence saying what a passing reply looks like in the check's own
+    terms, literal parts quoted; the search may write it into a prompt (checks.hints, evolve's state_check).
     """
 
     name: str
