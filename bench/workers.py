@@ -28,8 +28,9 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -39,15 +40,22 @@ NS = (1, 2, 4)
 GOAL = 0.9
 
 
-def _server(latency: float, work: Path) -> tuple[subprocess.Popen[str], str]:
+@contextmanager
+def _serving(latency: float, work: Path) -> Iterator[str]:
+    """The loopback server (bench.parallel --serve) in its own process for the block; yields its base URL."""
     log = work / "replies.jsonl"
     server = subprocess.Popen([sys.executable, "-m", "bench.parallel", "--serve", str(latency), "--log", str(log)],
                               cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    line = server.stdout.readline().strip()
-    if not line.startswith("READY "):
-        raise SystemExit(f"bench workers: the loopback server did not start ({line!r})")
-    return server, line.split(" ", 1)[1]
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().strip()
+        if not line.startswith("READY "):
+            raise SystemExit(f"bench workers: the loopback server did not start ({line!r})")
+        yield line.split(" ", 1)[1]
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=10)
 
 
 def _jobs(url: str, run_id: str) -> list[tuple[str, float, float]]:
@@ -66,45 +74,39 @@ def throughput(work: Path, ns: Sequence[int], calls: int) -> list[dict[str, Any]
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     exe = Path(sys.executable).with_name("promptlearn")
-    server, base_url = _server(LATENCY, work)
-    try:
-        with PostgresServer() as pg:
-            for n in ns:
-                d = work / f"n{n}"
-                d.mkdir(parents=True, exist_ok=True)
-                text = task_yaml(base_url, "evolve").replace("concurrency: 16", f"concurrency: {CONCURRENCY}")
-                (d / "task.yaml").write_text(text.replace("max_calls: 400", f"max_calls: {calls}"))
-                url = pg.fresh_db(f"workers_n{n}_{int(time.time())}")
-                load = os.getloadavg()[0]
-                t0 = time.perf_counter()
-                proc = subprocess.run([str(exe), "optimize", str(d / "task.yaml"), "--store", url, "--workers",
-                                       str(n), "--run-dir", str(d / "run"), "--seed", "0", "--json"],
-                                      capture_output=True, text=True, cwd=d)
-                wall = time.perf_counter() - t0
-                if proc.returncode != 0:
-                    raise SystemExit(f"bench workers: optimize failed at N={n}: {proc.stderr[-800:]}")
-                out = json.loads(proc.stdout)
-                jobs = _jobs(url, "run")
-                first = min(c for _, c, _ in jobs)
-                last = max(f for _, _, f in jobs)
-                owners = sorted({o for o, _, _ in jobs})
-                start = max(min(c for o, c, _ in jobs if o == w) for w in owners)  # the last worker's first claim
-                end = min(max(f for o, _, f in jobs if o == w) for w in owners)  # the first worker's last reply
-                steady = [f for _, _, f in jobs if start <= f <= end]
-                row = {"workers": n, "parallel": min(16, n * CONCURRENCY), "calls": out["calls"],
-                       "jobs_done": len(jobs), "processes_with_calls": len(owners),
-                       "run_s": round(last - first, 2), "calls_per_s": round(len(jobs) / (last - first), 2),
-                       "steady_s": round(end - start, 2),
-                       "steady_calls_per_s": round(len(steady) / (end - start), 2) if end > start else None,
-                       "ideal_calls_per_s": n * CONCURRENCY / LATENCY, "process_s": round(wall, 2),
-                       "candidates": out["candidates"], "best_test": out["best"]["test"],
-                       "loadavg_before": load, "loadavg_after": os.getloadavg()[0]}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    finally:
-        assert server.stdin is not None
-        server.stdin.close()
-        server.wait(timeout=10)
+    with _serving(LATENCY, work) as base_url, PostgresServer() as pg:
+        for n in ns:
+            d = work / f"n{n}"
+            d.mkdir(parents=True, exist_ok=True)
+            text = task_yaml(base_url, "evolve").replace("concurrency: 16", f"concurrency: {CONCURRENCY}")
+            (d / "task.yaml").write_text(text.replace("max_calls: 400", f"max_calls: {calls}"))
+            url = pg.fresh_db(f"workers_n{n}_{int(time.time())}")
+            load = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            proc = subprocess.run([str(exe), "optimize", str(d / "task.yaml"), "--store", url, "--workers",
+                                   str(n), "--run-dir", str(d / "run"), "--seed", "0", "--json"],
+                                  capture_output=True, text=True, cwd=d)
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise SystemExit(f"bench workers: optimize failed at N={n}: {proc.stderr[-800:]}")
+            out = json.loads(proc.stdout)
+            jobs = _jobs(url, "run")
+            first = min(c for _, c, _ in jobs)
+            last = max(f for _, _, f in jobs)
+            owners = sorted({o for o, _, _ in jobs})
+            start = max(min(c for o, c, _ in jobs if o == w) for w in owners)  # the last worker's first claim
+            end = min(max(f for o, _, f in jobs if o == w) for w in owners)  # the first worker's last reply
+            steady = [f for _, _, f in jobs if start <= f <= end]
+            row = {"workers": n, "parallel": min(16, n * CONCURRENCY), "calls": out["calls"],
+                   "jobs_done": len(jobs), "processes_with_calls": len(owners),
+                   "run_s": round(last - first, 2), "calls_per_s": round(len(jobs) / (last - first), 2),
+                   "steady_s": round(end - start, 2),
+                   "steady_calls_per_s": round(len(steady) / (end - start), 2) if end > start else None,
+                   "ideal_calls_per_s": n * CONCURRENCY / LATENCY, "process_s": round(wall, 2),
+                   "candidates": out["candidates"], "best_test": out["best"]["test"],
+                   "loadavg_before": load, "loadavg_after": os.getloadavg()[0]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
 
 
@@ -117,40 +119,34 @@ def quality(work: Path, seeds: Sequence[int], calls: int, workers: int) -> list[
     from promptlearn.testing_postgres import PostgresServer
 
     work.mkdir(parents=True, exist_ok=True)
-    server, base_url = _server(0.02, work)
     rows = []
-    try:
-        with PostgresServer() as pg:
-            spec = yaml.safe_load((ROOT / "tasks" / "pirate.yaml").read_text())
-            spec["model"] = {"name": "openai/loopback", "api_base": base_url, "concurrency": CONCURRENCY,
-                             "max_tokens": 16, "timeout": 30, "retries": 2}
-            spec["data"] = [{"file": str(ROOT / "tasks" / "data" / "pirate.jsonl")}]
-            spec["budget"] = {"max_calls": calls}
-            task_path = work / "pirate_loopback.yaml"
-            task_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-            task = load_task(task_path)
-            p = min(16, workers * CONCURRENCY)
-            for seed in seeds:
-                one = optimize(task, seed=seed, parallel=p, store=work / f"single-s{seed}",
-                               cache_path=work / f"single-s{seed}.sqlite")
-                url = pg.fresh_db(f"quality_s{seed}_{int(time.time())}")
-                many = optimize(task, seed=seed, parallel=p, store=url, workers=workers,
-                                runs_root=work / f"workers-s{seed}")
+    with _serving(0.02, work) as base_url, PostgresServer() as pg:
+        spec = yaml.safe_load((ROOT / "tasks" / "pirate.yaml").read_text())
+        spec["model"] = {"name": "openai/loopback", "api_base": base_url, "concurrency": CONCURRENCY,
+                         "max_tokens": 16, "timeout": 30, "retries": 2}
+        spec["data"] = [{"file": str(ROOT / "tasks" / "data" / "pirate.jsonl")}]
+        spec["budget"] = {"max_calls": calls}
+        task_path = work / "pirate_loopback.yaml"
+        task_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        task = load_task(task_path)
+        p = min(16, workers * CONCURRENCY)
+        for seed in seeds:
+            one = optimize(task, seed=seed, parallel=p, store=work / f"single-s{seed}",
+                           cache_path=work / f"single-s{seed}.sqlite")
+            url = pg.fresh_db(f"quality_s{seed}_{int(time.time())}")
+            many = optimize(task, seed=seed, parallel=p, store=url, workers=workers,
+                            runs_root=work / f"workers-s{seed}")
 
-                def lineage(r: Any) -> list[tuple[Any, ...]]:
-                    return [(n["id"], tuple(n["parents"]), n["status"], n["val"]) for n in r.lineage["nodes"]]
+            def lineage(r: Any) -> list[tuple[Any, ...]]:
+                return [(n["id"], tuple(n["parents"]), n["status"], n["val"]) for n in r.lineage["nodes"]]
 
-                row = {"seed": seed, "parallel": p, "workers": workers, "max_calls": calls,
-                       "single_best_test": one.best.test, "workers_best_test": many.best.test,
-                       "single_requests": one.ledger.requests, "workers_requests": many.ledger.requests,
-                       "candidates": len(one.lineage["nodes"]), "same_lineage": lineage(one) == lineage(many),
-                       "same_best": one.best.id == many.best.id}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    finally:
-        assert server.stdin is not None
-        server.stdin.close()
-        server.wait(timeout=10)
+            row = {"seed": seed, "parallel": p, "workers": workers, "max_calls": calls,
+                   "single_best_test": one.best.test, "workers_best_test": many.best.test,
+                   "single_requests": one.ledger.requests, "workers_requests": many.ledger.requests,
+                   "candidates": len(one.lineage["nodes"]), "same_lineage": lineage(one) == lineage(many),
+                   "same_best": one.best.id == many.best.id}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
 
 
