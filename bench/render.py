@@ -477,7 +477,7 @@ def goals_at_a_glance(results: Mapping[str, Mapping[str, Any]]) -> str:
             one, big = summ[ps[0]], summ[ps[1]]
             few = (f" (indicative only: {min(big['n'], one['n'])} of {len(pq.get('seeds', []))} planned seeds)"
                    if min(big["n"], one["n"]) < len(pq.get("seeds", [])) else "")
-            rows.append(f"| {task}: parallel costs no test quality at equal calls | {ps[1].split('/')[1]} "
+            rows.append(f"| {task}: parallel costs no test quality at equal calls | {ps[1].rsplit('/', 1)[1]} "
                         f"{f(big['mean'])} (sd {f(big['sd'])}, {big['n']} seeds) vs P=1 {f(one['mean'])} "
                         f"(sd {f(one['sd'])}, {one['n']} seeds) | "
                         f"{verdict(big['mean'] >= one['mean'] - 1e-9)}{few} | {stem}.json |")
