@@ -33,8 +33,9 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -83,18 +84,30 @@ def task_yaml(base_url: str, optimizer: str) -> str:
         "budget": {"max_calls": CALLS}, "optimizer": {"name": optimizer}}, sort_keys=False)
 
 
-def throughput(work: Path, optimizers: Sequence[str], ps: Sequence[int]) -> list[dict[str, Any]]:
-    rows = []
-    work.mkdir(parents=True, exist_ok=True)
+@contextmanager
+def serving(latency: float, work: Path) -> Iterator[str]:
+    """The loopback server (`--serve`) in its own process for the block, its replies logged to
+    work/replies.jsonl; yields its base URL."""
     log = work / "replies.jsonl"
-    server = subprocess.Popen([sys.executable, "-m", "bench.parallel", "--serve", str(LATENCY), "--log", str(log)],
+    server = subprocess.Popen([sys.executable, "-m", "bench.parallel", "--serve", str(latency), "--log", str(log)],
                               cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
         line = server.stdout.readline().strip()
         if not line.startswith("READY "):
-            raise SystemExit(f"bench parallel: the loopback server did not start ({line!r})")
-        base_url = line.split(" ", 1)[1]
+            raise SystemExit(f"bench: the loopback server did not start ({line!r})")
+        yield line.split(" ", 1)[1]
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=10)
+
+
+def throughput(work: Path, optimizers: Sequence[str], ps: Sequence[int]) -> list[dict[str, Any]]:
+    rows = []
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "replies.jsonl"
+    with serving(LATENCY, work) as base_url:
         exe = Path(sys.executable).with_name("promptlearn")
         for optimizer in optimizers:
             for p in ps:
@@ -126,10 +139,6 @@ def throughput(work: Path, optimizers: Sequence[str], ps: Sequence[int]) -> list
                 print(f"  {optimizer} P={p:>2}: {calls} calls in {run_s:.1f} s (ideal {ideal:.1f} s: "
                       f"{row['fraction_of_ideal']:.2f}); {out['candidates']} candidates, test "
                       f"{out['seed']['test']:.3f} -> {out['best']['test']:.3f}", file=sys.stderr, flush=True)
-    finally:
-        if server.stdin:
-            server.stdin.close()
-        server.wait(10)
     return rows
 
 

@@ -28,9 +28,10 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
+
+from bench.parallel import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -38,24 +39,6 @@ OUT = RESULTS / "workers.json"
 LATENCY, CONCURRENCY, CALLS = 0.5, 4, 800
 NS = (1, 2, 4)
 GOAL = 0.9
-
-
-@contextmanager
-def _serving(latency: float, work: Path) -> Iterator[str]:
-    """The loopback server (bench.parallel --serve) in its own process for the block; yields its base URL."""
-    log = work / "replies.jsonl"
-    server = subprocess.Popen([sys.executable, "-m", "bench.parallel", "--serve", str(latency), "--log", str(log)],
-                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline().strip()
-        if not line.startswith("READY "):
-            raise SystemExit(f"bench workers: the loopback server did not start ({line!r})")
-        yield line.split(" ", 1)[1]
-    finally:
-        assert server.stdin is not None
-        server.stdin.close()
-        server.wait(timeout=10)
 
 
 def _jobs(url: str, run_id: str) -> list[tuple[str, float, float]]:
@@ -74,7 +57,7 @@ def throughput(work: Path, ns: Sequence[int], calls: int) -> list[dict[str, Any]
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     exe = Path(sys.executable).with_name("promptlearn")
-    with _serving(LATENCY, work) as base_url, PostgresServer() as pg:
+    with serving(LATENCY, work) as base_url, PostgresServer() as pg:
         for n in ns:
             d = work / f"n{n}"
             d.mkdir(parents=True, exist_ok=True)
@@ -120,7 +103,7 @@ def quality(work: Path, seeds: Sequence[int], calls: int, workers: int) -> list[
 
     work.mkdir(parents=True, exist_ok=True)
     rows = []
-    with _serving(0.02, work) as base_url, PostgresServer() as pg:
+    with serving(0.02, work) as base_url, PostgresServer() as pg:
         spec = yaml.safe_load((ROOT / "tasks" / "pirate.yaml").read_text())
         spec["model"] = {"name": "openai/loopback", "api_base": base_url, "concurrency": CONCURRENCY,
                          "max_tokens": 16, "timeout": 30, "retries": 2}
