@@ -27,6 +27,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "cache": ("bench.cache", "an identical re-run of an optimization makes 0 model calls; its wall time"),
     "handwritten": ("bench.handwritten", "tasks/rules/: seed vs 5 hand-written wordings of each rule, val and test"),
     "transfer": ("bench.transfer", "pirate transfer matrix: one model, greedy vs guidance decoding, as two targets"),
+    "operator_prior": ("bench.operator_prior", "evolve's operators on the rule suite: promotions and acceptances "
+                                               "per try, per task (the table operator_prior starts from)"),
     "render": ("bench.render", "write BENCHMARKS.md from every JSON result in bench/results/"),
     "all": ("bench.suite", "run overhead, concurrency, cache, quality, guidance, prefix_reuse, then render"),
 }

@@ -80,6 +80,9 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
                              "ablation": True},
     # evolve with `confirm`: a near miss on val is judged again with the train examples it was not screened on
     "evolve-confirm": {"family": "promptlearn", "optimizer": "evolve", "options": {"confirm": 16}, "ablation": True},
+    # evolve with an operator prior learned on the other tasks only (leave one task out, bench.operator_prior):
+    # what `operator_prior: suite` would do on a task it was not learned on
+    "evolve-prior-loto": {"family": "promptlearn", "optimizer": "evolve", "loto_prior": True, "ablation": True},
     # evolve before state_check led its opening book (main at 87a5057; its runs were made as line "evolve"):
     # recorded runs, like evolve-b10a787 below
     "evolve-87a5057": {"family": "promptlearn", "ablation": True, "recorded": True},
@@ -281,8 +284,13 @@ def run_one(task: Any, line: str, seed: int, budget: int, scorer: Any, memo: Any
     def run() -> dict[str, Any]:
         if line == "gepa":
             return run_gepa(task, budget, seed, scorer, memo)
+        options = dict(spec.get("options") or {})
+        if spec.get("loto_prior"):
+            from bench.operator_prior import read, table
+
+            options["operator_prior"] = table(read(), leave_out=task.name)
         return q.run_promptlearn(task, line, budget, seed, WORK, scorer, memo, loop_options,
-                                 optimizer=spec.get("optimizer"), options=spec.get("options"), family=spec["family"])
+                                 optimizer=spec.get("optimizer"), options=options, family=spec["family"])
 
     return {**q.run_guarded("suite", task.name, line, seed, budget, spec["family"], run), "commit": _commit()}
 

@@ -16,7 +16,7 @@ together and proposes the children together (ctx.propose_many); with parallel 1 
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from promptlearn.context import Proposal, Request
 from promptlearn.metrics import has_loop
@@ -30,6 +30,7 @@ DEMO_OPERATORS = ("add_example", "opening_template")
 HARVEST_GUIDANCE = (2.0, 3.0)  # one strength per harvest round; 2 was the best single strength on pirate
 GUIDANCE = (1.5, 2.0, 2.5)  # strengths the `guidance` operator tries when search_guidance is on
 OPENING_SHARE = 1 / 3  # the most of the search's calls the opening book may take
+PRIOR_STRENGTH = 4.0  # an operator prior weighs as much as this many tries of the operator on this task
 
 
 class Evolution:
@@ -37,7 +38,7 @@ class Evolution:
 
     def __init__(self, crossover_rate: float = 0.2, llm_weight: float = 0.3, operators: list[str] | None = None,
                  max_failed_proposals: int = 60, opening: Sequence[str] | None = None, harvest: int = 2,
-                 search_guidance: bool = False):
+                 search_guidance: bool = False, operator_prior: str | bool | Mapping[str, Any] | None = None):
         from promptlearn.errors import TaskError
 
         unknown = set(operators or ()) - set(MUTATIONS)
@@ -49,6 +50,7 @@ class Evolution:
             raise TaskError(f"unknown opening operators {sorted(unknown)}", field="optimizer.opening",
                             fix="choose from " + ", ".join(MUTATIONS) + " (or [] for none)")
         self.ops = list(operators or MUTATIONS)
+        self.prior = operator_prior_table(operator_prior)
         self.opening = [op for op in (OPENING if opening is None else opening) if op in self.ops]
         self.default_opening = opening is None
         self.harvest_rounds = harvest
@@ -190,9 +192,52 @@ class Evolution:
         return next(c for c in pool if c.id == chosen)
 
     def pick_operator(self, ctx: Any) -> str:
-        """The next opening operator while any is left (each once), then by track record."""
+        """The next opening operator while any is left (each once), then by track record: promotions per try on
+        this task, started from the operator prior's pseudo-counts when there is one."""
         if self.opening:
             return self.opening.pop(0)
-        weights = [(1 + self.wins[op]) / (1 + 0.5 * self.tries[op]) * (self.llm_weight if op in LLM_OPERATORS
-                                                                      else 1.0) for op in self.ops]
+        weights = []
+        for op in self.ops:
+            wins, tries = self.prior_counts(op)
+            weights.append((1 + wins + self.wins[op]) / (1 + 0.5 * (tries + self.tries[op]))
+                           * (self.llm_weight if op in LLM_OPERATORS else 1.0))
         return ctx.rng.choices(self.ops, weights=weights, k=1)[0]
+
+    def prior_counts(self, op: str) -> tuple[float, float]:
+        """(pseudo wins, pseudo tries) the prior gives an operator: its rate elsewhere over PRIOR_STRENGTH tries,
+        the table's mean rate for one it never saw; (0, 0) without a prior (the track record alone)."""
+        if not self.prior:
+            return 0.0, 0.0
+        wins, tries = self.prior.get(op) or (sum(w for w, _ in self.prior.values()),
+                                             sum(t for _, t in self.prior.values()))
+        return PRIOR_STRENGTH * wins / tries, PRIOR_STRENGTH
+
+
+def operator_prior_table(value: str | bool | Mapping[str, Any] | None) -> dict[str, tuple[float, float]]:
+    """`optimizer.operator_prior` as {operator: (wins, tries)}: off (None, false), the rule suite's table
+    ("suite" or true: promptlearn.optimizers.prior.SUITE_PRIOR), or a table of its own ({op: [wins, tries]},
+    wins counted as evolve counts them: 1 per promotion, 2 per acceptance)."""
+    from promptlearn.errors import TaskError
+
+    if value is None or value is False:
+        return {}
+    if value is True or value == "suite":
+        from promptlearn.optimizers.prior import SUITE_PRIOR
+
+        return {op: (float(w), float(t)) for op, (w, t) in SUITE_PRIOR.items()}
+    fix = 'use "suite", false, or {operator: [wins, tries]} with tries > 0'
+    if not isinstance(value, Mapping):
+        raise TaskError(f"operator_prior must be a table or \"suite\", not {value!r}", field="optimizer.operator_prior",
+                        fix=fix)
+    out = {}
+    for op, pair in value.items():
+        if op not in MUTATIONS and op != "crossover":
+            raise TaskError(f"operator_prior names an unknown operator {op!r}", field="optimizer.operator_prior",
+                            fix="choose from crossover, " + ", ".join(MUTATIONS))
+        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in pair) and pair[1] > 0
+        if not ok:
+            raise TaskError(f"operator_prior[{op!r}] must be [wins, tries], not {pair!r}",
+                            field="optimizer.operator_prior", fix=fix)
+        out[op] = (float(pair[0]), float(pair[1]))
+    return out
