@@ -34,9 +34,10 @@ if TYPE_CHECKING:
     from promptlearn.store.postgres import PostgresStore
     from promptlearn.task import Task
 
-#: How often a decider looks for finished jobs and an idle executor for new ones (seconds): a 500 ms call
-#: waits at most two of these longer than it would in one process.
-POLL = 0.02
+#: The longest a decider waits for a finished job and an idle executor for a new one before looking at the table
+#: again (seconds). They are woken by the jobs' NOTIFY (store.jobs.Listener) as soon as there is something, so this
+#: only bounds a wake-up that never comes: a job whose lease ran out, a notification lost in a reconnect.
+POLL = 0.5
 #: Statuses after which a worker leaves the run (`stop` ends a run as finished).
 ENDED = ("finished", "failed", "interrupted")
 TASK_DOC = "task_doc"
@@ -113,12 +114,17 @@ class Crew:
 
 class JobPool:
     """A Transport (promptlearn.lm): each request becomes a job of the run; the reply comes back when a worker has
-    made the call. One poller thread reads the replies of every request waiting, POLL apart."""
+    made the call. One watcher thread reads the replies of every request waiting whenever a job is announced done
+    (at least every POLL seconds)."""
 
     concurrency = 4096  # the workers' own caps bound the calls in flight; the proposals in flight bound the jobs
 
     def __init__(self, jobs: "JobTable", poll: float = POLL):
+        from promptlearn.store.jobs import Listener
+
         self.jobs, self.poll = jobs, poll
+        self.listener = Listener(jobs.store, jobs.run_id)
+        self.listener.listen()  # before the first look at the table, so no job that ends after it goes unheard
         self._waiting: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]]] = {}
         self._lock = threading.Lock()
         self._done = threading.Event()
@@ -152,10 +158,17 @@ class JobPool:
         raise ModelError(err.get("message", "a worker's call failed"), bad_request=bool(err.get("bad_request")))
 
     def _watch(self) -> None:
-        while not self._done.wait(self.poll):
+        try:
+            self._watch_jobs()
+        finally:
+            self.listener.close()
+
+    def _watch_jobs(self) -> None:
+        while not self._done.is_set():
             with self._lock:
                 keys = list(self._waiting)
             if not keys:
+                self.listener.wait("done", self.poll)
                 continue
             try:
                 outcomes = self.jobs.outcomes(keys)
@@ -167,6 +180,8 @@ class JobPool:
                     waiters = self._waiting.pop(o.key, [])
                 for loop, fut in waiters:
                     loop.call_soon_threadsafe(_settle, fut, o, None)
+            if len(outcomes) < len(keys):
+                self.listener.wait("done", self.poll)
 
     def _resolve_all(self, error: BaseException) -> None:
         with self._lock:
@@ -206,8 +221,12 @@ class Executor:
         from promptlearn.store.jobs import JobTable
         from promptlearn.store.postgres import PostgresStore
 
+        from promptlearn.store.jobs import Listener
+
         self.store: PostgresStore = PostgresStore(url)
         self.jobs: JobTable = JobTable(self.store, run_id)
+        self.listener = Listener(self.store, run_id)
+        self._waiter: asyncio.Future[bool] | None = None
         self.run_id, self.concurrency, self.poll = run_id, max(1, concurrency), poll
         self.lease = lease if lease is not None else LEASE_SECONDS
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -241,6 +260,7 @@ class Executor:
         from promptlearn.lm import litellm
 
         litellm()  # seconds of import before the first claim, not while holding claimed jobs
+        self.listener.listen()
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self._serve())
@@ -265,12 +285,21 @@ class Executor:
                 if not jobs:
                     if running and free <= 0:
                         await asyncio.wait(running, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-                    else:
-                        await asyncio.sleep(self.poll)
+                    else:  # until a job is announced (or POLL); a call finishing here frees a slot too
+                        await self._idle(running)
         finally:
             for t in running:
                 t.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            self.listener.close()
+
+    async def _idle(self, running: set[asyncio.Task[None]]) -> None:
+        """Wait for a NOTIFY of a new job, at most POLL seconds, and less when a running call ends first (the
+        listener's thread finishes its wait on its own; the next one waits for it)."""
+        if self._waiter is None or self._waiter.done():
+            self._waiter = asyncio.ensure_future(asyncio.to_thread(self.listener.wait, "new", self.poll))
+        pending: set[asyncio.Future[Any]] = {self._waiter, *running}
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
 
     def _lm(self, config: Mapping[str, Any]) -> LM:
         import json

@@ -323,3 +323,47 @@ def test_claims_leases_and_budget_hold_under_contention(pg_url):
         assert jobs.budget()["calls"] == 50
     finally:
         store.close()
+
+
+def test_an_idle_executor_waits_on_notify_instead_of_polling(pg_url, monkeypatch):
+    """An executor with nothing to do LISTENs: in 1.5 s idle it looks at the job table a handful of times (at
+    most every POLL seconds), not every few milliseconds; a job submitted wakes it at once (claimed within a
+    second although the fallback wait is 5 s), and the decider's watcher is woken by the job's `done`."""
+    from promptlearn.store.jobs import JobTable, Listener
+    from promptlearn.store.postgres import PostgresStore
+    from promptlearn.workers import Executor
+
+    store = PostgresStore(pg_url)
+    try:
+        store.create_run("quiet")
+        executor = Executor(pg_url, "quiet", 2, poll=5.0)
+        claims = Counter()
+        real_claim = executor.jobs.claim
+
+        def counted(*a, **k):  # type: ignore[no-untyped-def]
+            claims["n"] += 1
+            return real_claim(*a, **k)
+
+        monkeypatch.setattr(executor.jobs, "claim", counted)
+        executor.start()
+        try:
+            wait_for(lambda: claims["n"] >= 1, 30, "the executor's first claim")
+            time.sleep(1.5)
+            assert claims["n"] <= 3, f"{claims['n']} claims in 1.5 s idle: it polls"
+            listener = Listener(store, "quiet")
+            assert listener.listen()
+            jobs = JobTable(store, "quiet")
+            jobs.set_budget(0, None)  # so the claimed call is refused by the budget: no model is needed
+            t0 = time.monotonic()
+            jobs.submit("k1", {"config": {"name": "openai/gpt-4o-mini"}, "messages": [], "sample": 0})
+            wait_for(lambda: sql(pg_url, "SELECT status FROM pl_jobs WHERE key = 'k1'")[0][0] != "pending", 5,
+                     "the job claimed")
+            assert time.monotonic() - t0 < 1.0, "the NOTIFY of the new job did not wake the executor"
+            # the budget refuses the call, and the job's end wakes a listener waiting for it
+            assert listener.wait("done", 10.0) and listener.woken == 1
+            assert [o.done for o in jobs.outcomes(["k1"])] == [False]
+            listener.close()
+        finally:
+            executor.stop()
+    finally:
+        store.close()

@@ -5,7 +5,10 @@ LOCKED) RETURNING` (workers never wait on each other's rows), carries a lease in
 heartbeat, and is claimable again once the lease has run out (its worker died). A reply is written to the shared
 reply cache and its job marked done in one transaction, so no reply is lost and none is half-recorded. The budget
 row is charged with one conditional UPDATE before every real model call, so workers together never pass
-max_calls / max_usd, whichever of them is deciding.
+max_calls / max_usd, whichever of them is deciding. Waiting is the database's too: a new job and a finished one are
+announced with NOTIFY on CHANNEL (in the statement's transaction), and a worker or decider with nothing to do
+LISTENs (`Listener`) instead of asking again every few milliseconds; a wait also ends after a timeout, so a
+notification missed (a reconnect) or never sent (a lease that ran out) only costs that long.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from promptlearn.store.base import LockHolder, may_take
 from promptlearn.store.postgres import PostgresStore
 
 MAX_ATTEMPTS = 5  # claims of one job whose worker died each time before the job fails (a poison request)
+CHANNEL = "pl_jobs"  # NOTIFY payload "<event>:<run_id>": new (a job to claim) or done (an outcome to read)
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,19 @@ class JobTable:
     def submit(self, key: str, request: Mapping[str, Any]) -> None:
         """Queue one request. A job already there under the key is kept (pending, running or done: the same
         request, e.g. left by a decider that died) unless it failed, which asks again."""
-        self.store.call(lambda c: c.execute(
-            "INSERT INTO pl_jobs (run_id, key, request, status, created) VALUES (%s, %s, %s, 'pending', %s) "
-            "ON CONFLICT (run_id, key) DO UPDATE SET status = 'pending', error = NULL, owner = NULL, "
-            "expires = NULL WHERE pl_jobs.status = 'failed'",
-            (self.run_id, key, json.dumps(request, ensure_ascii=False), time.time())))
+        def go(conn: Any) -> None:
+            with conn.transaction():
+                conn.execute(
+                    "INSERT INTO pl_jobs (run_id, key, request, status, created) VALUES (%s, %s, %s, 'pending', %s) "
+                    "ON CONFLICT (run_id, key) DO UPDATE SET status = 'pending', error = NULL, owner = NULL, "
+                    "expires = NULL WHERE pl_jobs.status = 'failed'",
+                    (self.run_id, key, json.dumps(request, ensure_ascii=False), time.time()))
+                self._notify(conn, "new")
+
+        self.store.call(go)
+
+    def _notify(self, conn: Any, event: str) -> None:
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{event}:{self.run_id}"))
 
     def outcomes(self, keys: Sequence[str]) -> list[Outcome]:
         """The jobs among `keys` that are done or failed."""
@@ -116,15 +128,21 @@ class JobTable:
                              "WHERE run_id = %s AND key = %s AND status <> 'done'", (text, owner, self.run_id, job.key))
                 if usd:
                     conn.execute("UPDATE pl_budgets SET usd = usd + %s WHERE run_id = %s", (usd, self.run_id))
+                self._notify(conn, "done")
 
         self.store.call(write)
 
     def fail(self, owner: str, job: Job, error: Mapping[str, Any]) -> None:
         """The job failed for good (a fault that never healed, or the budget): the decider raises it."""
-        self.store.call(lambda c: c.execute(
-            "UPDATE pl_jobs SET status = 'failed', error = %s, owner = NULL, expires = NULL WHERE run_id = %s AND "
-            "key = %s AND owner = %s AND status = 'running'",
-            (json.dumps(error, ensure_ascii=False), self.run_id, job.key, owner)))
+        def go(conn: Any) -> None:
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE pl_jobs SET status = 'failed', error = %s, owner = NULL, expires = NULL WHERE run_id = %s "
+                    "AND key = %s AND owner = %s AND status = 'running'",
+                    (json.dumps(error, ensure_ascii=False), self.run_id, job.key, owner))
+                self._notify(conn, "done")
+
+        self.store.call(go)
 
     # the budget ---------------------------------------------------------------------------------------------
     def set_budget(self, max_calls: int | None, max_usd: float | None) -> None:
@@ -176,3 +194,48 @@ class JobTable:
             "SELECT holder, EXTRACT(EPOCH FROM expires - now()) FROM pl_run_locks WHERE run_id = %s",
             (self.run_id,)).fetchone())
         return row is None or may_take(LockHolder.from_json(row[0]), me, float(row[1]), False)
+
+
+class Listener:
+    """Waits for a run's job notifications (CHANNEL) on a connection of its own. Used from one thread at a time.
+    Never needed for correctness: whoever waits looks at the table again after `wait` returns, notified or not,
+    and a lost connection turns waiting into a plain sleep until it reconnects."""
+
+    def __init__(self, store: PostgresStore, run_id: str):
+        self.store, self.run_id = store, run_id
+        self.conn: Any = None
+        self.woken = 0  # waits a notification ended (the rest timed out)
+
+    def listen(self) -> bool:
+        """Start listening (once; again after a broken session); False when the server cannot be reached."""
+        if self.conn is None:
+            try:
+                self.conn = self.store.dedicated()
+                self.conn.execute(f"LISTEN {CHANNEL}")
+            except Exception:  # noqa: BLE001 - any failure here (StoreError, a dropped session) means: just sleep
+                self.close()
+        return self.conn is not None
+
+    def wait(self, event: str, timeout: float) -> bool:
+        """Until a notification of `event` for this run arrives (True) or `timeout` seconds pass (False).
+        Notifications sent while nobody waited are queued on the connection and end the next wait at once."""
+        if not self.listen():
+            time.sleep(timeout)
+            return False
+        want = f"{event}:{self.run_id}"
+        try:
+            for note in self.conn.notifies(timeout=timeout):
+                if note.payload == want:
+                    self.woken += 1
+                    return True
+        except Exception:  # noqa: BLE001 - the session broke: reconnect on the next wait
+            self.close()
+        return False
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+        self.conn = None

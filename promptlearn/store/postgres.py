@@ -118,6 +118,15 @@ class PostgresStore:
         """A driver error in one line, the password masked (libpq may echo the conninfo)."""
         return mask_secret(" ".join(str(e).split()), self._raw) or type(e).__name__
 
+    def dedicated(self) -> Any:
+        """A connection of its own, outside the pool, autocommit (a LISTEN session lives as long as it does);
+        StoreError when the server cannot be reached."""
+        psycopg = _psycopg()
+        try:
+            return psycopg.connect(self._raw, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as e:
+            raise StoreError(f"cannot open the store {self.url_masked}: {self._clean(e)}") from None
+
     def call(self, fn: Callable[[Any], T]) -> T:
         """fn(connection) with a pooled connection, retried while the server is unreachable (a restart), at most
         RETRY_SECONDS; then StoreUnavailable. Every statement promptlearn sends is idempotent or one transaction,
