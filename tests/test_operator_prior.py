@@ -74,20 +74,20 @@ def test_off_is_no_table():
 @pytest.mark.model
 @requires_model
 def test_a_prior_run_on_the_embedded_model_draws_what_the_prior_favours(tmp_path):
-    """tasks/rules/keyword.yaml on SmolLM2 with no opening book and a prior that only knows add_example works:
-    the first track-record draws are worked examples, and the run is recorded with its prior (resume replays it)."""
+    """tasks/rules/keyword.yaml on SmolLM2 with no opening book and a prior that says only reword works: most
+    children are rewordings, and the run is recorded with its prior (resume replays it)."""
     from promptlearn.task import load_task
 
-    prior = {"add_example": [20, 10], "emphasize": [0, 20], "move_rule": [0, 20], "reword": [0, 20]}
+    prior = {"reword": [20, 10], "emphasize": [0, 20], "move_rule": [0, 20], "restate": [0, 20]}
     task = load_task(TASKS / "rules" / "keyword.yaml", overrides={
         "data": [{"file": "../data/rules_users.jsonl", "limit": 20}],
         "optimizer": {"name": "evolve", "opening": [], "crossover_rate": 0,
-                      "operators": ["add_example", "emphasize", "move_rule", "reword"], "operator_prior": prior}})
+                      "operators": ["restate", "emphasize", "move_rule", "reword"], "operator_prior": prior}})
     optimize(task, budget=50, seed=0, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite",
              options={"minibatch": 4})
     store = SQLiteRunStore(tmp_path / "run", create=False)
     made = [c["operator"] for c in store.candidates() if c["operator"] != "seed"]
     saved = store.get_meta("config")
     store.close()
-    assert made and made.count("add_example") > len(made) / 2
+    assert len(made) >= 3 and made.count("reword") > len(made) / 2
     assert saved["options"]["operator_prior"] == prior
