@@ -151,8 +151,12 @@ def quality(result: dict[str, Any], work: Path, seeds: Sequence[int], p_big: int
             max_minutes: float, tasks: Sequence[str] = QUALITY_TASKS) -> None:
     """P=1 vs P=p_big on the embedded model; each finished run is saved at once (resumable)."""
     runs: list[dict[str, Any]] = result.setdefault("quality", {}).setdefault("runs", [])
-    result["quality"].update({"budget": budget, "p": [1, p_big], "tasks": list(tasks), "seeds": list(seeds),
-                              "optimizer": "evolve"})
+    # a later call for fewer tasks or other seeds adds to the runs kept, so the summary keeps every task and seed
+    known = result["quality"].get("tasks") or []
+    ran = result["quality"].get("seeds") or []
+    result["quality"].update({"budget": budget, "p": [1, p_big], "optimizer": "evolve",
+                              "tasks": known + [t for t in tasks if t not in known],
+                              "seeds": sorted(set(ran) | set(seeds))})
     commit = _commit()
     done = {(r["task"], r["parallel"], r["seed"]) for r in runs}
     start = time.monotonic()
