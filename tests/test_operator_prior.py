@@ -91,3 +91,31 @@ def test_a_prior_run_on_the_embedded_model_draws_what_the_prior_favours(tmp_path
     store.close()
     assert len(made) >= 3 and made.count("reword") > len(made) / 2
     assert saved["options"]["operator_prior"] == prior
+
+
+@pytest.mark.parametrize("value", ["everything", "{shout: [1, 2]}", "{emphasize: [1, 0]}"])
+def test_a_bad_prior_on_the_command_line_is_one_line_exit_2_before_any_call(value, tmp_path, monkeypatch, capsys):
+    from promptlearn.testing import FakeLM
+    from test_cli_export_check import cli, write_task
+
+    path = write_task(tmp_path / "task.yaml")
+    with FakeLM(lambda m: "Ahoy"):
+        code, _, err = cli(monkeypatch, capsys, "optimize", path, "-o", f"operator_prior={value}",
+                           "--run-dir", tmp_path / "r")
+    assert code == 2 and "optimizer.operator_prior" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_suite_prior_from_the_command_line_runs_and_is_saved(tmp_path, monkeypatch, capsys):
+    from promptlearn.testing import FakeLM
+    from test_cli_export_check import cli, write_task
+
+    path = write_task(tmp_path / "task.yaml")
+    with FakeLM(lambda m: "Ahoy"):
+        code, _, err = cli(monkeypatch, capsys, "optimize", path, "-o", "operator_prior=suite", "--budget-calls", "40",
+                           "--run-dir", tmp_path / "r")
+    store = SQLiteRunStore(tmp_path / "r", create=False)
+    saved = store.get_meta("config")
+    store.close()
+    assert code == 0, err
+    assert saved["options"]["operator_prior"] == "suite"
