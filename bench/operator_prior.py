@@ -71,7 +71,11 @@ def collect(runs: Sequence[str], root: Path = RUNS) -> dict[str, Any]:
 
 
 def table(stats: Mapping[str, Any], leave_out: str | None = None) -> dict[str, list[int]]:
-    """{operator: [wins, tries]} summed over the tasks in `stats`, without `leave_out` (a task name)."""
+    """{operator: [wins, tries]} summed over the tasks in `stats`, without `leave_out` (a task name: one the stats
+    do not hold is an error, since a misspelt name would leave the task's own runs in)."""
+    if leave_out is not None and leave_out not in stats["tasks"]:
+        raise ValueError(f"bench operator_prior: no task {leave_out!r} in the stats (tasks: "
+                         f"{', '.join(sorted(stats['tasks']))})")
     out: dict[str, list[int]] = {}
     for task, ops in stats["tasks"].items():
         if task == leave_out:

@@ -15,6 +15,7 @@ together and proposes the children together (ctx.propose_many); with parallel 1 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
@@ -235,7 +236,8 @@ def operator_prior_table(value: str | bool | Mapping[str, Any] | None) -> dict[s
             raise TaskError(f"operator_prior names an unknown operator {op!r}", field="optimizer.operator_prior",
                             fix="choose from crossover, " + ", ".join(MUTATIONS))
         ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in pair) and pair[1] > 0
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+            for x in pair) and pair[1] > 0
         if not ok:
             raise TaskError(f"operator_prior[{op!r}] must be [wins, tries], not {pair!r}",
                             field="optimizer.operator_prior", fix=fix)

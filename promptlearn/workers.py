@@ -291,12 +291,18 @@ class Executor:
             for t in running:
                 t.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            if self._waiter is not None:  # its thread is inside listener.wait: let it end (POLL at most) first
+                await asyncio.wait({self._waiter})
             self.listener.close()
 
     async def _idle(self, running: set[asyncio.Task[None]]) -> None:
         """Wait for a NOTIFY of a new job, at most POLL seconds, and less when a running call ends first (the
         listener's thread finishes its wait on its own; the next one waits for it)."""
-        if self._waiter is None or self._waiter.done():
+        if self._waiter is not None and self._waiter.done():
+            # it ended while the last claim ran: that claim may have been too early for the job announced
+            self._waiter = None
+            return
+        if self._waiter is None:
             self._waiter = asyncio.ensure_future(asyncio.to_thread(self.listener.wait, "new", self.poll))
         pending: set[asyncio.Future[Any]] = {self._waiter, *running}
         await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)

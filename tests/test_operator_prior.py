@@ -31,6 +31,11 @@ def test_a_leave_one_out_table_has_none_of_that_tasks_tries():
         assert full[op][1] - without.get(op, [0, 0])[1] == t and full[op][0] - without.get(op, [0, 0])[0] == w
 
 
+def test_leaving_out_a_task_the_stats_do_not_hold_is_an_error():
+    with pytest.raises(ValueError, match="no task 'keyword'"):
+        table(read(), leave_out="keyword")  # the stats name it rules_keyword: a slip must not give the full table
+
+
 def _draws(evo, n=3000):
     ctx = SimpleNamespace(rng=random.Random(0))
     return Counter(evo.pick_operator(ctx) for _ in range(n))
@@ -59,6 +64,7 @@ def test_an_operator_the_prior_never_saw_gets_its_mean_rate():
 @pytest.mark.parametrize("value,says", [
     ({"shout": [1, 2]}, "unknown operator"), ({"emphasize": [1, 0]}, "[wins, tries]"),
     ({"emphasize": "often"}, "[wins, tries]"), ("everything", "a table"), ({"emphasize": [True, 2]}, "[wins, tries]"),
+    ({"emphasize": [float("inf"), 1]}, "[wins, tries]"),
 ])
 def test_a_bad_prior_names_the_field(value, says):
     with pytest.raises(TaskError) as e:

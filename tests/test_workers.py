@@ -367,3 +367,54 @@ def test_an_idle_executor_waits_on_notify_instead_of_polling(pg_url, monkeypatch
             executor.stop()
     finally:
         store.close()
+
+
+def test_a_job_announced_while_the_executor_was_claiming_is_claimed_at_once(pg_url):
+    """The race a busy executor meets: a call of its own ends (so it stops waiting and claims), the claim finds
+    nothing, and a job announced just after that claim looked must still be claimed at once, not after the
+    fallback wait (5 s here), although the wait that heard the NOTIFY was left running while it claimed."""
+    import asyncio
+
+    from promptlearn.store.jobs import JobTable
+    from promptlearn.store.postgres import PostgresStore
+    from promptlearn.workers import Executor
+
+    store = PostgresStore(pg_url)
+    try:
+        store.create_run("race")
+        jobs = JobTable(store, "race")
+        executor = Executor(pg_url, "race", 2, poll=5.0)
+        claimed: dict[str, float] = {}
+
+        async def fake_run(job):  # type: ignore[no-untyped-def]
+            claimed[job.key] = time.monotonic()
+            await asyncio.sleep(0.3)
+
+        executor._run = fake_run  # type: ignore[method-assign]
+        real, state = executor.jobs.claim, {"armed": False, "t": 0.0}
+
+        def claim(*a, **k):  # type: ignore[no-untyped-def]
+            got = real(*a, **k)
+            if state["armed"] and not got:  # just after this claim looked: announce B, let the NOTIFY land
+                state["armed"] = False
+                jobs.submit("B", {"x": 1})
+                state["t"] = time.monotonic()
+                time.sleep(0.05)
+            return got
+
+        executor.jobs.claim = claim  # type: ignore[method-assign]
+        executor.start()
+        try:
+            time.sleep(1.0)
+            jobs.submit("A", {"x": 0})
+            wait_for(lambda: "A" in claimed, 10, "job A claimed")
+            time.sleep(0.1)
+            state["armed"] = True  # the claim after A's call ends announces B just after it looked
+            wait_for(lambda: "B" in claimed, 10, "job B claimed")
+            assert claimed["B"] - state["t"] < 1.0, "a NOTIFY heard during a claim was lost until the fallback"
+        finally:
+            t0 = time.monotonic()
+            executor.stop()
+            assert time.monotonic() - t0 < 6.0
+    finally:
+        store.close()

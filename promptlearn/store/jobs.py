@@ -14,6 +14,7 @@ notification missed (a reconnect) or never sent (a lease that ran out) only cost
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -23,6 +24,8 @@ from promptlearn.store.postgres import PostgresStore
 
 MAX_ATTEMPTS = 5  # claims of one job whose worker died each time before the job fails (a poison request)
 CHANNEL = "pl_jobs"  # NOTIFY payload "<event>:<run_id>": new (a job to claim) or done (an outcome to read)
+RELISTEN = 5.0  # seconds between attempts to start listening again after one failed
+log = logging.getLogger("promptlearn.workers")
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,13 @@ class JobTable:
         request, e.g. left by a decider that died) unless it failed, which asks again."""
         def go(conn: Any) -> None:
             with conn.transaction():
-                conn.execute(
+                queued = conn.execute(
                     "INSERT INTO pl_jobs (run_id, key, request, status, created) VALUES (%s, %s, %s, 'pending', %s) "
                     "ON CONFLICT (run_id, key) DO UPDATE SET status = 'pending', error = NULL, owner = NULL, "
-                    "expires = NULL WHERE pl_jobs.status = 'failed'",
-                    (self.run_id, key, json.dumps(request, ensure_ascii=False), time.time()))
-                self._notify(conn, "new")
+                    "expires = NULL WHERE pl_jobs.status = 'failed' RETURNING 1",
+                    (self.run_id, key, json.dumps(request, ensure_ascii=False), time.time())).fetchone()
+                # a job kept as it was may be done already: wake whoever waits for outcomes, not the executors
+                self._notify(conn, "new" if queued else "done")
 
         self.store.call(go)
 
@@ -90,12 +94,18 @@ class JobTable:
         instead of being claimed again, and the decider stops the run with that error (resumable)."""
         if n <= 0:
             return []
-        self.store.call(lambda c: c.execute(
-            "UPDATE pl_jobs SET status = 'failed', owner = NULL, expires = NULL, error = %s WHERE run_id = %s AND "
-            "status = 'running' AND expires < now() AND attempts >= %s",
-            (json.dumps({"kind": "model", "message": f"{max_attempts} workers died holding this call (a request "
-                         "that kills the worker making it?); fix it and --resume the run"}), self.run_id,
-             max_attempts)))
+        def poison(conn: Any) -> None:
+            with conn.transaction():
+                failed = conn.execute(
+                    "UPDATE pl_jobs SET status = 'failed', owner = NULL, expires = NULL, error = %s WHERE run_id = %s "
+                    "AND status = 'running' AND expires < now() AND attempts >= %s",
+                    (json.dumps({"kind": "model", "message": f"{max_attempts} workers died holding this call (a "
+                                 "request that kills the worker making it?); fix it and --resume the run"}),
+                     self.run_id, max_attempts)).rowcount
+                if failed:
+                    self._notify(conn, "done")
+
+        self.store.call(poison)
         # The pick is a CTE: PostgreSQL runs it once. As `WHERE id IN (SELECT ... LIMIT n SKIP LOCKED)` the
         # planner may run the subquery again per row and claim more than n (one claim of 3 took all 60 jobs in
         # tests/test_workers.py; 16 worker slots held 64 jobs in the benchmark).
@@ -205,15 +215,25 @@ class Listener:
         self.store, self.run_id = store, run_id
         self.conn: Any = None
         self.woken = 0  # waits a notification ended (the rest timed out)
+        self.failed: str | None = None  # why the last LISTEN could not start (said once in the log)
+        self._retry_at = 0.0
 
     def listen(self) -> bool:
-        """Start listening (once; again after a broken session); False when the server cannot be reached."""
-        if self.conn is None:
+        """Start listening (once; again after a broken session, at most every RELISTEN seconds); False when it
+        cannot (the server is away, no connection slot left): waiting is then a plain sleep."""
+        if self.conn is None and time.monotonic() >= self._retry_at:
+            conn = None
             try:
-                self.conn = self.store.dedicated()
-                self.conn.execute(f"LISTEN {CHANNEL}")
-            except Exception:  # noqa: BLE001 - any failure here (StoreError, a dropped session) means: just sleep
-                self.close()
+                conn = self.store.dedicated()
+                conn.execute(f"LISTEN {CHANNEL}")
+                self.conn, self.failed = conn, None
+            except Exception as e:  # noqa: BLE001 - any failure here (StoreError, a dropped session) means: sleep
+                if conn is not None:
+                    conn.close()
+                if self.failed is None:
+                    log.warning("promptlearn workers: cannot LISTEN for jobs (%s); looking every few tenths of a "
+                                "second instead", self.store._clean(e))
+                self.failed, self._retry_at = str(e), time.monotonic() + RELISTEN
         return self.conn is not None
 
     def wait(self, event: str, timeout: float) -> bool:
