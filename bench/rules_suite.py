@@ -289,10 +289,21 @@ def run_one(task: Any, line: str, seed: int, budget: int, scorer: Any, memo: Any
             from bench.operator_prior import read, table
 
             options["operator_prior"] = table(read(), leave_out=task.name)
-        return q.run_promptlearn(task, line, budget, seed, WORK, scorer, memo, loop_options,
-                                 optimizer=spec.get("optimizer"), options=options, family=spec["family"])
+        rec = q.run_promptlearn(task, line, budget, seed, WORK, scorer, memo, loop_options,
+                                optimizer=spec.get("optimizer"), options=options, family=spec["family"])
+        add_unguided(rec, scorer)
+        return rec
 
     return {**q.run_guarded("suite", task.name, line, seed, budget, spec["family"], run), "commit": _commit()}
+
+
+def add_unguided(rec: dict[str, Any], scorer: Any) -> bool:
+    """A prompt found with decoding guidance is also scored on test without it (`test_unguided`): what the
+    prompt alone is worth in an app that decodes normally. False when the run has no decoding options."""
+    if not rec.get("decoding") or rec.get("test") is None or "test_unguided" in rec:
+        return False
+    rec["test_unguided"] = scorer.test(rec["prompt"])
+    return True
 
 
 def _commit() -> str:
@@ -490,6 +501,9 @@ def measure(*, quick: bool, paths: Sequence[Path], lines: Sequence[str], seeds: 
                 "seed_test": scorers[task.name].test(task.prompt), "handwritten": h,
                 "headroom": None if h is None else h.get("headroom"),
                 "runs": [r for r in old.get("runs", []) if r.get("test") is not None]}
+        for name in loaded:  # runs made before test_unguided was recorded get it now (scored once, cached)
+            for r in result["tasks"][name]["runs"]:
+                add_unguided(r, scorers[name])
         _write(out, result)
         for seed in seeds:
             for name, task in loaded.items():

@@ -147,3 +147,22 @@ def test_floor_marks_in_task_files_match_the_measurement():
         entry = measured.get(p.stem, {})
         if entry.get("measured"):
             assert p.read_text().startswith("# floor: true") == entry["floor_true"], p.stem
+
+
+def test_a_guided_prompt_is_also_scored_without_its_guidance():
+    from bench.rules_suite import add_unguided
+
+    class Scorer:
+        def __init__(self):
+            self.asked = []
+
+        def test(self, prompt, overrides=None):
+            self.asked.append((prompt, overrides))
+            return 0.25
+
+    sc = Scorer()
+    guided = {"prompt": "P", "test": 0.8, "decoding": {"guidance": 1.5}}
+    plain = {"prompt": "Q", "test": 0.6, "decoding": {}}
+    assert add_unguided(guided, sc) and guided["test_unguided"] == 0.25 and sc.asked == [("P", None)]
+    assert not add_unguided(plain, sc) and "test_unguided" not in plain
+    assert not add_unguided(guided, sc) and len(sc.asked) == 1  # once
