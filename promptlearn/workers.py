@@ -218,10 +218,8 @@ class Executor:
 
     def __init__(self, url: str, run_id: str, concurrency: int, *, lease: float | None = None,
                  poll: float = POLL):
-        from promptlearn.store.jobs import JobTable
+        from promptlearn.store.jobs import JobTable, Listener
         from promptlearn.store.postgres import PostgresStore
-
-        from promptlearn.store.jobs import Listener
 
         self.store: PostgresStore = PostgresStore(url)
         self.jobs: JobTable = JobTable(self.store, run_id)
@@ -306,6 +304,8 @@ class Executor:
             self._waiter = asyncio.ensure_future(asyncio.to_thread(self.listener.wait, "new", self.poll))
         pending: set[asyncio.Future[Any]] = {self._waiter, *running}
         await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if self._waiter.done():  # heard (or timed out) here: the claim that follows is its answer
+            self._waiter = None
 
     def _lm(self, config: Mapping[str, Any]) -> LM:
         import json
