@@ -230,10 +230,11 @@ class Listener:
             except Exception as e:  # noqa: BLE001 - any failure here (StoreError, a dropped session) means: sleep
                 if conn is not None:
                     conn.close()
+                why = self.store._clean(e)  # the password masked, as everywhere
                 if self.failed is None:
                     log.warning("promptlearn workers: cannot LISTEN for jobs (%s); looking every few tenths of a "
-                                "second instead", self.store._clean(e))
-                self.failed, self._retry_at = str(e), time.monotonic() + RELISTEN
+                                "second instead", why)
+                self.failed, self._retry_at = why, time.monotonic() + RELISTEN
         return self.conn is not None
 
     def wait(self, event: str, timeout: float) -> bool:
