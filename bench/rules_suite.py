@@ -83,6 +83,11 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
     # evolve with an operator prior learned on the other tasks only (leave one task out, bench.operator_prior):
     # what `operator_prior: suite` would do on a task it was not learned on
     "evolve-prior-loto": {"family": "promptlearn", "optimizer": "evolve", "loto_prior": True, "ablation": True},
+    # evolve racing its proposals on val (`race`: a loser is dropped on the val examples the best misses), alone
+    # and with the leave-one-task-out prior
+    "evolve-race": {"family": "promptlearn", "optimizer": "evolve", "options": {"race": True}, "ablation": True},
+    "evolve-prior-race": {"family": "promptlearn", "optimizer": "evolve", "options": {"race": True}, "loto_prior": True,
+                          "ablation": True},
     # evolve before state_check led its opening book (main at 87a5057; its runs were made as line "evolve"):
     # recorded runs, like evolve-b10a787 below
     "evolve-87a5057": {"family": "promptlearn", "ablation": True, "recorded": True},

@@ -9,6 +9,7 @@ The test split is scored once at the end, for the seed and the best candidates, 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from contextlib import asynccontextmanager
@@ -29,6 +30,9 @@ from promptlearn.types import Candidate, Example, ExampleResult, Usage
 # Proposals in a row that made no model request (so scored nothing new): no budget can stop such a loop, so the
 # engine does. Above every built-in optimizer's own give-up count (evolve 60, optuna 40, mutate 30).
 IDLE_PROPOSALS = 100
+# With `race`, val examples the best already passes are scored this many at a time (the parallel search keeps a
+# remote model busy with several proposals' steps at once)
+RACE_STEP = 4
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,10 @@ class Options:
     #: a near miss (better on val, paired confidence under the bar) is judged again on up to this many more
     #: examples: train examples it was not screened on and no prompt quotes, val and them together (0: off)
     confirm: int = 0
+    #: race a promoted proposal on val: score it first on the examples the best prompt misses, and drop it there
+    #: when even perfect replies on the rest could not make it the new best (the acceptance rule's own bound), so
+    #: a loser costs those few calls instead of the whole split
+    race: bool = False
 
 
 class StopRun(Exception):
@@ -76,6 +84,7 @@ class _Slot:
     mine: Evaluation | None = None  # screen: the proposal on the minibatch
     theirs: Evaluation | None = None  # screen: its parent on the same minibatch
     val: Evaluation | None = None
+    raced: str | None = None  # why the race on val dropped it (then `val` holds only the examples it was run on)
     stop: BudgetExceeded | None = None  # the budget stop that cut it short
     stages: list[Stage] = field(default_factory=list)
 
@@ -233,13 +242,54 @@ class RunContext:
                 if screen(s.mine, s.theirs, self.options.screen_loose) is not None:
                     return
             async with _stage(grants, s.stages[-1] if s.stages else None):
-                s.val = await self.aevaluate(cand.prompt, self.val, tag=cand.operator,
-                                             model_overrides=cand.model_overrides)
+                s.val = await self._aval(s)
         except BudgetExceeded as e:
             s.stop = e
         finally:
             if grants is not None:
                 grants.skip(*s.stages)
+
+    async def _aval(self, s: _Slot) -> Evaluation:
+        """The proposal on val; with `race`, first on the examples the best prompt scores under 1 (where a gain can
+        come from), then on the rest a few at a time, as long as it can still be accepted (s.raced says why not)."""
+        cand = s.cand
+        best_ev = self.val_evals[self.best_id]
+        head = [e for e in self.val if e.id in best_ev.results and best_ev.results[e.id].score < 1]
+        tail = [e for e in self.val if e not in head]
+        if not self.options.race or not head or not tail or len(self.task.spec.targets or ()) > 1:
+            return await self.aevaluate(cand.prompt, self.val, tag=cand.operator, model_overrides=cand.model_overrides)
+        results: dict[str, ExampleResult] = {}
+        ev: Evaluation | None = None
+        for part in [head] + [tail[i:i + RACE_STEP] for i in range(0, len(tail), RACE_STEP)]:
+            more = await self.aevaluate(cand.prompt, part, tag=cand.operator, model_overrides=cand.model_overrides)
+            results.update(more.results)
+            ev = replace(more, results={e.id: results[e.id] for e in self.val if e.id in results},
+                         usage=more.usage if ev is None else ev.usage + more.usage)
+            if len(results) < len(self.val) and (why := self._out_of_reach(ev, best_ev, s.number)) is not None:
+                s.raced = why
+                break
+        assert ev is not None
+        return ev
+
+    def _out_of_reach(self, part: Evaluation, best_ev: Evaluation, number: int) -> str | None:
+        """Why a proposal scored on part of val cannot be accepted whatever it scores on the rest, or None.
+
+        Each bound is one `_accept` applies, taken at its best case: every unscored example scored 1 (a diff of
+        1 - best there) gives the highest mean and, with the same bootstrap draws (same seed, same val order),
+        the highest paired confidence; examples broken against the seed only grow in number."""
+        seed_ev = self.val_evals[self.seed_candidate.id]
+        cap = self.task.spec.objective.constraints.get("broken")
+        final = {"broken": cap} if cap is not None and str(cap).strip().startswith("<") else {}
+        if bad := violated(final, side_effects(part, seed_ev, self.val)):
+            return "val so far violates " + "; ".join(bad)
+        diffs = [part.results[e.id].score - best_ev.results[e.id].score if e.id in part.results
+                 else 1.0 - best_ev.results[e.id].score for e in self.val if e.id in best_ev.results]
+        if math.fsum(diffs) <= 1e-9:
+            return f"val {part.score:.3f} on {len(part.results)} examples the best misses: cannot beat it"
+        conf = bootstrap_confidence(diffs, self.options.bootstrap, random.Random(self.seed + number))
+        if self.options.confirm == 0 and conf < self.options.confidence:
+            return f"confidence at most {conf:.2f} with every other val example right"
+        return None
 
     def _decide(self, s: _Slot, active: bool | None) -> Verdict:
         """Apply one proposal's outcome: its screen verdict, promotion and acceptance (in proposal order).
@@ -260,6 +310,12 @@ class RunContext:
             self.store.log_event("screen", {"id": cand.id, "score": s.mine.score, "parent": s.theirs.score})
             return self._after(Verdict(cand.id, "screened_out", reason=reason), active)
         assert s.val is not None
+        if s.raced is not None:
+            self.store.set_status(cand.id, "screened_out")
+            self.store.log_event("race", {"id": cand.id, "best": self.best_id, "proposal": s.number,
+                                          "examples": len(s.val.results),
+                                          "score": s.val.score, "reason": s.raced})
+            return self._after(Verdict(cand.id, "screened_out", reason="race on val: " + s.raced), active)
         self._promote(cand, s.val)
         return self._after(self._accept(cand, s.val, s.number, s.batch), active)
 
@@ -522,9 +578,15 @@ def _quoted(example: Example, prompt: str) -> bool:
 def paired_confidence(new: Evaluation, old: Evaluation, n: int, rng: random.Random) -> float:
     """Bootstrap probability that `new` beats `old` on the same examples (paired by example id)."""
     ids = [k for k in new.results if k in old.results]
-    if not ids:
+    return bootstrap_confidence([new.results[k].score - old.results[k].score for k in ids], n, rng)
+
+
+def bootstrap_confidence(diffs: Sequence[float], n: int, rng: random.Random) -> float:
+    """Bootstrap probability that the paired differences sum above 0 (n resamples drawn from rng). The draws
+    depend only on rng and len(diffs), so with the same rng a vector that is larger everywhere scores at least
+    as high (the race on val relies on it)."""
+    if not diffs:
         return 0.0
-    diffs = [new.results[k].score - old.results[k].score for k in ids]
     if all(d == 0 for d in diffs):
         return 0.0
     m = len(diffs)

@@ -55,9 +55,12 @@ def _lineage(s: Mapping[str, Any]) -> str:
         cls += ["unscored"] if n["val"] is None else []
         cls += ["is-best"] if n["is_best"] else []
         cls += ["is-seed"] if n["is_seed"] else []
+        race = n.get("race")
         score = (f'val <b>{fmt(n["val"])}</b>' if n["val"] is not None else
                  f'screen {fmt(n["screen"]["score"], 2)} vs parent {fmt(n["screen"]["parent"], 2)}'
-                 if n["screen"] else "not scored")
+                 if n["screen"] else
+                 f'raced out on val: {fmt(race["score"], 2)} on the {race["examples"]} examples the best missed'
+                 if race else "not scored")
         gain = (f' <span class="gain {_cls_gain(n["gain"])}">{e(fmt_gain(n["gain"]))}</span>'
                 if n["gain"] is not None else "")
         test = f' · test {fmt(n["test"])}' if n["test"] is not None else ""

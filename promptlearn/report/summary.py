@@ -51,6 +51,7 @@ def summarize(store: RunStore, files_dir: Path, with_examples: bool = True) -> d
     best_id = store.get_meta("best") or seed_id
     events = store.events()
     screens = {e["id"]: e for e in events if e["kind"] == "screen"}
+    races = {e["id"]: e for e in events if e["kind"] == "race"}  # dropped part-way through val (Options.race)
     progress = [e for e in events if e["kind"] == "progress"]
 
     nodes = []
@@ -68,6 +69,9 @@ def summarize(store: RunStore, files_dir: Path, with_examples: bool = True) -> d
             "val_checks": s.get("val", {}).get("checks") or {}, "test_checks": s.get("test", {}).get("checks") or {},
             "gain": None if val is None or pval is None else val - pval,
             "screen": None if scr is None else {"score": scr.get("score"), "parent": scr.get("parent")},
+            "race": None if (r := races.get(c["id"])) is None else {"score": r.get("score"),
+                                                                    "examples": r.get("examples"),
+                                                                    "reason": r.get("reason")},
         })
     threshold = float((config.get("options") or {}).get("confidence", DEFAULT_CONFIDENCE))
     promotes = {e["id"]: e for e in events if e["kind"] == "promote"}  # the last verdict on each candidate
