@@ -4,9 +4,10 @@ rule task, read from the suite's run stores; the table evolve's `operator_prior`
 On the rule suite most of evolve's tries went to operators that never move this model (emphasize 0 promotions in
 37 tries, move_rule 1 in 40, paraphrase 0 in 18) while add_example's children were promoted 25 times in 32. A
 search that starts each task from what worked on the others spends fewer of its 300 calls finding that out again.
-To measure it honestly the suite's line `evolve-prior-loto` gives each task the table of the *other* tasks only
-(leave one task out, `table(stats, leave_out=task)`); the shipped table (promptlearn.optimizers.prior) is every
-task's, so scoring it on the suite would be scoring it on its own training data.
+evolve starts from the shipped table (promptlearn.optimizers.prior, every task's) by default on a local model, so
+the suite, to measure it honestly, gives each task the table of the *other* tasks only (leave one task out,
+`table(stats, leave_out=task)`, in every evolve line that does not set its own prior): scoring the shipped table
+on the suite would be scoring it on its own training data.
 
 Counting: every candidate an operator made is a try; a promotion (scored on val) is 1 win and an acceptance
 (new best) 2, as evolve's own track record counts them. Reads bench/results/work/suite/runs/<task>-<run>/store.sqlite

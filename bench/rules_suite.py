@@ -80,14 +80,14 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
                              "ablation": True},
     # evolve with `confirm`: a near miss on val is judged again with the train examples it was not screened on
     "evolve-confirm": {"family": "promptlearn", "optimizer": "evolve", "options": {"confirm": 16}, "ablation": True},
-    # evolve with an operator prior learned on the other tasks only (leave one task out, bench.operator_prior):
-    # what `operator_prior: suite` would do on a task it was not learned on
-    "evolve-prior-loto": {"family": "promptlearn", "optimizer": "evolve", "loto_prior": True, "ablation": True},
-    # evolve racing its proposals on val (`race`: a loser is dropped on the val examples the best misses), alone
-    # and with the leave-one-task-out prior
-    "evolve-race": {"family": "promptlearn", "optimizer": "evolve", "options": {"race": True}, "ablation": True},
-    "evolve-prior-race": {"family": "promptlearn", "optimizer": "evolve", "options": {"race": True}, "loto_prior": True,
-                          "ablation": True},
+    # evolve's defaults undone one at a time: the operator prior (on a local model the suite's table; here each
+    # task gets the other tasks' table, see run_one) and racing on val
+    "evolve-no-prior": {"family": "promptlearn", "optimizer": "evolve", "options": {"operator_prior": False},
+                        "ablation": True},
+    "evolve-no-race": {"family": "promptlearn", "optimizer": "evolve", "options": {"race": False}, "ablation": True},
+    # evolve before the prior and the race became its defaults (main at ed8e206; its runs were made as line evolve,
+    # seed 0 at 87a5057 as line evolve-hint): recorded runs
+    "evolve-ed8e206": {"family": "promptlearn", "ablation": True, "recorded": True},
     # evolve before state_check led its opening book (main at 87a5057; its runs were made as line "evolve"):
     # recorded runs, like evolve-b10a787 below
     "evolve-87a5057": {"family": "promptlearn", "ablation": True, "recorded": True},
@@ -290,7 +290,9 @@ def run_one(task: Any, line: str, seed: int, budget: int, scorer: Any, memo: Any
         if line == "gepa":
             return run_gepa(task, budget, seed, scorer, memo)
         options = dict(spec.get("options") or {})
-        if spec.get("loto_prior"):
+        if spec.get("optimizer") == "evolve" and "operator_prior" not in options:
+            # evolve's default prior on a local model is the table learned on this suite: scored here, each task
+            # gets the table of the other tasks only (leave one task out), never its own runs
             from bench.operator_prior import read, table
 
             options["operator_prior"] = table(read(), leave_out=task.name)

@@ -23,6 +23,8 @@ class Optimizer(Protocol):
     never calls a model except through ctx; draws every random choice from ctx.rng so the same seed and cache
     give the same lineage; puts up to `ctx.parallel` proposals in flight with propose_many where it can; lets
     StopRun and BudgetExceeded propagate (the engine catches them and finishes the run).
+    It may set `loop_defaults`, the loop options (promptlearn.loop.Options) it was measured with, e.g. evolve's
+    {"race": True}; a task's or caller's own value for one always wins.
     """
 
     name: ClassVar[str]

@@ -9,6 +9,8 @@ mean test gain over the 8 headroom rule tasks went from +2.8 to +5.9 points at 3
 has passed every check yet, worked examples have no material: for a local model the search then harvests some
 by decoding the best prompt with classifier-free guidance on a few train examples (replies it keeps only when
 they pass every check), so add_example can work from a floor.
+Proposals are raced on val (Options.race, evolve's loop default), so a loser costs a few calls and the budget buys
+more proposals; on a local model the track record starts from the operator prior learned on the rule suite.
 Each round draws `ctx.parallel` children from the pool as it stands, sends the LLM operators' proposer requests
 together and proposes the children together (ctx.propose_many); with parallel 1 it is the serial search.
 """
@@ -36,10 +38,13 @@ PRIOR_STRENGTH = 4.0  # an operator prior weighs as much as this many tries of t
 
 class Evolution:
     name: ClassVar[str] = "evolve"
+    #: race proposals on val (promptlearn.loop.Options.race): with the operator prior, +9.7 points on the rule
+    #: suite (7 improved, 0 worse) against +8.7 (5 improved) for the prior alone, seed 0
+    loop_defaults: ClassVar[Mapping[str, Any]] = {"race": True}
 
     def __init__(self, crossover_rate: float = 0.2, llm_weight: float = 0.3, operators: list[str] | None = None,
                  max_failed_proposals: int = 60, opening: Sequence[str] | None = None, harvest: int = 2,
-                 search_guidance: bool = False, operator_prior: str | bool | Mapping[str, Any] | None = None):
+                 search_guidance: bool = False, operator_prior: str | bool | Mapping[str, Any] | None = "auto"):
         from promptlearn.errors import TaskError
 
         unknown = set(operators or ()) - set(MUTATIONS)
@@ -51,7 +56,8 @@ class Evolution:
             raise TaskError(f"unknown opening operators {sorted(unknown)}", field="optimizer.opening",
                             fix="choose from " + ", ".join(MUTATIONS) + " (or [] for none)")
         self.ops = list(operators or MUTATIONS)
-        self.prior = operator_prior_table(operator_prior)
+        self.prior_on_local = operator_prior == "auto"  # the suite's table, if the target is a local model (run)
+        self.prior = {} if self.prior_on_local else operator_prior_table(operator_prior)
         self.opening = [op for op in (OPENING if opening is None else opening) if op in self.ops]
         self.default_opening = opening is None
         self.harvest_rounds = harvest
@@ -67,6 +73,7 @@ class Evolution:
         self.deferred: list[str] = []  # opening moves put off to the next round (see draw)
 
     def run(self, ctx: OptimizerContext) -> None:
+        self.resolve_prior(ctx.task)
         if self.default_opening:  # a book the user chose is played whole
             self.opening = self.opening[:self.affordable_openings(ctx)]
         if self.search_guidance and ctx.task.model.is_local:
@@ -135,6 +142,13 @@ class Evolution:
                 continue
             out.append((parents, op, child, meta))
         return out
+
+    def resolve_prior(self, task: Any) -> None:
+        """The default prior ("auto") is the suite's table when the target is a local model: it was learned on the
+        embedded one (bench suite, leave one task out: +8.7 points against +5.9 without it, no task worse, seed
+        0); an API model may rank the operators otherwise, so there the track record starts from nothing."""
+        if self.prior_on_local and task.model.is_local:
+            self.prior = operator_prior_table("suite")
 
     def affordable_openings(self, ctx: OptimizerContext) -> int:
         """How many opening moves the budget affords: each costs a screening (proposal and parent on a minibatch),
@@ -217,7 +231,8 @@ class Evolution:
 def operator_prior_table(value: str | bool | Mapping[str, Any] | None) -> dict[str, tuple[float, float]]:
     """`optimizer.operator_prior` as {operator: (wins, tries)}: off (None, false), the rule suite's table
     ("suite" or true: promptlearn.optimizers.prior.SUITE_PRIOR), or a table of its own ({op: [wins, tries]},
-    wins counted as evolve counts them: 1 per promotion, 2 per acceptance)."""
+    wins counted as evolve counts them: 1 per promotion, 2 per acceptance). The default, "auto", is resolved by
+    evolve's run: the suite's table on a local model (the kind it was learned on), none on an API model."""
     from promptlearn.errors import TaskError
 
     if value is None or value is False:
@@ -226,10 +241,12 @@ def operator_prior_table(value: str | bool | Mapping[str, Any] | None) -> dict[s
         from promptlearn.optimizers.prior import SUITE_PRIOR
 
         return {op: (float(w), float(t)) for op, (w, t) in SUITE_PRIOR.items()}
-    fix = 'use "suite", false, or {operator: [wins, tries]} with tries > 0'
+    fix = 'use "auto", "suite", false, or {operator: [wins, tries]} with tries > 0'
+    if value == "auto":
+        return {}
     if not isinstance(value, Mapping):
-        raise TaskError(f"operator_prior must be a table or \"suite\", not {value!r}", field="optimizer.operator_prior",
-                        fix=fix)
+        raise TaskError(f"operator_prior must be a table, \"auto\" or \"suite\", not {value!r}",
+                        field="optimizer.operator_prior", fix=fix)
     out = {}
     for op, pair in value.items():
         if op not in MUTATIONS and op != "crossover":

@@ -1,4 +1,5 @@
-"""The operator prior evolve's `operator_prior: suite` starts from: {operator: [wins, tries]} of evolve's runs on
+"""The operator prior evolve starts from on a local model (its default, `operator_prior: auto`) and with
+`operator_prior: suite` on any model: {operator: [wins, tries]} of evolve's runs on
 the rule suite (tasks/rules/, the embedded SmolLM2-135M model, seed 0, 300 search calls; a promotion to val is
 1 win, an acceptance 2).
 

@@ -341,7 +341,9 @@ def _build_optimizer(name: str, options: Mapping[str, Any]) -> tuple[Any, Option
         raise TaskError(f"optimizer '{name}' has no option {', '.join(repr(k) for k in unknown)}",
                         field="optimizer", fix="use one of " + ", ".join(known or ()))
     try:
-        loop_opts = Options(**{k: v for k, v in options.items() if k in LOOP_OPTIONS})
+        # an optimizer may name the loop options it was measured with (Optimizer.loop_defaults); the task's win
+        chosen = {**(getattr(cls, "loop_defaults", None) or {}), **options}
+        loop_opts = Options(**{k: v for k, v in chosen.items() if k in LOOP_OPTIONS})
         if isinstance(loop_opts.confirm, bool) or not isinstance(loop_opts.confirm, int) or loop_opts.confirm < 0:
             raise TaskError(f"optimizer.confirm must be a whole number >= 0, not {loop_opts.confirm!r}",
                             field="optimizer.confirm", fix="e.g. confirm: 16 (0 turns it off)")

@@ -301,3 +301,25 @@ def test_ablation_lines_run_only_when_named_and_recorded_lines_never():
     assert "evolve-b10a787" in rs.LINES and "evolve-b10a787" not in rs.SEARCH
     with pytest.raises(SystemExit):  # argparse's error: a recorded line is older code's runs, not runnable here
         rs.main(["--lines", "evolve-b10a787", "--tasks", "bullets"])
+
+
+@pytest.mark.parametrize("line,prior", [("evolve", "loto"), ("evolve-no-race", "loto"), ("evolve-no-prior", False)])
+def test_the_suite_never_scores_evolve_with_a_prior_learned_on_the_same_task(line, prior, monkeypatch):
+    """evolve's default prior on a local model is the suite's own table: each evolve line that does not set a
+    prior of its own runs with the other tasks' table (leave one task out)."""
+    from types import SimpleNamespace
+
+    from bench.operator_prior import read, table
+
+    seen = {}
+
+    def fake(task, line, budget, seed, work, scorer, memo, loop_options, *, optimizer, options, family):
+        seen.update(optimizer=optimizer, options=options)
+        return {"line": line, "seed": seed, "test": 0.5}
+
+    monkeypatch.setattr(rs.q, "run_promptlearn", fake)
+    rs.run_one(SimpleNamespace(name="rules_keyword"), line, 0, 300, None, None, {})
+    assert seen["optimizer"] == "evolve"
+    want = table(read(), leave_out="rules_keyword") if prior == "loto" else prior
+    assert seen["options"]["operator_prior"] == want
+    assert want is False or want != table(read())  # the task's own tries are not in it

@@ -64,7 +64,7 @@ def test_an_operator_the_prior_never_saw_gets_its_mean_rate():
 @pytest.mark.parametrize("value,says", [
     ({"shout": [1, 2]}, "unknown operator"), ({"emphasize": [1, 0]}, "[wins, tries]"),
     ({"emphasize": "often"}, "[wins, tries]"), ("everything", "a table"), ({"emphasize": [True, 2]}, "[wins, tries]"),
-    ({"emphasize": [float("inf"), 1]}, "[wins, tries]"),
+    ({"emphasize": [float("inf"), 1]}, "[wins, tries]"), ("Auto", "a table"),
 ])
 def test_a_bad_prior_names_the_field(value, says):
     with pytest.raises(TaskError) as e:
@@ -75,6 +75,23 @@ def test_a_bad_prior_names_the_field(value, says):
 def test_off_is_no_table():
     assert operator_prior_table(None) == operator_prior_table(False) == {}
     assert operator_prior_table(True) == operator_prior_table("suite") != {}
+
+
+@pytest.mark.parametrize("model,local", [("local/smollm2", True), ("fake/target", False),
+                                         ("openai/gpt-4o-mini", False)])
+def test_by_default_the_suite_prior_is_for_a_local_model_only(model, local):
+    """`auto` (the default) is the suite's table on a local model, where it was learned, and no prior on an API
+    model; a prior the task names is used on any model."""
+    from promptlearn.task import task_from_dict
+
+    task = task_from_dict({"name": "t", "model": {"name": model}, "prompt": "Say hi.",
+                           "data": [{"examples": [{"id": "a", "user": "hello"}]}],
+                           "checks": [{"type": "contains", "value": "hi"}]})
+    default, named, off = Evolution(), Evolution(operator_prior="suite"), Evolution(operator_prior=False)
+    for evo in (default, named, off):
+        evo.resolve_prior(task)
+    assert default.prior == (operator_prior_table("suite") if local else {})
+    assert named.prior == operator_prior_table("suite") and off.prior == {}
 
 
 @pytest.mark.model

@@ -154,3 +154,11 @@ def test_on_the_embedded_model_every_raced_out_prompt_would_have_lost_on_the_who
         bad = violated(task.spec.objective.constraints, side_effects(mine, seed_ev, task.splits["val"]))
         conf = paired_confidence(mine, best, 2000, random.Random(0 + r["proposal"]))
         assert bad or not (mine.score > best.score and conf >= 0.8), (r, mine.score, best.score, conf)
+
+
+def test_evolve_races_by_default_and_a_task_can_turn_it_off():
+    from promptlearn.run import _build_optimizer
+
+    assert _build_optimizer("evolve", {})[1].race is True  # Evolution.loop_defaults: what the suite measured
+    assert _build_optimizer("evolve", {"race": False})[1].race is False
+    assert _build_optimizer("mutate", {})[1].race is False and _build_optimizer("optuna", {})[1].race is False

@@ -26,10 +26,12 @@ def _tiny_pirate(rows=10, max_tokens=12):
 #: mutate's proposer (SmolLM2 itself) drops "Ahoy" from both rewrites it writes.
 LINEAGES = {
     # evolve's opening book first: a 40-call budget affords one move (state_check: the starts_with check's hint,
-    # `Start every reply with "Ahoy".`, in place of the rule sentence), then the track record
-    "evolve": [("seed", "seed"), ("state_check", "promoted"), ("paraphrase", "rejected"),
-               ("opening_template", "screened_out"), ("reorder", "screened_out"), ("emphasize", "screened_out"),
-               ("state_check", "screened_out"), ("reword", "proposed")],
+    # `Start every reply with "Ahoy".`, in place of the rule sentence), then the track record, started from the
+    # suite's operator prior (a local model); state_check and add_example pass their screens and the race drops
+    # each on the one val example the seed misses
+    "evolve": [("seed", "seed"), ("state_check", "screened_out"), ("add_example", "screened_out"),
+               ("opening_template", "screened_out"), ("sandwich", "screened_out"), ("drop_sentence", "screened_out"),
+               ("restate", "screened_out"), ("reword", "proposed")],
     "mutate": [("seed", "seed"), ("reflect", "rejected"), ("paraphrase", "rejected")],
 }
 
