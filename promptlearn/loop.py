@@ -62,9 +62,10 @@ class Options:
     #: a near miss (better on val, paired confidence under the bar) is judged again on up to this many more
     #: examples: train examples it was not screened on and no prompt quotes, val and them together (0: off)
     confirm: int = 0
-    #: race a promoted proposal on val: score it first on the examples the best prompt misses, and drop it there
-    #: when even perfect replies on the rest could not make it the new best (the acceptance rule's own bound), so
-    #: a loser costs those few calls instead of the whole split
+    #: race a proposal that passed its screen on val: score it first on the examples the best prompt misses, then
+    #: on the rest RACE_STEP at a time, and drop it once even perfect replies on the rest could not make it the new
+    #: best (the acceptance rule's own bounds), so a loser costs a few calls instead of the whole split (evolve
+    #: turns it on: Optimizer.loop_defaults)
     race: bool = False
 
 

@@ -341,7 +341,7 @@ def _build_optimizer(name: str, options: Mapping[str, Any]) -> tuple[Any, Option
         raise TaskError(f"optimizer '{name}' has no option {', '.join(repr(k) for k in unknown)}",
                         field="optimizer", fix="use one of " + ", ".join(known or ()))
     try:
-        # an optimizer may name the loop options it was measured with (Optimizer.loop_defaults); the task's win
+        # an optimizer may name the loop options it was measured with (Optimizer.loop_defaults); the task's own win
         chosen = {**(getattr(cls, "loop_defaults", None) or {}), **options}
         loop_opts = Options(**{k: v for k, v in chosen.items() if k in LOOP_OPTIONS})
         if isinstance(loop_opts.confirm, bool) or not isinstance(loop_opts.confirm, int) or loop_opts.confirm < 0:
@@ -349,7 +349,7 @@ def _build_optimizer(name: str, options: Mapping[str, Any]) -> tuple[Any, Option
                             field="optimizer.confirm", fix="e.g. confirm: 16 (0 turns it off)")
         if not isinstance(loop_opts.race, bool):
             raise TaskError(f"optimizer.race must be true or false, not {loop_opts.race!r}",
-                            field="optimizer.race", fix="race: true (or false, the default)")
+                            field="optimizer.race", fix="race: true or race: false")
         return cls(**{k: v for k, v in options.items() if k not in LOOP_OPTIONS}), loop_opts
     except TypeError as e:  # a plugin's constructor refusing what its signature seemed to take
         raise TaskError(f"optimizer '{name}': {e}", field="optimizer", fix="check its options") from None
