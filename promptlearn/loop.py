@@ -257,7 +257,8 @@ class RunContext:
         best_ev = self.val_evals[self.best_id]
         head = [e for e in self.val if e.id in best_ev.results and best_ev.results[e.id].score < 1]
         tail = [e for e in self.val if e not in head]
-        if not self.options.race or not head or not tail or len(self.task.spec.targets or ()) > 1:
+        # a task with `targets` (even one) is judged by promptlearn.targets.decide, whose bounds are not these
+        if not self.options.race or not head or not tail or self.task.spec.targets:
             return await self.aevaluate(cand.prompt, self.val, tag=cand.operator, model_overrides=cand.model_overrides)
         results: dict[str, ExampleResult] = {}
         ev: Evaluation | None = None
