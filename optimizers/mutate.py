@@ -9,7 +9,7 @@ failures) and proposes them together; with parallel 1 it is the serial search.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from promptlearn.context import Proposal, Request
 from promptlearn.optimizers.operators import extract_prompt, paraphrase_request, reflect_request
@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 class ReflectiveMutation:
     name: ClassVar[str] = "mutate"
+    #: race rewrites on val (promptlearn.loop.Options.race): a rewrite that cannot win costs a few val calls
+    #: instead of the whole split, and a rewrite it drops could not have been accepted (tests/test_race.py)
+    loop_defaults: ClassVar[Mapping[str, Any]] = {"race": True}
 
     def __init__(self, paraphrase_every: int = 4, max_failed_proposals: int = 30):
         self.paraphrase_every = paraphrase_every

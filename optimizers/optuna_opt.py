@@ -7,6 +7,11 @@ many and which worked examples (from train replies that passed every check). Eve
 so protected clauses and placeholders survive. TPE learns which choices pay off from the engine's verdicts;
 the engine still screens, promotes and accepts as for every optimizer.
 
+A 300-call run affords some 20-30 trials, too few for TPE's random start-up over a dozen choices at once (bench
+suite: every optuna run kept the seed, most trials screened out). So the first trials are an opening book, one
+change each from the seed, in the order evolve's operator statistics rank them on the rule suite (a worked
+example, the rule restated at the end, two examples, the rule moved last, emphasis, a list); TPE samples after.
+
 With `search_guidance: true` and a local target model, a trial also samples a decoding guidance strength
 g in [1, 2] into the candidate's `meta["guidance"]`; the engine applies `meta["guidance"]` when supported.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 import random
 import re
 import warnings
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import optuna
 
@@ -36,6 +41,8 @@ Reply with only the rewritten instruction between <prompt> and </prompt>.
 </prompt>"""
 
 POSITIONS = ("keep", "start", "end", "restate")
+#: the opening trials, each one change from the seed configuration (see `opening_params`)
+OPENING = ("demos1", "restate", "demos2", "end", "emphasis", "as_list")
 
 
 def _keeps(original: str, variant: str, protected: Sequence[str]) -> bool:
@@ -53,8 +60,13 @@ def _tidy(text: str) -> str:
 class OptunaSearch:
     name: ClassVar[str] = "optuna"
 
+    #: race trials on val (promptlearn.loop.Options.race) as evolve does: a loser costs a few val calls, so the
+    #: budget buys more trials
+    loop_defaults: ClassVar[Mapping[str, Any]] = {"race": True}
+
     def __init__(self, n_trials: int | None = None, max_demos: int = 3, paraphrases: int = 0,
-                 search_guidance: bool = False, rewordings: int = 4, max_rules: int = 6, max_idle: int = 40):
+                 search_guidance: bool = False, rewordings: int = 4, max_rules: int = 6, max_idle: int = 40,
+                 opening: bool = True):
         self.n_trials = n_trials
         self.max_demos = max_demos
         self.paraphrases = paraphrases
@@ -62,6 +74,7 @@ class OptunaSearch:
         self.rewordings = rewordings
         self.max_rules = max_rules
         self.max_idle = max_idle
+        self.opening = list(OPENING) if opening else []
         self.values: dict[str, float] = {}  # objective given to TPE per candidate id, for duplicates
         self.demos: list[tuple[Any, str]] = []
 
@@ -106,6 +119,43 @@ class OptunaSearch:
         """The demo pool is fixed once non-empty, so the categorical choices over it stay the same."""
         if not self.demos and self.max_demos > 0:
             self.demos = list(ctx.passing(k=8))
+
+    def base_params(self) -> dict[str, Any]:
+        """The trial that rebuilds the seed: original wordings, the key rule where it was, no list, no examples."""
+        return ({f"rule{i}": 0 for i, v in enumerate(self.variants) if len(v) > 1}
+                | {"position": "keep", "as_list": False, "n_demos": 0})
+
+    def opening_params(self) -> dict[str, Any] | None:
+        """The next opening trial that the search space affords now, or None when the book is played out. A move
+        with worked examples waits until the demo pool has enough of them (it fills after the first screening)."""
+        for move in list(self.opening):
+            params = self.opening_move(move)
+            if isinstance(params, str):  # "wait"
+                continue
+            self.opening.remove(move)
+            if params is not None:
+                return self.base_params() | params
+        return None
+
+    def opening_move(self, move: str) -> dict[str, Any] | str | None:
+        """One opening move's params; "wait" when it needs demos the pool does not have yet, None when it does not
+        apply to this seed."""
+        if move in ("demos1", "demos2"):
+            n = 1 if move == "demos1" else 2
+            if self.max_demos < n:
+                return None
+            if len(self.demos) < n:
+                return "wait"
+            return {"n_demos": n} | {f"demo{j}": j for j in range(n)}
+        if not self.slots:
+            return None
+        if move == "restate":
+            return {"position": "restate", "restate_form": 0}
+        if move == "end":
+            return {"position": "end"} if self.movable else None
+        if move == "emphasis":
+            return {f"rule{self.key}": 1} if len(self.variants[self.key]) > 1 else None
+        return {"as_list": True}
 
     # ---- one trial ------------------------------------------------------------------------------------------
     def build(self, trial: Any, ctx: Any) -> tuple[str, dict[str, Any]]:
@@ -154,8 +204,7 @@ class OptunaSearch:
             sampler = optuna.samplers.TPESampler(seed=ctx.seed, constant_liar=ctx.parallel > 1)
         study = optuna.create_study(direction="maximize", sampler=sampler)
         self.parse(ctx)
-        study.enqueue_trial({f"rule{i}": 0 for i, v in enumerate(self.variants) if len(v) > 1}
-                            | {"position": "keep", "as_list": False, "n_demos": 0})
+        study.enqueue_trial(self.base_params())
         trials, idle = 0, 0
         while (self.n_trials is None or trials < self.n_trials) and idle < self.max_idle:
             if idle == 0:  # new candidates may have passed train examples: material for demos
@@ -164,6 +213,8 @@ class OptunaSearch:
             parent_id = ctx.best_id or ctx.seed_candidate.id
             for _ in range(ctx.parallel if self.n_trials is None else min(ctx.parallel, self.n_trials - trials)):
                 trials += 1
+                if trials > 1 and (params := self.opening_params()) is not None:
+                    study.enqueue_trial(params)
                 trial = study.ask()
                 prompt, extra = self.build(trial, ctx)
                 batch.append(trial)

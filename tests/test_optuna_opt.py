@@ -63,34 +63,30 @@ def test_registered_under_optuna():
     assert get_optimizer("optuna") is OptunaSearch
 
 
-#: Seed 0, fresh cache: the first seven candidates TPE proposes are screened out and the eighth, the first to say
-#: "IMPORTANT", is accepted. 45 calls run out after six candidates; 120 go on past the eighth.
-STATUSES = ["seed"] + ["screened_out"] * 7 + ["accepted"]
+#: Seed 0, fresh cache: the opening book's moves come first. No seed reply passes, so the worked-example moves wait;
+#: the rule restated and the rule moved last are screened out, and emphasis ("IMPORTANT: ...") is accepted.
+STATUSES = ["seed", "screened_out", "screened_out", "accepted"]
 
 
 @pytest.mark.parametrize("budget", [45, 120])
 def test_finds_a_better_prompt_within_budget(fake, tmp_path, budget):
     res = optimize(make_task(), "optuna", budget=budget, seed=0, run_dir=tmp_path / "run")
     statuses = [n["status"] for n in res.lineage["nodes"]]
-    if budget < 120:
-        assert statuses == STATUSES[:7] and res.best.id == res.seed.id
-    else:
-        assert statuses[:len(STATUSES)] == STATUSES and res.best.val > res.seed.val
-        best = next(n for n in res.lineage["nodes"] if n["id"] == res.best.id)
-        assert best["operator"] == "optuna" and best["status"] == "accepted" and best["parents"] == [res.seed.id]
+    assert statuses[:len(STATUSES)] == STATUSES and res.best.val > res.seed.val
+    best = next(n for n in res.lineage["nodes"] if n["id"] == res.best.id)
+    assert best["operator"] == "optuna" and best["status"] == "accepted" and best["parents"] == [res.seed.id]
     assert res.ledger.calls <= budget and fake.calls <= budget
-    ops = [n["operator"] for n in res.lineage["nodes"]]
-    assert ops[0] == "seed" and "optuna" in ops
     cands = stored(res)
+    assert [c["meta"]["params"]["position"] for c in cands[1:4]] == ["restate", "end", "keep"]
     assert all(c["meta"]["params"] for c in cands if c["operator"] == "optuna")
     for c in cands:
         if c["status"] != "rejected":
             assert all(p in c["prompt"] for p in PROTECTED), c["prompt"]
     assert not any(c["status"] == "rejected" for c in cands)  # the search never drops a protected sentence
-    if budget >= 120:  # enough trials for TPE's random start-up to hit an "IMPORTANT" wording
-        assert res.seed.val == 0.0 and res.best.val == 1.0 and res.best.test == 1.0
-        assert "IMPORTANT" in res.best.prompt or "Assistant: Ahoy" in res.best.prompt
-        assert any(c["status"] == "accepted" for c in cands)
+    assert res.seed.val == 0.0 and res.best.val == 1.0 and res.best.test == 1.0
+    assert "IMPORTANT: Start every reply with the word Ahoy." in res.best.prompt
+    if budget >= 120:  # TPE's own trials after the book, never better than perfect: screened out
+        assert len(statuses) > 12 and set(statuses[4:]) <= {"screened_out", "proposed"}
 
 
 def test_same_seed_and_cache_give_the_same_candidates(fake, tmp_path):
@@ -246,6 +242,38 @@ def test_run_proposes_with_params_and_guidance_meta_and_lets_stoprun_through():
     for prompt, parents, op, meta in ctx.proposed:
         assert parents == (ctx.best_id,) and op == "optuna" and "Ahoy" in prompt
         assert 1.0 <= meta["guidance"] <= 2.0 and meta["params"]["guidance"] == meta["guidance"]
+
+
+def test_opening_trials_make_one_change_each_then_tpe_takes_over():
+    prompt = "You are a pirate. Start every reply with the word Ahoy. Be brief."
+    key = "Start every reply with the word Ahoy."
+    ex = SimpleNamespace(turns=(SimpleNamespace(user="Q1"),))
+    demos = [(ex, "Ahoy one."), (ex, "Ahoy two."), (ex, "Ahoy three.")]
+    ctx = RecordingCtx(prompt, limit=9, demos=demos)
+    with pytest.raises(StopRun):
+        OptunaSearch(max_demos=2).run(ctx)
+    got = [p for p, *_ in ctx.proposed]
+    assert got[0] == prompt
+    assert got[1] == prompt + "\n\nExample:\nUser: Q1\nAssistant: Ahoy one."
+    assert got[2] == prompt + "\n\nRemember: " + key
+    assert got[3] == prompt + "\n\nExamples:\nUser: Q1\nAssistant: Ahoy one.\n\nUser: Q1\nAssistant: Ahoy two."
+    assert got[4] == "You are a pirate. Be brief.\n\n" + key
+    assert got[5] == prompt.replace(key, "IMPORTANT: " + key)
+    assert "\n- " + key in got[6] and "Example" not in got[6]
+    assert len(set(got)) == 9  # the two after the book are TPE's own
+
+
+def test_opening_waits_for_demos_and_can_be_turned_off():
+    prompt = "You are a pirate. Start every reply with the word Ahoy. Be brief."
+    ctx = RecordingCtx(prompt, limit=4)  # no passing replies: the example moves wait, the others go first
+    with pytest.raises(StopRun):
+        OptunaSearch().run(ctx)
+    assert ctx.proposed[1][0].endswith("Remember: Start every reply with the word Ahoy.")
+    assert ctx.proposed[2][0].endswith("\n\nStart every reply with the word Ahoy.")
+    off = RecordingCtx(prompt, limit=4)
+    with pytest.raises(StopRun):
+        OptunaSearch(opening=False, rewordings=0).run(off)
+    assert not any(p.endswith("Remember: Start every reply with the word Ahoy.") for p, *_ in off.proposed[1:3])
 
 
 def test_run_ends_after_n_trials():

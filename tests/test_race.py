@@ -156,9 +156,11 @@ def test_on_the_embedded_model_every_raced_out_prompt_would_have_lost_on_the_who
         assert bad or not (mine.score > best.score and conf >= 0.8), (r, mine.score, best.score, conf)
 
 
-def test_evolve_races_by_default_and_a_task_can_turn_it_off():
+def test_the_builtin_searches_race_by_default_and_a_task_can_turn_it_off():
     from promptlearn.run import _build_optimizer
 
     assert _build_optimizer("evolve", {})[1].race is True  # Evolution.loop_defaults: what the suite measured
     assert _build_optimizer("evolve", {"race": False})[1].race is False
-    assert _build_optimizer("mutate", {})[1].race is False and _build_optimizer("optuna", {})[1].race is False
+    assert _build_optimizer("optuna", {})[1].race is True
+    assert _build_optimizer("optuna", {"race": False})[1].race is False
+    assert _build_optimizer("mutate", {})[1].race is True and _build_optimizer("dspy", {})[1].race is False
