@@ -92,6 +92,10 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
     # "optuna" and "optuna-guided"): recorded runs
     "optuna-1de250c": {"family": "promptlearn", "ablation": True, "recorded": True},
     "optuna-guided-1de250c": {"family": "promptlearn+guidance", "ablation": True, "recorded": True},
+    # the DSPy lines before the wrapper read a prose proposer reply as the one field asked for (main at 1de250c:
+    # every MIPROv2 compile stopped at its first proposer call; GEPA proposed through DSPy's JSONAdapter)
+    "pl-dspy-mipro-1de250c": {"family": "dspy-wrapper", "ablation": True, "recorded": True},
+    "pl-dspy-gepa-1de250c": {"family": "dspy-wrapper", "ablation": True, "recorded": True},
     # evolve before state_check led its opening book (main at 87a5057; its runs were made as line "evolve"):
     # recorded runs, like evolve-b10a787 below
     "evolve-87a5057": {"family": "promptlearn", "ablation": True, "recorded": True},

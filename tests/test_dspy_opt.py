@@ -221,13 +221,44 @@ def test_mipro_with_bootstrapped_demos(fake, tmp_path):
     assert res.best.id == pick["id"] and res.best.val == 1.0
 
 
+def test_mipro_reads_a_prose_proposer_reply_as_its_one_field(fake, tmp_path):
+    # a small proposer ignores ChatAdapter's "[[ ## field ## ]]" format: MIPROv2's questions each ask for one text
+    # field, so its prose is that field (before, the compile ended at the first proposer call, no instruction made)
+    fake.responder = lambda m: BETTER if is_proposer(m) else target_reply(m)
+    opts = {"teleprompter": "mipro", "num_candidates": 2, "num_trials": 4, "max_bootstrapped_demos": 0}
+    res = optimize(make_task(), "dspy", budget=300, run_dir=tmp_path / "run", options=opts)
+    event = dspy_event(res)
+    assert event.get("compile_error") is None and event["scored_prompts"] >= 2
+    assert res.best.prompt == BETTER and res.best.val == 1.0 and res.seed.val == 0.0
+
+
+def test_plain_field_only_for_one_text_field():
+    from dspy.utils.exceptions import AdapterParseError
+
+    one = dspy.Signature("question -> answer")
+    two = dspy.Signature("question -> answer, reason")
+    err = AdapterParseError("ChatAdapter", one, "[[ ## answer ## ]]\nIt is blue.")
+    assert PromptAdapter.plain_field(one, {}, err) == {"answer": "It is blue."}
+    for sig, kwargs, reply in ((two, {}, "It is blue."), (one, {"n": 2}, "It is blue."), (one, {}, "  ")):
+        with pytest.raises(AdapterParseError):
+            PromptAdapter.plain_field(sig, kwargs, AdapterParseError("ChatAdapter", sig, reply))
+
+
 def test_gepa_reflects_on_promptlearn_check_feedback(fake, tmp_path):
     res = optimize(make_task(), "dspy", budget=300, run_dir=tmp_path / "run",
                    options={"teleprompter": "gepa", "max_metric_calls": 30})
     assert res.best.prompt == BETTER and res.ledger.calls <= 300
-    reflections = [h for h in fake.history if is_proposer(h) and "JSON" in h[0]["content"]]
+    reflections = [h for h in fake.history if is_proposer(h) and "new_instruction" in h[0]["content"]]
     assert any("expected to start with 'Ahoy'" in h[-1]["content"] for h in reflections)
     assert {c["operator"] for c in candidates(res)} == {"seed", "dspy-gepa"}
+
+
+def test_gepa_reads_a_prose_reflection(fake, tmp_path):
+    fake.responder = lambda m: BETTER if is_proposer(m) else target_reply(m)  # no field headers, no JSON
+    res = optimize(make_task(), "dspy", budget=300, run_dir=tmp_path / "run",
+                   options={"teleprompter": "gepa", "max_metric_calls": 30})
+    assert dspy_event(res).get("compile_error") is None
+    assert res.best.prompt == BETTER and res.best.val == 1.0 and res.seed.val == 0.0
 
 
 def test_only_single_turn_examples_reach_dspy(fake, tmp_path):
