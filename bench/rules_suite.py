@@ -442,8 +442,10 @@ def goals(tasks: Mapping[str, Mapping[str, Any]], suite: Mapping[str, Any], budg
                 "measured": "; ".join(f"{p['ours']} {p['ours_test']:.3f} vs {p['theirs']} {p['theirs_test']:.3f}"
                                       for p in pairs if p["ours_test"] is not None) +
                             (f"; not run: {', '.join(missing)}" if missing else ""),
-                # over the pairs that were run; binding only when every default and every rival was
-                "met": None if not pairs else all(p["ahead"] for p in pairs), "pairs": pairs,
+                # not met once a pair run is behind; met only when every default and every rival was run (a default
+                # not run cannot be ahead of anything); binding only with every run present
+                "met": False if any(not p["ahead"] for p in pairs) else None if missing or not pairs else True,
+                "pairs": pairs,
                 "binding": binding and not missing})
     return out
 

@@ -103,8 +103,10 @@ def test_goal_verdicts_met_not_met_and_not_measured():
     assert gain["met"] is True and not gain["binding"]  # runs missing: indicative only
     assert ahead["met"] is None and "not run" in ahead["measured"]  # no rival ran: no pair to compare
     some = _result({"a": _entry(0.2, [run("evolve", 0, 0.5), run("gepa", 0, 0.3, family="gepa")])}, lines)
-    ahead = some["goals"][2]
-    assert ahead["met"] is True and not ahead["binding"] and "not run: mutate" in ahead["measured"]
+    ahead = some["goals"][2]  # evolve is ahead of gepa, but mutate and optuna never ran: not measured, never met
+    assert ahead["met"] is None and not ahead["binding"] and "not run: mutate" in ahead["measured"]
+    behind = _result({"a": _entry(0.2, [run("evolve", 0, 0.3), run("gepa", 0, 0.4, family="gepa")])}, lines)
+    assert behind["goals"][2]["met"] is False  # one default behind a rival: not met, whatever else is missing
     assert ["a", "evolve", 1] in partial["missing"] and ["a", "gepa", 0] in partial["missing"]
 
 
