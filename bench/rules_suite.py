@@ -88,6 +88,9 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
     # evolve before the prior and the race became its defaults (main at ed8e206; its runs were made as line evolve,
     # seed 0 at 87a5057 as line evolve-hint): recorded runs
     "evolve-ed8e206": {"family": "promptlearn", "ablation": True, "recorded": True},
+    # optuna with its first opening book and the race (main at 50bc5d6-11573df; no check hint, no appended lines):
+    # recorded runs
+    "optuna-50bc5d6": {"family": "promptlearn", "ablation": True, "recorded": True},
     # optuna before it opened with one-change trials and raced on val (main at 1de250c; its runs were made as lines
     # "optuna" and "optuna-guided"): recorded runs
     "optuna-1de250c": {"family": "promptlearn", "ablation": True, "recorded": True},

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from promptlearn.context import Proposal, Request
 from promptlearn.metrics import has_loop
-from promptlearn.optimizers.operators import LLM_OPERATORS, MUTATIONS, REQUESTS, crossover, extract_prompt
+from promptlearn.optimizers.operators import (LLM_OPERATORS, MUTATIONS, REQUESTS, affordable_moves, crossover,
+                                              extract_prompt)
 
 if TYPE_CHECKING:
     from promptlearn.context import OptimizerContext
@@ -32,7 +33,6 @@ OPENING = ("state_check", "quote_format", "sandwich", "add_example", "every_repl
 DEMO_OPERATORS = ("add_example", "opening_template")
 HARVEST_GUIDANCE = (2.0, 3.0)  # one strength per harvest round; 2 was the best single strength on pirate
 GUIDANCE = (1.5, 2.0, 2.5)  # strengths the `guidance` operator tries when search_guidance is on
-OPENING_SHARE = 1 / 3  # the most of the search's calls the opening book may take
 PRIOR_STRENGTH = 4.0  # an operator prior weighs as much as this many tries of the operator on this task
 
 
@@ -76,7 +76,7 @@ class Evolution:
     def run(self, ctx: OptimizerContext) -> None:
         self.resolve_prior(ctx.task)
         if self.default_opening:  # a book the user chose is played whole
-            self.opening = self.opening[:self.affordable_openings(ctx)]
+            self.opening = self.opening[:affordable_moves(ctx)]
         if self.search_guidance and ctx.task.model.is_local:
             self.ops.append("guidance")
             self.opening.insert(0, "guidance")  # the one move that measured 0% -> 45% on a rule at a floor
@@ -150,17 +150,6 @@ class Evolution:
         0); an API model may rank the operators otherwise, so there the track record starts from nothing."""
         if self.prior_on_local and task.model.is_local:
             self.prior = operator_prior_table("suite")
-
-    def affordable_openings(self, ctx: OptimizerContext) -> int:
-        """How many opening moves the budget affords: each costs a screening (proposal and parent on a minibatch),
-        and the book may take at most OPENING_SHARE of the search's calls, so a small budget keeps most of its
-        calls for the operators that have a track record (at 300 calls all six moves fit, at 120 two; a move costs
-        that on every target)."""
-        max_calls = ctx.budget.max_calls
-        if max_calls is None:
-            return len(self.opening)
-        per_move = 2 * max(1, ctx.minibatch_size) * max(1, len(ctx.task.spec.targets or ()))  # on every target
-        return int(max_calls * OPENING_SHARE // per_move)
 
     def demos(self, ctx: Any) -> list[tuple[Any, str]]:
         """Passing train replies for worked examples; harvested ones when no candidate has any yet."""

@@ -361,6 +361,18 @@ def quote_format(prompt: str, rng: random.Random, protected: Sequence[str] = (),
 
 
 HINT_FORMS = ("{h}", "Format: {h}", "Rule for every reply: {h}")
+OPENING_SHARE = 1 / 3  # the most of the search's calls an opening book may take (evolve, optuna)
+
+
+def affordable_moves(ctx: Any, share: float = OPENING_SHARE) -> int | None:
+    """How many opening moves the budget affords (None: no call cap): each costs a screening (proposal and parent
+    on a minibatch, on every target), and the book may take at most `share` of the search's calls, so a small
+    budget keeps most of its calls for the search proper (at 300 calls six moves fit, at 120 two)."""
+    max_calls = ctx.budget.max_calls
+    if max_calls is None:
+        return None
+    per_move = 2 * max(1, ctx.minibatch_size) * max(1, len(ctx.task.spec.targets or ()))
+    return int(max_calls * share // per_move)
 
 
 def failing_hints(ctx: Any, parent_id: str | None) -> list[str]:

@@ -7,10 +7,15 @@ many and which worked examples (from train replies that passed every check). Eve
 so protected clauses and placeholders survive. TPE learns which choices pay off from the engine's verdicts;
 the engine still screens, promotes and accepts as for every optimizer.
 
+The space also holds what a person who reads the checks writes (evolve's opening-book edits): the failing check's
+own hint as a wording of the rule it restates (checks.hints), and one line appended after the prompt (the rule's
+literal parts quoted, an "Every reply must" line, or the hint).
+
 A 300-call run affords some 20-30 trials, too few for TPE's random start-up over a dozen choices at once (bench
 suite: every optuna run kept the seed, most trials screened out). So the first trials are an opening book, one
-change each from the seed, in the order evolve's operator statistics rank them on the rule suite (a worked
-example, the rule restated at the end, two examples, the rule moved last, emphasis, a list); TPE samples after.
+change each from the seed, in the order evolve's opening book and operator statistics rank them on the rule
+suite (the check's hint, a worked example, the literal quoted, the rule restated, "Every reply must", two
+examples, ...), as many as a third of the budget affords; TPE samples after.
 
 With `search_guidance: true` and a local target model, a trial also samples a decoding guidance strength
 g in [1, 2] into the candidate's `meta["guidance"]`; the engine applies `meta["guidance"]` when supported.
@@ -26,7 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 import optuna
 
 from promptlearn.context import Proposal
-from promptlearn.optimizers.operators import (EMPHASIS, RESTATE, as_list, demo_block, extract_prompt, keep_list,
+from promptlearn.optimizers.operators import (EMPHASIS, RESTATE, affordable_moves, as_list, closest_rule, demo_block,
+                                              every_reply, extract_prompt, failing_hints, keep_list, quote_format,
                                               reword, rules, sentences)
 
 if TYPE_CHECKING:
@@ -41,8 +47,9 @@ Reply with only the rewritten instruction between <prompt> and </prompt>.
 </prompt>"""
 
 POSITIONS = ("keep", "start", "end", "restate")
-#: the opening trials, each one change from the seed configuration (see `opening_params`)
-OPENING = ("demos1", "restate", "demos2", "end", "emphasis", "as_list")
+#: the opening trials, each one change from the seed configuration (see `opening_move`)
+OPENING = ("check_hint", "demos1", "quote_format", "restate", "every_reply", "demos2", "end", "emphasis", "as_list")
+ADDENDA = ("quote_format", "every_reply", "hint")  # the lines a trial may append (see `addendum_lines`)
 
 
 def _keeps(original: str, variant: str, protected: Sequence[str]) -> bool:
@@ -97,6 +104,33 @@ class OptunaSearch:
         self.key = marked[0] if marked else 0
         self.movable = len(sentences(seed)) >= 2
         self.variants = [self.wordings(ctx, rule, protected) for rule in self.slots]
+        hints = failing_hints(ctx, ctx.seed_candidate.id)
+        self.hint = hints[0] if hints and hints[0] not in seed else None
+        self.hint_wording = self.hint_as_wording(seed, protected)
+        self.addenda = self.addendum_lines(seed, protected)
+
+    def hint_as_wording(self, seed: str, protected: Sequence[str]) -> tuple[int, int] | None:
+        """(slot, wording index) of the failing check's hint as a wording of the rule it restates, if it keeps
+        that rule's protected clauses (what evolve's state_check does most often)."""
+        target = closest_rule(seed, self.hint, protected) if self.hint else None
+        if target not in self.slots or not self.hint or not _keeps(target, self.hint, protected):
+            return None
+        i = self.slots.index(target)
+        if self.hint not in self.variants[i]:
+            self.variants[i].append(self.hint)
+        return i, self.variants[i].index(self.hint)
+
+    def addendum_lines(self, seed: str, protected: Sequence[str]) -> dict[str, str]:
+        """The lines a trial may append, each made once from the seed (evolve's quote_format and every_reply with a
+        fixed rng, and the check's hint): {name: line} for those that apply."""
+        out = {}
+        for name, make in (("quote_format", quote_format), ("every_reply", every_reply)):
+            made = make(seed, random.Random(0), protected=protected)
+            if made and made.startswith(seed.rstrip()):
+                out[name] = made[len(seed.rstrip()):].strip()
+        if self.hint:
+            out["hint"] = self.hint
+        return {k: v for k, v in out.items() if v}
 
     def wordings(self, ctx: Any, rule: str, protected: Sequence[str]) -> list[str]:
         has_slot = bool(re.search(r"\{\w+\}", rule))
@@ -123,7 +157,7 @@ class OptunaSearch:
     def base_params(self) -> dict[str, Any]:
         """The trial that rebuilds the seed: original wordings, the key rule where it was, no list, no examples."""
         return ({f"rule{i}": 0 for i, v in enumerate(self.variants) if len(v) > 1}
-                | {"position": "keep", "as_list": False, "n_demos": 0})
+                | {"position": "keep", "as_list": False, "addendum": "none", "n_demos": 0})
 
     def opening_params(self) -> dict[str, Any] | None:
         """The next opening trial that the search space affords now, or None when the book is played out. A move
@@ -140,6 +174,12 @@ class OptunaSearch:
     def opening_move(self, move: str) -> dict[str, Any] | str | None:
         """One opening move's params; "wait" when it needs demos the pool does not have yet, None when it does not
         apply to this seed."""
+        if move == "check_hint":  # the hint in place of the rule it restates, else as a line of its own
+            if self.hint_wording:
+                return {f"rule{self.hint_wording[0]}": self.hint_wording[1]}
+            return {"addendum": "hint"} if "hint" in self.addenda else None
+        if move in ADDENDA:
+            return {"addendum": move} if move in self.addenda else None
         if move in ("demos1", "demos2"):
             n = 1 if move == "demos1" else 2
             if self.max_demos < n:
@@ -174,6 +214,10 @@ class OptunaSearch:
             text = text.rstrip() + "\n\n" + form.format(s=self.slots[self.key])
         if trial.suggest_categorical("as_list", [False, True]):
             text = as_list(text, random.Random(0), protected=ctx.task.spec.protected) or text
+        if self.addenda:
+            addendum = trial.suggest_categorical("addendum", ["none", *self.addenda])
+            if addendum != "none" and self.addenda[addendum] not in text:
+                text = text.rstrip() + "\n\n" + self.addenda[addendum]
         if self.demos:
             n = trial.suggest_int("n_demos", 0, min(self.max_demos, len(self.demos)))
             picks = [trial.suggest_categorical(f"demo{j}", list(range(len(self.demos)))) for j in range(n)]
@@ -204,6 +248,8 @@ class OptunaSearch:
             sampler = optuna.samplers.TPESampler(seed=ctx.seed, constant_liar=ctx.parallel > 1)
         study = optuna.create_study(direction="maximize", sampler=sampler)
         self.parse(ctx)
+        # moves this seed does not afford are dropped before the book is cut to what the budget affords
+        self.opening = [m for m in self.opening if self.opening_move(m) is not None][:affordable_moves(ctx)]
         study.enqueue_trial(self.base_params())
         trials, idle = 0, 0
         while (self.n_trials is None or trials < self.n_trials) and idle < self.max_idle:

@@ -63,30 +63,33 @@ def test_registered_under_optuna():
     assert get_optimizer("optuna") is OptunaSearch
 
 
-#: Seed 0, fresh cache: the opening book's moves come first. No seed reply passes, so the worked-example moves wait;
-#: the rule restated and the rule moved last are screened out, and emphasis ("IMPORTANT: ...") is accepted.
-STATUSES = ["seed", "screened_out", "screened_out", "accepted"]
+#: Seed 0, fresh cache. The opening book plays what a third of the budget affords (45 calls: one move, 120: two): the
+#: check's hint in place of the rule, then the literal quoted on a line of its own; neither says IMPORTANT, so both
+#: are screened out. TPE's own trials follow; the fourth of them, the first with an "IMPORTANT" wording, wins.
+HINTED = SEED.replace("Start every reply with the word Ahoy.", 'Start every reply with "Ahoy".')
 
 
 @pytest.mark.parametrize("budget", [45, 120])
 def test_finds_a_better_prompt_within_budget(fake, tmp_path, budget):
     res = optimize(make_task(), "optuna", budget=budget, seed=0, run_dir=tmp_path / "run")
     statuses = [n["status"] for n in res.lineage["nodes"]]
-    assert statuses[:len(STATUSES)] == STATUSES and res.best.val > res.seed.val
+    cands = stored(res)
+    assert cands[1]["prompt"] == HINTED
+    if budget >= 120:
+        assert cands[2]["prompt"] == SEED + '\n\nAlways write "Ahoy" exactly like this.'
+        assert cands[2]["meta"]["params"]["addendum"] == "quote_format"
+    book = 1 if budget < 120 else 2
+    assert statuses[:book + 5] == ["seed"] + ["screened_out"] * (book + 3) + ["accepted"]
     best = next(n for n in res.lineage["nodes"] if n["id"] == res.best.id)
     assert best["operator"] == "optuna" and best["status"] == "accepted" and best["parents"] == [res.seed.id]
     assert res.ledger.calls <= budget and fake.calls <= budget
-    cands = stored(res)
-    assert [c["meta"]["params"]["position"] for c in cands[1:4]] == ["restate", "end", "keep"]
     assert all(c["meta"]["params"] for c in cands if c["operator"] == "optuna")
     for c in cands:
         if c["status"] != "rejected":
             assert all(p in c["prompt"] for p in PROTECTED), c["prompt"]
     assert not any(c["status"] == "rejected" for c in cands)  # the search never drops a protected sentence
     assert res.seed.val == 0.0 and res.best.val == 1.0 and res.best.test == 1.0
-    assert "IMPORTANT: Start every reply with the word Ahoy." in res.best.prompt
-    if budget >= 120:  # TPE's own trials after the book, never better than perfect: screened out
-        assert len(statuses) > 12 and set(statuses[4:]) <= {"screened_out", "proposed"}
+    assert "IMPORTANT" in res.best.prompt
 
 
 def test_same_seed_and_cache_give_the_same_candidates(fake, tmp_path):
@@ -141,11 +144,16 @@ def test_paraphrases_that_fail_or_lose_a_protected_clause_are_skipped():
 # ---- the search space, without a run ---------------------------------------------------------------------
 
 
-def stub_ctx(prompt: str, protected=("Ahoy",), local: bool = False, demos=()):
-    task = SimpleNamespace(spec=SimpleNamespace(protected=list(protected)), model=SimpleNamespace(is_local=local),
-                           placeholders=())
+def stub_ctx(prompt: str, protected=("Ahoy",), local: bool = False, demos=(), checks=()):
+    task = SimpleNamespace(spec=SimpleNamespace(protected=list(protected), checks=list(checks), targets=None),
+                           model=SimpleNamespace(is_local=local), placeholders=())
+
+    def val_eval(cand_id):
+        raise KeyError(cand_id)  # nothing scored: every check's hint counts
+
     return SimpleNamespace(task=task, seed_candidate=Candidate(prompt), generate=lambda *a, **k: None,
-                           passing=lambda k=3: list(demos))
+                           passing=lambda k=3: list(demos), val_eval=val_eval, minibatch_size=8,
+                           budget=SimpleNamespace(max_calls=None))
 
 
 def sample_prompts(opt: OptunaSearch, ctx, n: int = 60, seed: int = 0):
@@ -184,7 +192,7 @@ def test_key_rule_position_and_list_format():
 
     def build(**params):
         study = optuna.create_study()
-        study.enqueue_trial({"rule0": 0, "rule1": 0, "as_list": False, **params})
+        study.enqueue_trial({"rule0": 0, "rule1": 0, "as_list": False, "addendum": "none", **params})
         return opt.build(study.ask(), ctx)[0]
 
     assert build(position="keep") == ctx.seed_candidate.prompt
@@ -216,8 +224,9 @@ class RecordingCtx(SimpleNamespace):
     """Just enough RunContext for run(): propose records, screens everything out, and stops after `limit`."""
 
     def __init__(self, prompt: str, limit: int, **kw):
-        base = stub_ctx(prompt, **kw)
-        super().__init__(**vars(base), seed=0, best_id=base.seed_candidate.id, proposed=[], limit=limit, parallel=1)
+        base = vars(stub_ctx(prompt, **kw))
+        base.pop("val_eval")
+        super().__init__(**base, seed=0, best_id=base["seed_candidate"].id, proposed=[], limit=limit, parallel=1)
 
     def propose_many(self, proposals):
         return [self.propose(p.prompt, p.parents, p.operator, p.meta) for p in proposals]
@@ -230,7 +239,7 @@ class RecordingCtx(SimpleNamespace):
         return Verdict(cid, "duplicate" if cid == self.seed_candidate.id else "screened_out")
 
     def val_eval(self, cand_id):
-        return SimpleNamespace(score=0.5)
+        return SimpleNamespace(score=0.5, results={})
 
 
 def test_run_proposes_with_params_and_guidance_meta_and_lets_stoprun_through():
@@ -249,18 +258,40 @@ def test_opening_trials_make_one_change_each_then_tpe_takes_over():
     key = "Start every reply with the word Ahoy."
     ex = SimpleNamespace(turns=(SimpleNamespace(user="Q1"),))
     demos = [(ex, "Ahoy one."), (ex, "Ahoy two."), (ex, "Ahoy three.")]
-    ctx = RecordingCtx(prompt, limit=9, demos=demos)
+    ctx = RecordingCtx(prompt, limit=10, demos=demos)  # no check hints here: the book starts with an example
     with pytest.raises(StopRun):
         OptunaSearch(max_demos=2).run(ctx)
     got = [p for p, *_ in ctx.proposed]
     assert got[0] == prompt
     assert got[1] == prompt + "\n\nExample:\nUser: Q1\nAssistant: Ahoy one."
-    assert got[2] == prompt + "\n\nRemember: " + key
-    assert got[3] == prompt + "\n\nExamples:\nUser: Q1\nAssistant: Ahoy one.\n\nUser: Q1\nAssistant: Ahoy two."
-    assert got[4] == "You are a pirate. Be brief.\n\n" + key
-    assert got[5] == prompt.replace(key, "IMPORTANT: " + key)
-    assert "\n- " + key in got[6] and "Example" not in got[6]
-    assert len(set(got)) == 9  # the two after the book are TPE's own
+    assert got[2] == prompt + '\n\nAlways write "Ahoy" exactly like this.'
+    assert got[3] == prompt + "\n\nRemember: " + key
+    assert got[4] == prompt + "\n\nEvery reply you write must obey this: " + key
+    assert got[5] == prompt + "\n\nExamples:\nUser: Q1\nAssistant: Ahoy one.\n\nUser: Q1\nAssistant: Ahoy two."
+    assert got[6] == "You are a pirate. Be brief.\n\n" + key
+    assert got[7] == prompt.replace(key, "IMPORTANT: " + key)
+    assert "\n- " + key in got[8] and "Example" not in got[8]
+    assert len(set(got)) == 10  # the one after the book is TPE's own
+
+
+def test_the_check_hint_replaces_the_rule_it_restates():
+    prompt = "You are a pirate. Start every reply with the word Ahoy. Be brief."
+    checks = [{"type": "starts_with", "name": "ahoy", "value": "Ahoy"}]
+    ctx = RecordingCtx(prompt, limit=2, checks=checks)
+    with pytest.raises(StopRun):
+        OptunaSearch().run(ctx)
+    assert ctx.proposed[1][0] == 'You are a pirate. Start every reply with "Ahoy". Be brief.'
+
+
+def test_the_book_is_cut_to_a_third_of_the_budget():
+    ctx = RecordingCtx("You are a pirate. Start every reply with the word Ahoy. Be brief.", limit=100)
+    ctx.budget = SimpleNamespace(max_calls=100)  # a move costs 2 x 8 calls: 100 / 3 affords two
+    opt = OptunaSearch(n_trials=5)
+    opt.run(ctx)
+    # the two: a worked example (waiting for passing replies that never come) and the literal quoted
+    assert ctx.proposed[1][0].endswith('Always write "Ahoy" exactly like this.')
+    assert opt.opening == ["demos1"]
+    assert not any(p.endswith("Remember: Start every reply with the word Ahoy.") for p, *_ in ctx.proposed)
 
 
 def test_opening_waits_for_demos_and_can_be_turned_off():
@@ -268,8 +299,8 @@ def test_opening_waits_for_demos_and_can_be_turned_off():
     ctx = RecordingCtx(prompt, limit=4)  # no passing replies: the example moves wait, the others go first
     with pytest.raises(StopRun):
         OptunaSearch().run(ctx)
-    assert ctx.proposed[1][0].endswith("Remember: Start every reply with the word Ahoy.")
-    assert ctx.proposed[2][0].endswith("\n\nStart every reply with the word Ahoy.")
+    assert ctx.proposed[1][0].endswith('Always write "Ahoy" exactly like this.')
+    assert ctx.proposed[2][0].endswith("Remember: Start every reply with the word Ahoy.")
     off = RecordingCtx(prompt, limit=4)
     with pytest.raises(StopRun):
         OptunaSearch(opening=False, rewordings=0).run(off)
