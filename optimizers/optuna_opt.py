@@ -81,6 +81,11 @@ class OptunaSearch:
         self.rewordings = rewordings
         self.max_rules = max_rules
         self.max_idle = max_idle
+        if not isinstance(opening, bool):
+            from promptlearn.errors import TaskError
+
+            raise TaskError(f"optimizer.opening must be true or false for optuna, not {opening!r}",
+                            field="optimizer.opening", fix="opening: false starts TPE without the one-change trials")
         self.opening = list(OPENING) if opening else []
         self.values: dict[str, float] = {}  # objective given to TPE per candidate id, for duplicates
         self.demos: list[tuple[Any, str]] = []

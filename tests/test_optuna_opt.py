@@ -307,6 +307,13 @@ def test_opening_waits_for_demos_and_can_be_turned_off():
     assert not any(p.endswith("Remember: Start every reply with the word Ahoy.") for p, *_ in off.proposed[1:3])
 
 
+def test_opening_must_be_a_bool():
+    from promptlearn.errors import TaskError
+
+    with pytest.raises(TaskError, match="optimizer.opening"):
+        OptunaSearch(opening=["restate"])
+
+
 def test_run_ends_after_n_trials():
     ctx = RecordingCtx("You are a pirate. Start every reply with Ahoy.", limit=100)
     OptunaSearch(n_trials=7).run(ctx)
