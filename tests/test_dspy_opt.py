@@ -301,14 +301,18 @@ def test_interrupted_run_resumes_without_repeating_calls(tmp_path):
 # ---- the embedded model ---------------------------------------------------------------------------------------
 
 
+def real_pirate():
+    """tasks/pirate.yaml cut small, with SmolLM2 as target and proposer."""
+    return load_task(REPO / "tasks" / "pirate.yaml", overrides={
+        "model": {"max_tokens": 16}, "proposer": {"name": "local/smollm2", "max_tokens": 64, "temperature": 0.7},
+        "data": [{"file": "data/pirate.jsonl", "limit": 8}]})
+
+
 @pytest.mark.model
 @pytest.mark.slow
 @requires_model
 def test_real_model_copro_finishes_within_budget(tmp_path):
-    task = load_task(REPO / "tasks" / "pirate.yaml", overrides={
-        "model": {"max_tokens": 16}, "proposer": {"name": "local/smollm2", "max_tokens": 64, "temperature": 0.7},
-        "data": [{"file": "data/pirate.jsonl", "limit": 8}]})
-    budget = 80
+    task, budget = real_pirate(), 80
     res = optimize(task, "dspy", budget=budget, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite",
                    options={"teleprompter": "copro", "breadth": 2, "depth": 1})
     assert res.ledger.calls <= budget
@@ -320,3 +324,21 @@ def test_real_model_copro_finishes_within_budget(tmp_path):
     assert event["compile_error"].startswith("proposer reply not parsable") and event["proposed"] == 0
     assert [(n["operator"], n["status"]) for n in res.lineage["nodes"]] == [("seed", "seed")]
     assert res.best.id == res.seed.id and res.stop_reason == "optimizer finished"
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@requires_model
+def test_real_model_mipro_proposes_instructions_from_prose_replies(tmp_path):
+    # SmolLM2 answers MIPROv2's dataset, program and instruction questions in prose, not in ChatAdapter's fields;
+    # read as the one field each question asks for, they give MIPROv2 instructions to try (before: it stopped at
+    # the first proposer reply with the seed alone, as COPRO above still does)
+    task, budget = real_pirate(), 80
+    res = optimize(task, "dspy", budget=budget, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite",
+                   options={"teleprompter": "mipro", "num_candidates": 2, "num_trials": 2,
+                            "max_bootstrapped_demos": 0})
+    assert res.ledger.calls <= budget
+    event = dspy_event(res)
+    assert event["compile_error"] is None or event["compile_error"].startswith("CompileBudget"), event
+    assert event["scored_prompts"] >= 2  # the seed's instruction and at least one SmolLM2 wrote
+    assert all("Ahoy" in c["prompt"] or c["status"] == "rejected" for c in candidates(res))
