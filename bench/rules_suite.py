@@ -88,6 +88,8 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
     # evolve before the prior and the race became its defaults (main at ed8e206; its runs were made as line evolve,
     # seed 0 at 87a5057 as line evolve-hint): recorded runs
     "evolve-ed8e206": {"family": "promptlearn", "ablation": True, "recorded": True},
+    # mutate before its one-line fix (main at 42b4bee: whole rewrites and paraphrases, raced): recorded runs
+    "mutate-42b4bee": {"family": "promptlearn", "ablation": True, "recorded": True},
     # optuna with its first opening book and the race (main at 50bc5d6-11573df; no check hint, no appended lines):
     # recorded runs
     "optuna-50bc5d6": {"family": "promptlearn", "ablation": True, "recorded": True},

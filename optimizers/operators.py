@@ -217,6 +217,21 @@ Write an improved system prompt that fixes these failures without breaking anyth
 Keep these exact phrases unchanged: {keep}
 Reply with only the new system prompt between <prompt> and </prompt>."""
 
+#: the one-line fix: a small proposer rewrites a whole prompt into noise (bench suite: 10 of mutate's first 25
+#: rewrites on address_friend dropped the rule, e.g. "You are a helpful AI assistant named SmolLM"), but it can
+#: write one instruction from the failures' feedback, and an added line keeps everything the prompt said
+REFLECT_LINE = """An AI assistant follows this system prompt:
+<prompt>
+{prompt}
+</prompt>
+
+It broke the rules in these conversations:
+{failures}
+
+Write ONE short instruction sentence to add to the system prompt so that the assistant does not make this
+mistake again. Reply with only that sentence."""
+MAX_LINE_WORDS = 40
+
 
 def extract_prompt(text: str | None) -> str | None:
     """The text between <prompt> tags, or the whole reply when the proposer ignored the tags."""
@@ -259,6 +274,31 @@ def reflect_request(prompt: str, rng: random.Random, ctx: Any = None, parent_id:
         return None
     return Request([{"role": "user", "content": REFLECT.format(
         prompt=prompt, failures=format_failures(failures), keep=keep_list(ctx))}], sample=rng.randrange(1000))
+
+
+def reflect_line_request(prompt: str, rng: random.Random, ctx: Any = None, parent_id: str | None = None,
+                         **_: Any) -> Request | None:
+    """The proposer request for one instruction line that fixes the parent's failures; None when nothing failed."""
+    if ctx is None:
+        return None
+    failures = ctx.failures(parent_id) if parent_id else []
+    if not failures:
+        return None
+    content = REFLECT_LINE.format(prompt=prompt, failures=format_failures(failures))
+    return Request([{"role": "user", "content": content}], sample=rng.randrange(1000))
+
+
+def add_line(prompt: str, reply: str | None) -> str | None:
+    """The prompt with the proposer's one-line fix appended: its first sentence, tags and quotes stripped; None for
+    an empty, looping, overlong or already present line."""
+    from promptlearn.metrics import has_loop
+
+    text = (extract_prompt(reply) or "").strip().split("\n")[0].strip()
+    first = re.split(r"(?<=[.!?])[\"'\u201d]*\s+", text, maxsplit=1)[0] if text else ""
+    line = first.strip().strip("\"'\u201c\u201d").strip()
+    if not line or has_loop(line) or len(line.split()) > MAX_LINE_WORDS or line in prompt:
+        return None
+    return prompt.rstrip() + "\n\n" + line
 
 
 def paraphrase(prompt: str, rng: random.Random, ctx: Any = None, **_: Any) -> str | None:
