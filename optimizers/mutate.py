@@ -5,8 +5,11 @@ feedback, and writes an edited prompt. Needs a capable proposer: with the embedd
 are rejected or screened out (the engine's guards keep that cheap), which is why `evolve` is the default.
 Every other reflection asks for one instruction line to add instead of a whole rewrite (`reflect_line`): a small
 proposer rewrites a prompt into noise that drops the rule, but one sentence from the failures' feedback keeps
-everything the prompt said. Each round asks the proposer for `ctx.parallel` edits of the best at once (each from
-its own sample of failures) and proposes them together; with parallel 1 it is the serial search.
+everything the prompt said (bench suite, seed 0: +1.0 points, sentences 0.917 -> 1.000, against +0.0 with
+whole rewrites only; the accepted line was no instruction but "A: A king is looking for a king.", which made
+replies shorter: SmolLM2 mostly answers the failing conversations instead). `line_every: 0` turns it off. Each
+round asks the proposer for `ctx.parallel` edits of the best at once (each from its own sample of failures) and
+proposes them together; with parallel 1 it is the serial search.
 """
 
 from __future__ import annotations
