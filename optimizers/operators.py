@@ -218,8 +218,8 @@ Keep these exact phrases unchanged: {keep}
 Reply with only the new system prompt between <prompt> and </prompt>."""
 
 #: the one-line fix: a small proposer rewrites a whole prompt into noise (bench suite: 10 of mutate's first 25
-#: rewrites on address_friend dropped the rule, e.g. "You are a helpful AI assistant named SmolLM"), but it can
-#: write one instruction from the failures' feedback, and an added line keeps everything the prompt said
+#: rewrites on address_friend dropped the rule, e.g. "You are a helpful AI assistant named SmolLM"); an added line
+#: keeps everything the prompt said, whatever the line is (SmolLM2 mostly answers the conversations instead)
 REFLECT_LINE = """An AI assistant follows this system prompt:
 <prompt>
 {prompt}
