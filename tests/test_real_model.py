@@ -32,7 +32,10 @@ LINEAGES = {
     "evolve": [("seed", "seed"), ("state_check", "screened_out"), ("add_example", "screened_out"),
                ("opening_template", "screened_out"), ("sandwich", "screened_out"), ("drop_sentence", "screened_out"),
                ("restate", "screened_out"), ("reword", "proposed")],
-    "mutate": [("seed", "seed"), ("reflect", "rejected"), ("paraphrase", "rejected")],
+    # mutate: the one-line fix first (its added line keeps the rule, so it is screened, and loses), then a whole
+    # rewrite and a paraphrase that drop "Ahoy" and are refused unscored
+    "mutate": [("seed", "seed"), ("reflect_line", "screened_out"), ("reflect", "rejected"),
+               ("paraphrase", "rejected")],
 }
 
 
