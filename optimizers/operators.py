@@ -264,28 +264,28 @@ def paraphrase_request(prompt: str, rng: random.Random, ctx: Any = None, **_: An
                    sample=rng.randrange(1000))
 
 
-def reflect_request(prompt: str, rng: random.Random, ctx: Any = None, parent_id: str | None = None,
-                    **_: Any) -> Request | None:
-    """The proposer request for a reflective rewrite from the parent's failures; None when nothing failed."""
+def _failures_request(template: str, prompt: str, rng: random.Random, ctx: Any,
+                      parent_id: str | None) -> Request | None:
+    """A proposer request that shows the parent's failures (REFLECT, REFLECT_LINE); None when nothing failed."""
     if ctx is None:
         return None
     failures = ctx.failures(parent_id) if parent_id else []
     if not failures:
         return None
-    return Request([{"role": "user", "content": REFLECT.format(
-        prompt=prompt, failures=format_failures(failures), keep=keep_list(ctx))}], sample=rng.randrange(1000))
+    content = template.format(prompt=prompt, failures=format_failures(failures), keep=keep_list(ctx))
+    return Request([{"role": "user", "content": content}], sample=rng.randrange(1000))
+
+
+def reflect_request(prompt: str, rng: random.Random, ctx: Any = None, parent_id: str | None = None,
+                    **_: Any) -> Request | None:
+    """The proposer request for a reflective rewrite from the parent's failures; None when nothing failed."""
+    return _failures_request(REFLECT, prompt, rng, ctx, parent_id)
 
 
 def reflect_line_request(prompt: str, rng: random.Random, ctx: Any = None, parent_id: str | None = None,
                          **_: Any) -> Request | None:
     """The proposer request for one instruction line that fixes the parent's failures; None when nothing failed."""
-    if ctx is None:
-        return None
-    failures = ctx.failures(parent_id) if parent_id else []
-    if not failures:
-        return None
-    content = REFLECT_LINE.format(prompt=prompt, failures=format_failures(failures))
-    return Request([{"role": "user", "content": content}], sample=rng.randrange(1000))
+    return _failures_request(REFLECT_LINE, prompt, rng, ctx, parent_id)
 
 
 def add_line(prompt: str, reply: str | None) -> str | None:
