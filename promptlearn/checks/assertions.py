@@ -141,6 +141,17 @@ class Contains(_Rule):
         which = "" if len(self.values) == 1 else ("one of " if self.mode == "any" else "all of ")
         return f"Include {which}{words} in every reply."
 
+    def repair(self, reply: str) -> str | None:
+        """A missing value put in front (all of them for mode all); a forbidden one cut out (checks.repairs)."""
+        flags = re.IGNORECASE if self.ignore_case else 0
+        if self.negate:
+            for v in self.values:
+                reply = re.sub(r"\s*" + re.escape(v), "", reply, flags=flags)
+            return reply.strip()
+        missing = [v for v in self.values if not re.search(re.escape(v), reply, flags)]
+        lead = missing if self.mode == "all" else missing[:1]
+        return " ".join(lead) + " " + reply if lead else reply
+
 
 @_factory("contains", "not_contains")
 def contains(kind: str, value: str | None = None, values: list[str] | None = None, mode: str = "any",
@@ -245,6 +256,14 @@ class TextMatch(_Rule):
         verb = {"equals": "Reply with exactly", "starts_with": "Start every reply with",
                 "ends_with": "End every reply with"}[self.how]
         return f"{verb} " + " or ".join(f'"{v}"' for v in self.values) + "."
+
+    def repair(self, reply: str) -> str | None:
+        """The first value put at the start or the end (checks.repairs); an exact reply has no edit."""
+        if self.how == "starts_with":
+            return f"{self.values[0]} {reply.strip()}"
+        if self.how == "ends_with":
+            return f"{reply.strip()} {self.values[0]}"
+        return None
 
 
 @_factory("starts_with", "ends_with", "equals")

@@ -32,6 +32,9 @@ class Check(Protocol):
     Checks that call a model (judges) set `needs_model = True` and implement `ascore` (ModelCheck).
     Optional: `hint() -> str | None`, one sentence saying what a passing reply looks like in the check's own
     terms, literal parts quoted; the search may write it into a prompt (checks.hints, evolve's state_check).
+    Optional: `repair(reply) -> str | None`, the smallest edit of a failing reply that makes this check pass, or
+    None; the search turns repaired replies into worked examples, and keeps one only when every check of the
+    task passes it (checks.repairs, the fixed_example operator). It must never raise.
     """
 
     name: str

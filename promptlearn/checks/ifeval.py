@@ -63,6 +63,12 @@ class IFEvalCheck:
 
         return ifeval_hint(self.kind, self.params)
 
+    def repair(self, reply: str) -> str | None:
+        """The smallest edit of `reply` this instruction knows that follows it (checks.repairs), or None."""
+        from promptlearn.checks.repairs import ifeval_repair
+
+        return ifeval_repair(self.kind, self.params, reply)
+
 
 # --- kwarg validation ---------------------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ when while after before as so a an my our your his her their one some many most 
 what why how who where which thus therefore finally first second next overall you i""".split())
 
 
-def _ends_sentence(token: str, following: str) -> bool:
+def ends_sentence(token: str, following: str) -> bool:
     """Whether punkt would put a sentence break after `token` (a whitespace-separated chunk)."""
     core = token.rstrip(_CLOSERS)
     run = re.search(r"[.?!…]+$", core)
@@ -97,7 +97,7 @@ def count_sentences(text: str) -> int:
     tokens = text.split()
     if not tokens:
         return 0
-    return 1 + sum(_ends_sentence(tok, nxt) for tok, nxt in zip(tokens, tokens[1:]))
+    return 1 + sum(ends_sentence(tok, nxt) for tok, nxt in zip(tokens, tokens[1:]))
 
 
 def word_tokens(text: str) -> list[str]:
