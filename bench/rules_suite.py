@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bench import quality as q
+from promptlearn.optimizers.operators import MUTATIONS
 
 ROOT, RESULTS = q.ROOT, q.RESULTS
 RULES = ROOT / "tasks" / "rules"
@@ -85,6 +86,12 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
     "evolve-no-prior": {"family": "promptlearn", "optimizer": "evolve", "options": {"operator_prior": False},
                         "ablation": True},
     "evolve-no-race": {"family": "promptlearn", "optimizer": "evolve", "options": {"race": False}, "ablation": True},
+    # evolve without worked examples made from repaired replies (the rest as today, demos that keep their lines)
+    "evolve-no-fixed": {"family": "promptlearn", "optimizer": "evolve", "ablation": True,
+                        "options": {"operators": [op for op in MUTATIONS if op != "fixed_example"]}},
+    # evolve before fixed_example joined it (main at 52c2f22-5096d26: race, the prior, demos on one line; its runs
+    # were made as line "evolve"): recorded runs
+    "evolve-52c2f22": {"family": "promptlearn", "ablation": True, "recorded": True},
     # evolve before the prior and the race became its defaults (main at ed8e206; its runs were made as line evolve,
     # seed 0 at 87a5057 as line evolve-hint): recorded runs
     "evolve-ed8e206": {"family": "promptlearn", "ablation": True, "recorded": True},

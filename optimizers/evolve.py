@@ -4,11 +4,12 @@ Parents are drawn in proportion to how many val examples they are best on (so sp
 overall best); operators are drawn by their track record (promotions per try), so what works here gets used.
 The first proposals follow an opening book (what a person tries first: state the failing check's rule in the
 checker's own words, quote the literal format, put the rule first and last, show a worked example, an explicit
-"Every reply must" line), each once, before the track record takes over (bench suite: with state_check first the
-mean test gain over the 8 headroom rule tasks went from +2.8 to +5.9 points at 300 calls, seed 0). When no reply
-has passed every check yet, worked examples have no material: for a local model the search then harvests some
-by decoding the best prompt with classifier-free guidance on a few train examples (replies it keeps only when
-they pass every check), so add_example can work from a floor.
+"Every reply must" line, the model's own failing replies fixed by the checks as worked examples), each once,
+before the track record takes over (bench suite: with state_check first the mean test gain over the 8 headroom
+rule tasks went from +2.8 to +5.9 points at 300 calls, seed 0). When no reply has passed every check yet,
+add_example has no material: fixed_example shows the model its own replies repaired by the checks
+(checks.repairs), and for a local model the search also harvests passing replies by decoding the best prompt
+with classifier-free guidance on a few train examples (kept only when they pass every check).
 Proposals are raced on val (Options.race, evolve's loop default), so a loser costs a few calls and the budget buys
 more proposals; on a local model the track record starts from the operator prior learned on the rule suite.
 Each round draws `ctx.parallel` children from the pool as it stands, sends the LLM operators' proposer requests
@@ -29,7 +30,7 @@ from promptlearn.optimizers.operators import (LLM_OPERATORS, MUTATIONS, REQUESTS
 if TYPE_CHECKING:
     from promptlearn.context import OptimizerContext
 
-OPENING = ("state_check", "quote_format", "sandwich", "add_example", "every_reply", "quote_literal")
+OPENING = ("state_check", "quote_format", "sandwich", "add_example", "fixed_example", "every_reply", "quote_literal")
 DEMO_OPERATORS = ("add_example", "opening_template")
 HARVEST_GUIDANCE = (2.0, 3.0)  # one strength per harvest round; 2 was the best single strength on pirate
 GUIDANCE = (1.5, 2.0, 2.5)  # strengths the `guidance` operator tries when search_guidance is on

@@ -113,14 +113,30 @@ def as_list(prompt: str, rng: random.Random, protected: Sequence[str] = (), **_:
     return (rest + "\n\n" + listed).strip() if rest else listed
 
 
+DEMO_WORDS = 25  # a worked example's reply is cut to this many words
+REPAIR_ROOM = 8  # words a repair may add (a title, an end phrase) to a reply cut for a worked example
+
+
+def short_reply(reply: str, limit: int = DEMO_WORDS) -> str:
+    """A reply as a worked example shows it: cut to `limit` words, braces neutralised (they would read as
+    placeholders); line breaks kept, so a list or a title line stays one."""
+    kept, n = [], 0
+    for line in reply.strip().split("\n"):
+        words = line.split()
+        if n + len(words) > limit:
+            kept.append(" ".join(words[:limit - n]) + " ...")
+            break
+        kept.append(" ".join(words))
+        n += len(words)
+    return "\n".join(k for k in kept if k).replace("{", "(").replace("}", ")")
+
+
 def demo_block(picked: Sequence[tuple[Any, str]]) -> str:
-    """Worked examples as text: braces neutralised (they would read as placeholders), replies cut short."""
+    """Worked examples as text, each reply as short_reply shows it."""
     shots = []
     for ex, reply in picked:
-        words = reply.split()
-        short = " ".join(words[:25]) + (" ..." if len(words) > 25 else "")
         user = ex.turns[0].user.replace("{", "(").replace("}", ")")
-        shots.append(f"User: {user}\nAssistant: {short.replace('{', '(').replace('}', ')')}")
+        shots.append(f"User: {user}\nAssistant: {short_reply(reply)}")
     return ("Example:" if len(shots) == 1 else "Examples:") + "\n" + "\n\n".join(shots)
 
 
@@ -129,6 +145,45 @@ def add_example(prompt: str, rng: random.Random, passing: Sequence[tuple[Any, st
     if not passing:
         return None
     picked = rng.sample(list(passing), min(len(passing), rng.choice((1, 2, 3))))
+    return prompt.rstrip() + "\n\n" + demo_block(picked)
+
+
+def repaired_replies(ctx: Any, prompt: str, parent_id: str | None, k: int = 8) -> list[tuple[Any, str]]:
+    """The parent's failing single-turn train replies, cut short with room left for the edit, then edited by each
+    failing check's repair (checks.repairs); kept only when a worked example shows them whole, the task's scoring
+    path passes them on every check and they do not loop. Per-example checks and checks with no repair leave a
+    reply out."""
+    from promptlearn.checks import build_check
+    from promptlearn.checks.repairs import repair_reply
+    from promptlearn.metrics import has_loop
+
+    if ctx is None or not parent_id:
+        return []
+    checks = {c.name: c for c in map(build_check, ctx.task.spec.checks)}
+    out = []
+    for ex, res in ctx.failures(parent_id, k=k):
+        if len(ex.turns) != 1 or len(res.turns) != 1 or ex.checks or ex.turns[0].checks:
+            continue
+        text: str | None = short_reply(res.turns[0].reply, DEMO_WORDS - REPAIR_ROOM)
+        for name, result in res.turns[0].checks.items():
+            if text is not None and not result.passed:
+                text = repair_reply(checks[name], text) if name in checks else None
+        if text is None or has_loop(text) or short_reply(text) != text:
+            continue
+        if ctx.score_replies(prompt, ex, [text]).passed:
+            out.append((ex, text))
+    return out
+
+
+def fixed_example(prompt: str, rng: random.Random, ctx: Any = None, parent_id: str | None = None,
+                  **_: Any) -> str | None:
+    """Append one to three worked examples made from the parent's own failing replies, each edited by the checks
+    to pass (repaired_replies): the demo a person writes by hand when the model never writes the format, shown
+    on the requests it got wrong."""
+    fixed = repaired_replies(ctx, prompt, parent_id)
+    if not fixed:
+        return None
+    picked = rng.sample(fixed, min(len(fixed), rng.choice((1, 2, 3))))
     return prompt.rstrip() + "\n\n" + demo_block(picked)
 
 
@@ -478,7 +533,7 @@ MUTATIONS: dict[str, Callable[..., str | None]] = {
     "emphasize": emphasize, "restate": restate, "move_rule": move_rule, "drop_sentence": drop_sentence,
     "reorder": reorder, "as_list": as_list, "add_example": add_example, "opening_template": opening_template,
     "reword": reword, "quote_literal": quote_literal, "sandwich": sandwich, "every_reply": every_reply,
-    "quote_format": quote_format, "state_check": state_check,
+    "quote_format": quote_format, "state_check": state_check, "fixed_example": fixed_example,
     "paraphrase": paraphrase, "reflect": reflect,
 }
 LLM_OPERATORS = ("paraphrase", "reflect")

@@ -33,7 +33,7 @@ import optuna
 from promptlearn.context import Proposal
 from promptlearn.optimizers.operators import (EMPHASIS, RESTATE, affordable_moves, as_list, closest_rule, demo_block,
                                               every_reply, extract_prompt, failing_hints, keep_list, quote_format,
-                                              reword, rules, sentences)
+                                              repaired_replies, reword, rules, sentences)
 
 if TYPE_CHECKING:
     from promptlearn.context import OptimizerContext
@@ -154,10 +154,15 @@ class OptunaSearch:
                 out.append(alt)
         return list(dict.fromkeys(v for v in out if _keeps(rule, v, protected)))
 
-    def refresh_demos(self, ctx: Any) -> None:
-        """The demo pool is fixed once non-empty, so the categorical choices over it stay the same."""
-        if not self.demos and self.max_demos > 0:
-            self.demos = list(ctx.passing(k=8))
+    def refresh_demos(self, ctx: Any, screened: bool) -> None:
+        """The demo pool is fixed once non-empty, so the categorical choices over it stay the same. When trials
+        were screened and still no train reply passed, the seed's failing replies repaired by the checks
+        (operators.repaired_replies) stand in, so the demo moves need not wait at a floor."""
+        if self.demos or self.max_demos <= 0:
+            return
+        self.demos = list(ctx.passing(k=8))
+        if not self.demos and screened:
+            self.demos = repaired_replies(ctx, ctx.seed_candidate.prompt, ctx.seed_candidate.id)
 
     def base_params(self) -> dict[str, Any]:
         """The trial that rebuilds the seed: original wordings, the key rule where it was, no list, no examples."""
@@ -259,7 +264,7 @@ class OptunaSearch:
         trials, idle = 0, 0
         while (self.n_trials is None or trials < self.n_trials) and idle < self.max_idle:
             if idle == 0:  # new candidates may have passed train examples: material for demos
-                self.refresh_demos(ctx)
+                self.refresh_demos(ctx, screened=trials > 0)
             batch, proposals = [], []
             parent_id = ctx.best_id or ctx.seed_candidate.id
             for _ in range(ctx.parallel if self.n_trials is None else min(ctx.parallel, self.n_trials - trials)):

@@ -152,13 +152,14 @@ def stub_ctx(prompt: str, protected=("Ahoy",), local: bool = False, demos=(), ch
         raise KeyError(cand_id)  # nothing scored: every check's hint counts
 
     return SimpleNamespace(task=task, seed_candidate=Candidate(prompt), generate=lambda *a, **k: None,
-                           passing=lambda k=3: list(demos), val_eval=val_eval, minibatch_size=8,
+                           passing=lambda k=3: list(demos), failures=lambda cand_id, k=4: [],
+                           val_eval=val_eval, minibatch_size=8,
                            budget=SimpleNamespace(max_calls=None))
 
 
 def sample_prompts(opt: OptunaSearch, ctx, n: int = 60, seed: int = 0):
     opt.parse(ctx)
-    opt.refresh_demos(ctx)
+    opt.refresh_demos(ctx, screened=False)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
     for _ in range(n):
