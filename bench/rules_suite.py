@@ -97,6 +97,9 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
     "evolve-ed8e206": {"family": "promptlearn", "ablation": True, "recorded": True},
     # mutate before its one-line fix (main at 42b4bee: whole rewrites and paraphrases, raced): recorded runs
     "mutate-42b4bee": {"family": "promptlearn", "ablation": True, "recorded": True},
+    # optuna before its demo pool took repaired replies at a floor (main at ad22d21-5096d26; its runs were made as
+    # line "optuna"): recorded runs
+    "optuna-ad22d21": {"family": "promptlearn", "ablation": True, "recorded": True},
     # optuna with its first opening book and the race (main at 50bc5d6-11573df; no check hint, no appended lines):
     # recorded runs
     "optuna-50bc5d6": {"family": "promptlearn", "ablation": True, "recorded": True},
