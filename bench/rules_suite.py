@@ -111,6 +111,9 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
     # every MIPROv2 compile stopped at its first proposer call; GEPA proposed through DSPy's JSONAdapter)
     "pl-dspy-mipro-1de250c": {"family": "dspy-wrapper", "ablation": True, "recorded": True},
     "pl-dspy-gepa-1de250c": {"family": "dspy-wrapper", "ablation": True, "recorded": True},
+    # MIPROv2 with 2 instruction candidates (bench.quality.dspy_settings before 2026-12-02; main at 37265f9-5096d26):
+    # its trials repeated cached programs and it spent 70-122 of its 300 calls. Recorded runs
+    "pl-dspy-mipro-2cands": {"family": "dspy-wrapper", "ablation": True, "recorded": True},
     # evolve before state_check led its opening book (main at 87a5057; its runs were made as line "evolve"):
     # recorded runs, like evolve-b10a787 below
     "evolve-87a5057": {"family": "promptlearn", "ablation": True, "recorded": True},
