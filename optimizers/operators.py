@@ -152,12 +152,13 @@ def repaired_replies(ctx: Any, prompt: str, parent_id: str | None, k: int = 8) -
     """The parent's failing single-turn train replies, cut short with room left for the edit, then edited by each
     failing check's repair (checks.repairs); kept only when a worked example shows them whole, the task's scoring
     path passes them on every check and they do not loop. Per-example checks and checks with no repair leave a
-    reply out."""
+    reply out; a task with several targets has none (its replies come from several models, and score_replies
+    takes one)."""
     from promptlearn.checks import build_check
     from promptlearn.checks.repairs import repair_reply
     from promptlearn.metrics import has_loop
 
-    if ctx is None or not parent_id:
+    if ctx is None or not parent_id or len(ctx.task.spec.targets or ()) > 1:
         return []
     checks = {c.name: c for c in map(build_check, ctx.task.spec.checks)}
     out = []

@@ -206,3 +206,16 @@ def test_fixed_examples_on_the_embedded_model_are_its_own_replies_with_the_title
     for _user, title, body in shots:
         assert title and rule.score(f"<<{title}>>\n{body}").passed
         assert any(short_reply(s).startswith(body.removesuffix(" ...")) for s in seen), body
+
+
+def test_a_task_with_several_targets_gets_no_repaired_examples():
+    from types import SimpleNamespace
+
+    from promptlearn.optimizers.operators import repaired_replies
+
+    def failures(*a, **k):
+        raise AssertionError("not asked: score_replies takes one model's replies")
+
+    ctx = SimpleNamespace(task=SimpleNamespace(spec=SimpleNamespace(targets=[{"name": "a"}, {"name": "b"}])),
+                          failures=failures)
+    assert repaired_replies(ctx, "P.", "c1") == []
