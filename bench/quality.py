@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import re
@@ -97,12 +96,12 @@ def dspy_settings(name: str, budget: int, n_train: int, n_val: int, per_predict:
         return {"breadth": max(2, cands // depth), "depth": depth, "init_temperature": 1.4}
     if name == "mipro":
         # its trials pick one of num_candidates instructions and one demo set each, and a repeated pick is a cached
-        # program that costs nothing: with 2 instructions and no demos bootstrapped (a rule at the floor) its 10
-        # trials were 2 programs and it spent 70-122 of 300 calls (rule suite). Enough candidates that the
-        # trials can all differ (k x k >= trials, one proposer call each) keeps its calls near the budget.
-        cands = 2
-        trials = max(2, int((budget - n_train * k - 6 - cands) // max(1.0, n_val * k)))
-        cands = max(2, math.isqrt(trials - 1) + 2)
+        # program that costs nothing. With 2 instructions its 10 trials were 2-4 programs and it spent 70-122 of
+        # 300 calls (rule suite); with 5, 115 calls on a rule at the floor, where every bootstrapped demo set is
+        # empty, so only the instruction tells programs apart. One instruction per trial (one proposer call
+        # each) lets every trial be a new program and keeps its calls near the budget.
+        trials = max(2, int((budget - n_train * k - 6 - 2) // max(1.0, n_val * k)))
+        cands = trials
         trials = max(2, int((budget - n_train * k - 6 - cands) // max(1.0, n_val * k)))
         return {"num_candidates": cands, "num_trials": trials, "max_bootstrapped_demos": 2, "max_labeled_demos": 0}
     if name == "gepa":

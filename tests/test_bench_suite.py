@@ -329,8 +329,9 @@ def test_the_suite_never_scores_evolve_with_a_prior_learned_on_the_same_task(lin
 
 @pytest.mark.parametrize("budget, n_train, n_val", [(300, 24, 18), (60, 10, 6), (700, 24, 18)])
 def test_mipro_gets_enough_candidates_that_its_trials_can_all_differ(budget, n_train, n_val):
-    """A repeated (instruction, demo set) pick is a cached program: with too few candidates MIPROv2's trials
-    repeat and it stops far under its budget (70-122 of 300 calls on the rule suite with 2)."""
+    """A repeated (instruction, demo set) pick is a cached program, and at a floor every demo set is empty: with
+    fewer instructions than trials MIPROv2's trials repeat and it stops far under its budget (70-122 of 300
+    calls on the rule suite with 2 instructions, 115 with 5)."""
     opts = q.wrapper_options("mipro", budget, n_train, n_val)
-    assert opts["num_candidates"] ** 2 >= opts["num_trials"] >= 2
+    assert opts["num_candidates"] >= opts["num_trials"] >= 2
     assert opts["num_trials"] * n_val + opts["num_candidates"] <= (budget - n_val) * 0.8
