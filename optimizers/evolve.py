@@ -4,12 +4,13 @@ Parents are drawn in proportion to how many val examples they are best on (so sp
 overall best); operators are drawn by their track record (promotions per try), so what works here gets used.
 The first proposals follow an opening book (what a person tries first: state the failing check's rule in the
 checker's own words, quote the literal format, put the rule first and last, show a worked example, an explicit
-"Every reply must" line, the model's own failing replies fixed by the checks as worked examples), each once,
+"Every reply must" line, and at a floor the model's own failing replies fixed by the checks), each once,
 before the track record takes over (bench suite: with state_check first the mean test gain over the 8 headroom
 rule tasks went from +2.8 to +5.9 points at 300 calls, seed 0). When no reply has passed every check yet,
-add_example has no material: fixed_example shows the model its own replies repaired by the checks
-(checks.repairs), and for a local model the search also harvests passing replies by decoding the best prompt
-with classifier-free guidance on a few train examples (kept only when they pass every check).
+add_example has no material: while the best prompt passes no val example, fixed_example shows the model its
+own failing replies repaired by the checks (checks.repairs; off that floor it is neither played nor drawn), and
+for a local model the search also harvests passing replies by decoding the best prompt with classifier-free
+guidance on a few train examples (kept only when they pass every check).
 Proposals are raced on val (Options.race, evolve's loop default), so a loser costs a few calls and the budget buys
 more proposals; on a local model the track record starts from the operator prior learned on the rule suite.
 Each round draws `ctx.parallel` children from the pool as it stands, sends the LLM operators' proposer requests
@@ -24,14 +25,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from promptlearn.context import Proposal, Request
 from promptlearn.metrics import has_loop
-from promptlearn.optimizers.operators import (LLM_OPERATORS, MUTATIONS, REQUESTS, affordable_moves, crossover,
-                                              extract_prompt)
+from promptlearn.optimizers.operators import (LLM_OPERATORS, MUTATIONS, REQUESTS, affordable_moves, at_floor,
+                                              crossover, extract_prompt)
 
 if TYPE_CHECKING:
     from promptlearn.context import OptimizerContext
 
 OPENING = ("state_check", "quote_format", "sandwich", "add_example", "fixed_example", "every_reply", "quote_literal")
 DEMO_OPERATORS = ("add_example", "opening_template")
+#: played only while the best prompt passes no val example: at that floor add_example has no material, and a
+#: repaired reply is the one worked example there is (rule suite: title and bullets, the two rules at a floor).
+#: Off the floor they take no slot in the book and no share of the draws, so there evolve searches as before.
+FLOOR_OPERATORS = ("fixed_example",)
 HARVEST_GUIDANCE = (2.0, 3.0)  # one strength per harvest round; 2 was the best single strength on pirate
 GUIDANCE = (1.5, 2.0, 2.5)  # strengths the `guidance` operator tries when search_guidance is on
 PRIOR_STRENGTH = 4.0  # an operator prior weighs as much as this many tries of the operator on this task
@@ -77,7 +82,7 @@ class Evolution:
     def run(self, ctx: OptimizerContext) -> None:
         self.resolve_prior(ctx.task)
         if self.default_opening:  # a book the user chose is played whole
-            self.opening = self.opening[:affordable_moves(ctx)]
+            self.opening = self.cut_book(self.opening, affordable_moves(ctx))
         if self.search_guidance and ctx.task.model.is_local:
             self.ops.append("guidance")
             self.opening.insert(0, "guidance")  # the one move that measured 0% -> 45% on a rule at a floor
@@ -109,6 +114,8 @@ class Evolution:
         out: list[tuple[tuple[str, ...], str, str | Request, dict[str, Any]]] = []
         self.opening[:0], self.deferred = self.deferred, []
         while len(out) < n and self.failed_in_a_row < self.max_failed:
+            while self.opening and self.opening[0] in FLOOR_OPERATORS and not at_floor(ctx.best[1]):
+                self.opening.pop(0)
             pool = ctx.pool
             child: str | Request | None
             meta: dict[str, Any] = {}
@@ -143,6 +150,20 @@ class Evolution:
                 self.failed_in_a_row += 1
                 continue
             out.append((parents, op, child, meta))
+        return out
+
+    @staticmethod
+    def cut_book(book: Sequence[str], moves: int | None) -> list[str]:
+        """The book cut to the moves the budget affords; a floor move counts only where it is played (it is
+        skipped off the floor), so it is kept when it comes before the cut and takes no slot."""
+        if moves is None:
+            return list(book)
+        out, regular = [], 0
+        for op in book:
+            if regular >= moves:
+                break
+            out.append(op)
+            regular += op not in FLOOR_OPERATORS
         return out
 
     def resolve_prior(self, task: Any) -> None:
@@ -199,15 +220,19 @@ class Evolution:
 
     def pick_operator(self, ctx: Any) -> str:
         """The next opening operator while any is left (each once), then by track record: promotions per try on
-        this task, started from the operator prior's pseudo-counts when there is one."""
+        this task, started from the operator prior's pseudo-counts when there is one; floor operators only at the
+        floor (FLOOR_OPERATORS)."""
         if self.opening:
             return self.opening.pop(0)
+        ops = self.ops
+        if any(op in FLOOR_OPERATORS for op in ops) and not at_floor(ctx.best[1]):
+            ops = [op for op in ops if op not in FLOOR_OPERATORS]
         weights = []
-        for op in self.ops:
+        for op in ops:
             wins, tries = self.prior_counts(op)
             weights.append((1 + wins + self.wins[op]) / (1 + 0.5 * (tries + self.tries[op]))
                            * (self.llm_weight if op in LLM_OPERATORS else 1.0))
-        return ctx.rng.choices(self.ops, weights=weights, k=1)[0]
+        return ctx.rng.choices(ops, weights=weights, k=1)[0]
 
     def prior_counts(self, op: str) -> tuple[float, float]:
         """(pseudo wins, pseudo tries) the prior gives an operator: its rate elsewhere over PRIOR_STRENGTH tries,

@@ -117,9 +117,14 @@ DEMO_WORDS = 25  # a worked example's reply is cut to this many words
 REPAIR_ROOM = 8  # words a repair may add (a title, an end phrase) to a reply cut for a worked example
 
 
-def short_reply(reply: str, limit: int = DEMO_WORDS) -> str:
+def short_reply(reply: str, limit: int = DEMO_WORDS, keep_lines: bool = False) -> str:
     """A reply as a worked example shows it: cut to `limit` words, braces neutralised (they would read as
-    placeholders); line breaks kept, so a list or a title line stays one."""
+    placeholders). On one line, as passing replies have always been shown; `keep_lines` keeps its line breaks,
+    for a repaired reply whose title line or bullets are the point."""
+    if not keep_lines:
+        words = reply.split()
+        short = " ".join(words[:limit]) + (" ..." if len(words) > limit else "")
+        return short.replace("{", "(").replace("}", ")")
     kept, n = [], 0
     for line in reply.strip().split("\n"):
         words = line.split()
@@ -131,12 +136,12 @@ def short_reply(reply: str, limit: int = DEMO_WORDS) -> str:
     return "\n".join(k for k in kept if k).replace("{", "(").replace("}", ")")
 
 
-def demo_block(picked: Sequence[tuple[Any, str]]) -> str:
+def demo_block(picked: Sequence[tuple[Any, str]], keep_lines: bool = False) -> str:
     """Worked examples as text, each reply as short_reply shows it."""
     shots = []
     for ex, reply in picked:
         user = ex.turns[0].user.replace("{", "(").replace("}", ")")
-        shots.append(f"User: {user}\nAssistant: {short_reply(reply)}")
+        shots.append(f"User: {user}\nAssistant: {short_reply(reply, keep_lines=keep_lines)}")
     return ("Example:" if len(shots) == 1 else "Examples:") + "\n" + "\n\n".join(shots)
 
 
@@ -146,6 +151,12 @@ def add_example(prompt: str, rng: random.Random, passing: Sequence[tuple[Any, st
         return None
     picked = rng.sample(list(passing), min(len(passing), rng.choice((1, 2, 3))))
     return prompt.rstrip() + "\n\n" + demo_block(picked)
+
+
+def at_floor(val_eval: Any) -> bool:
+    """A prompt scored on val passes none of it: the model writes nothing of its own that a worked example could
+    show, so the search shows it repaired replies instead (evolve's FLOOR_OPERATORS, optuna's demo pool)."""
+    return bool(val_eval.results) and not any(r.passed for r in val_eval.results.values())
 
 
 def repaired_replies(ctx: Any, prompt: str, parent_id: str | None, k: int = 8) -> list[tuple[Any, str]]:
@@ -165,11 +176,11 @@ def repaired_replies(ctx: Any, prompt: str, parent_id: str | None, k: int = 8) -
     for ex, res in ctx.failures(parent_id, k=k):
         if len(ex.turns) != 1 or len(res.turns) != 1 or ex.checks or ex.turns[0].checks:
             continue
-        text: str | None = short_reply(res.turns[0].reply, DEMO_WORDS - REPAIR_ROOM)
+        text: str | None = short_reply(res.turns[0].reply, DEMO_WORDS - REPAIR_ROOM, keep_lines=True)
         for name, result in res.turns[0].checks.items():
             if text is not None and not result.passed:
                 text = repair_reply(checks[name], text) if name in checks else None
-        if text is None or has_loop(text) or short_reply(text) != text:
+        if text is None or has_loop(text) or short_reply(text, keep_lines=True) != text:
             continue
         if ctx.score_replies(prompt, ex, [text]).passed:
             out.append((ex, text))
@@ -185,7 +196,7 @@ def fixed_example(prompt: str, rng: random.Random, ctx: Any = None, parent_id: s
     if not fixed:
         return None
     picked = rng.sample(fixed, min(len(fixed), rng.choice((1, 2, 3))))
-    return prompt.rstrip() + "\n\n" + demo_block(picked)
+    return prompt.rstrip() + "\n\n" + demo_block(picked, keep_lines=True)
 
 
 def opening_template(prompt: str, rng: random.Random, passing: Sequence[tuple[Any, str]] = (), **_: Any) -> str | None:

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 import optuna
 
 from promptlearn.context import Proposal
-from promptlearn.optimizers.operators import (EMPHASIS, RESTATE, affordable_moves, as_list, closest_rule, demo_block,
-                                              every_reply, extract_prompt, failing_hints, keep_list, quote_format,
-                                              repaired_replies, reword, rules, sentences)
+from promptlearn.optimizers.operators import (EMPHASIS, RESTATE, affordable_moves, as_list, at_floor, closest_rule,
+                                              demo_block, every_reply, extract_prompt, failing_hints, keep_list,
+                                              quote_format, repaired_replies, reword, rules, sentences)
 
 if TYPE_CHECKING:
     from promptlearn.context import OptimizerContext
@@ -89,6 +89,7 @@ class OptunaSearch:
         self.opening = list(OPENING) if opening else []
         self.values: dict[str, float] = {}  # objective given to TPE per candidate id, for duplicates
         self.demos: list[tuple[Any, str]] = []
+        self.repaired = False  # the demo pool holds repaired replies (shown with their line breaks)
 
     # ---- search space -----------------------------------------------------------------------------------
     def parse(self, ctx: Any) -> None:
@@ -154,15 +155,20 @@ class OptunaSearch:
                 out.append(alt)
         return list(dict.fromkeys(v for v in out if _keeps(rule, v, protected)))
 
-    def refresh_demos(self, ctx: Any, screened: bool) -> None:
-        """The demo pool is fixed once non-empty, so the categorical choices over it stay the same. When trials
-        were screened and still no train reply passed, the seed's failing replies repaired by the checks
-        (operators.repaired_replies) stand in, so the demo moves need not wait at a floor."""
+    def refresh_demos(self, ctx: Any) -> None:
+        """The demo pool is fixed once non-empty, so the categorical choices over it stay the same. When the seed
+        passes no val example (operators.at_floor) and no train reply has passed, the seed's failing replies
+        repaired by the checks (operators.repaired_replies) stand in, so the demo moves need not wait there."""
         if self.demos or self.max_demos <= 0:
             return
         self.demos = list(ctx.passing(k=8))
-        if not self.demos and screened:
+        try:
+            seed_val = ctx.val_eval(ctx.seed_candidate.id)
+        except KeyError:  # nothing scored yet: no floor to see
+            return
+        if not self.demos and at_floor(seed_val):
             self.demos = repaired_replies(ctx, ctx.seed_candidate.prompt, ctx.seed_candidate.id)
+            self.repaired = bool(self.demos)
 
     def base_params(self) -> dict[str, Any]:
         """The trial that rebuilds the seed: original wordings, the key rule where it was, no list, no examples."""
@@ -233,7 +239,7 @@ class OptunaSearch:
             picks = [trial.suggest_categorical(f"demo{j}", list(range(len(self.demos)))) for j in range(n)]
             picks = list(dict.fromkeys(picks))
             if picks:
-                text = text.rstrip() + "\n\n" + demo_block([self.demos[j] for j in picks])
+                text = text.rstrip() + "\n\n" + demo_block([self.demos[j] for j in picks], keep_lines=self.repaired)
         meta: dict[str, Any] = {}
         if self.search_guidance and ctx.task.model.is_local:
             meta["guidance"] = trial.suggest_float("guidance", 1.0, 2.0)
@@ -264,7 +270,7 @@ class OptunaSearch:
         trials, idle = 0, 0
         while (self.n_trials is None or trials < self.n_trials) and idle < self.max_idle:
             if idle == 0:  # new candidates may have passed train examples: material for demos
-                self.refresh_demos(ctx, screened=trials > 0)
+                self.refresh_demos(ctx)
             batch, proposals = [], []
             parent_id = ctx.best_id or ctx.seed_candidate.id
             for _ in range(ctx.parallel if self.n_trials is None else min(ctx.parallel, self.n_trials - trials)):

@@ -63,9 +63,11 @@ def test_registered_under_optuna():
     assert get_optimizer("optuna") is OptunaSearch
 
 
-#: Seed 0, fresh cache. The opening book plays what a third of the budget affords (45 calls: one move, 120: two): the
-#: check's hint in place of the rule, then the literal quoted on a line of its own; neither says IMPORTANT, so both
-#: are screened out. TPE's own trials follow; the fourth of them, the first with an "IMPORTANT" wording, wins.
+#: Seed 0, fresh cache. The opening book plays what a third of the budget affords (45 calls: one move, 120: two):
+#: the check's hint in place of the rule first (screened out). The seed passes no val example, so the worked
+#: examples are the seed's own replies repaired by the check ("Ahoy" put in front): at 120 calls the book's second
+#: move shows one and is accepted, then the literal quoted on a line of its own is screened out; at 45 TPE's first
+#: own trial, with two of them, is accepted.
 HINTED = SEED.replace("Start every reply with the word Ahoy.", 'Start every reply with "Ahoy".')
 
 
@@ -75,11 +77,13 @@ def test_finds_a_better_prompt_within_budget(fake, tmp_path, budget):
     statuses = [n["status"] for n in res.lineage["nodes"]]
     cands = stored(res)
     assert cands[1]["prompt"] == HINTED
+    assert statuses[:3] == ["seed", "screened_out", "accepted"] and res.seed.val == 0.0 and res.best.val == 1.0
+    assert "\nAssistant: Ahoy Sure, here is the answer to Question number" in cands[2]["prompt"]
     if budget >= 120:
-        assert cands[2]["prompt"] == SEED + '\n\nAlways write "Ahoy" exactly like this.'
-        assert cands[2]["meta"]["params"]["addendum"] == "quote_format"
-    book = 1 if budget < 120 else 2
-    assert statuses[:book + 5] == ["seed"] + ["screened_out"] * (book + 3) + ["accepted"]
+        assert cands[2]["prompt"] == SEED + ("\n\nExample:\nUser: Question number 5?\nAssistant: Ahoy Sure, here "
+                                             "is the answer to Question number 5?")
+        assert cands[3]["prompt"] == SEED + '\n\nAlways write "Ahoy" exactly like this.'
+        assert cands[3]["meta"]["params"]["addendum"] == "quote_format"
     best = next(n for n in res.lineage["nodes"] if n["id"] == res.best.id)
     assert best["operator"] == "optuna" and best["status"] == "accepted" and best["parents"] == [res.seed.id]
     assert res.ledger.calls <= budget and fake.calls <= budget
@@ -88,8 +92,7 @@ def test_finds_a_better_prompt_within_budget(fake, tmp_path, budget):
         if c["status"] != "rejected":
             assert all(p in c["prompt"] for p in PROTECTED), c["prompt"]
     assert not any(c["status"] == "rejected" for c in cands)  # the search never drops a protected sentence
-    assert res.seed.val == 0.0 and res.best.val == 1.0 and res.best.test == 1.0
-    assert "IMPORTANT" in res.best.prompt
+    assert res.best.test == 1.0 and res.best.id == cands[2]["id"]
 
 
 def test_same_seed_and_cache_give_the_same_candidates(fake, tmp_path):
@@ -159,7 +162,7 @@ def stub_ctx(prompt: str, protected=("Ahoy",), local: bool = False, demos=(), ch
 
 def sample_prompts(opt: OptunaSearch, ctx, n: int = 60, seed: int = 0):
     opt.parse(ctx)
-    opt.refresh_demos(ctx, screened=False)
+    opt.refresh_demos(ctx)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
     for _ in range(n):

@@ -27,12 +27,11 @@ def _tiny_pirate(rows=10, max_tokens=12):
 LINEAGES = {
     # evolve's opening book first: a 40-call budget affords one move (state_check: the starts_with check's hint,
     # `Start every reply with "Ahoy".`, in place of the rule sentence), then the track record, started from the
-    # suite's operator prior (a local model); fixed_example shows a seed reply that missed "Ahoy" with "Ahoy" put
-    # in front; every proposal is screened out (on its minibatch, or raced out on the val example the seed
-    # misses) and the last is in flight when the budget ends
-    "evolve": [("seed", "seed"), ("state_check", "screened_out"), ("fixed_example", "screened_out"),
-               ("drop_sentence", "screened_out"), ("restate", "screened_out"), ("add_example", "screened_out"),
-               ("as_list", "screened_out"), ("quote_format", "proposed")],
+    # suite's operator prior (a local model); state_check and add_example pass their screens and the race drops
+    # each on the one val example the seed misses
+    "evolve": [("seed", "seed"), ("state_check", "screened_out"), ("add_example", "screened_out"),
+               ("opening_template", "screened_out"), ("sandwich", "screened_out"), ("drop_sentence", "screened_out"),
+               ("restate", "screened_out"), ("reword", "proposed")],
     # mutate: the one-line fix first (its added line keeps the rule, so it is screened, and loses), then a whole
     # rewrite and a paraphrase that drop "Ahoy" and are refused unscored
     "mutate": [("seed", "seed"), ("reflect_line", "screened_out"), ("reflect", "rejected"),

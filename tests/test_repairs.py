@@ -124,11 +124,14 @@ def test_a_check_without_a_repair_or_with_a_broken_one_gives_none():
     assert repair_reply(build_check({"type": "regex", "pattern": "^A"}), "no") is None
 
 
-def test_short_reply_keeps_lines_and_cuts_long_replies():
-    assert short_reply("<<T>>\n* a\n* b") == "<<T>>\n* a\n* b"
+def test_short_reply_cuts_long_replies_and_keeps_lines_only_when_asked():
+    assert short_reply("<<T>>\n* a\n* b", keep_lines=True) == "<<T>>\n* a\n* b"
+    assert short_reply("<<T>>\n* a\n* b") == "<<T>> * a * b"  # a passing reply, shown as it always was
     long = " ".join(f"w{i}" for i in range(40))
-    assert short_reply(long) == " ".join(f"w{i}" for i in range(DEMO_WORDS)) + " ..."
-    assert short_reply("a {b}") == "a (b)"
+    for keep in (False, True):
+        assert short_reply(long, keep_lines=keep) == " ".join(f"w{i}" for i in range(DEMO_WORDS)) + " ..."
+        assert short_reply("a {b}", keep_lines=keep) == "a (b)"
+    assert short_reply("a b\nc d e", limit=3, keep_lines=True) == "a b\nc ..."
 
 
 # --- fixed_example in evolve, on a scripted model --------------------------------------------------------

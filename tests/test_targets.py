@@ -149,7 +149,7 @@ def test_a_multi_target_run_scores_every_candidate_on_every_target_and_splits_th
     task = task_from_dict(raw_task())
     with TwoModels(wording_sensitive_responder) as fake:
         # seed 0: one whose run finds the rewrite that works on both (5 of seeds 0-7 do; seed 1 did until
-        # fixed_example joined evolve's operators and moved its draws)
+        # fixed_example joined evolve's draws at a floor, where this seed prompt starts)
         res = optimize(task, seed=0, run_dir=tmp_path / "run", cache_path=tmp_path / "c.sqlite")
     assert res.ledger.requests <= 400
     info = res.targets
