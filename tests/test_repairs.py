@@ -222,3 +222,12 @@ def test_a_task_with_several_targets_gets_no_repaired_examples():
     ctx = SimpleNamespace(task=SimpleNamespace(spec=SimpleNamespace(targets=[{"name": "a"}, {"name": "b"}])),
                           failures=failures)
     assert repaired_replies(ctx, "P.", "c1") == []
+
+
+def test_a_floor_move_takes_no_slot_in_the_book():
+    from promptlearn.optimizers.evolve import OPENING, Evolution
+
+    assert Evolution.cut_book(OPENING, 6) == list(OPENING)  # six regular moves, fixed_example on top
+    assert Evolution.cut_book(OPENING, 4) == list(OPENING[:4])  # cut before it: not kept
+    assert Evolution.cut_book(OPENING, 5) == list(OPENING[:6])
+    assert Evolution.cut_book(OPENING, None) == list(OPENING)
