@@ -162,11 +162,13 @@ class OptunaSearch:
         if self.demos or self.max_demos <= 0:
             return
         self.demos = list(ctx.passing(k=8))
+        if self.demos:
+            return
         try:
             seed_val = ctx.val_eval(ctx.seed_candidate.id)
         except KeyError:  # nothing scored yet: no floor to see
             return
-        if not self.demos and at_floor(seed_val):
+        if at_floor(seed_val):
             self.demos = repaired_replies(ctx, ctx.seed_candidate.prompt, ctx.seed_candidate.id)
             self.repaired = bool(self.demos)
 
