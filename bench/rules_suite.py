@@ -89,6 +89,10 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
     # evolve without worked examples made from repaired replies (the rest as today, demos that keep their lines)
     "evolve-no-fixed": {"family": "promptlearn", "optimizer": "evolve", "ablation": True,
                         "options": {"operators": [op for op in MUTATIONS if op != "fixed_example"]}},
+    # evolve with the screen raced too (Options.screen_race): a proposal that gains nothing where its parent fails
+    # on the minibatch stops there, so the budget buys more proposals
+    "evolve-screen-race": {"family": "promptlearn", "optimizer": "evolve", "options": {"screen_race": True},
+                           "ablation": True},
     # evolve with fixed_example in its book and its draws on every task, not only at a floor (main at
     # 78209f0-994a803; its runs were made as line "evolve"): recorded runs
     "evolve-994a803": {"family": "promptlearn", "ablation": True, "recorded": True},

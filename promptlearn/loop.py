@@ -67,6 +67,11 @@ class Options:
     #: best (the acceptance rule's own bounds), so a loser costs a few calls instead of the whole split (evolve
     #: turns it on: Optimizer.loop_defaults)
     race: bool = False
+    #: race the screen too: score the parent on the minibatch first, then the proposal on the examples where the
+    #: parent falls short (the only ones a gain can come from), then on the rest RACE_STEP at a time, and stop
+    #: once even perfect replies on the rest could not beat the parent there (`screen_out_of_reach`): the same
+    #: verdict as scoring all of it, and a proposal that gains nothing where its parent fails costs half a batch
+    screen_race: bool = False
 
 
 class StopRun(Exception):
@@ -82,8 +87,9 @@ class _Slot:
     early: Verdict | None = None  # rejected or duplicate: decided without a call
     parent: Candidate | None = None
     batch: list[Example] = field(default_factory=list)
-    mine: Evaluation | None = None  # screen: the proposal on the minibatch
+    mine: Evaluation | None = None  # screen: the proposal on the minibatch (with screen_race, maybe part of it)
     theirs: Evaluation | None = None  # screen: its parent on the same minibatch
+    screened: str | None = None  # why the screen stopped it (None: it goes on to val)
     val: Evaluation | None = None
     raced: str | None = None  # why the race on val dropped it (then `val` holds only the examples it was run on)
     stop: BudgetExceeded | None = None  # the budget stop that cut it short
@@ -236,11 +242,15 @@ class RunContext:
         try:
             if s.batch:
                 async with _stage(grants, s.stages[0] if s.stages else None):
-                    s.mine = await self.aevaluate(cand.prompt, s.batch, tag=cand.operator,
-                                                  model_overrides=cand.model_overrides)
-                    s.theirs = await self.aevaluate(parent.prompt, s.batch, tag="screen-parent",
-                                                    model_overrides=parent.model_overrides)
-                if screen(s.mine, s.theirs, self.options.screen_loose) is not None:
+                    if self.options.screen_race:
+                        await self._ascreen_raced(s)
+                    else:
+                        s.mine = await self.aevaluate(cand.prompt, s.batch, tag=cand.operator,
+                                                      model_overrides=cand.model_overrides)
+                        s.theirs = await self.aevaluate(parent.prompt, s.batch, tag="screen-parent",
+                                                        model_overrides=parent.model_overrides)
+                        s.screened = screen(s.mine, s.theirs, self.options.screen_loose)
+                if s.screened is not None:
                     return
             async with _stage(grants, s.stages[-1] if s.stages else None):
                 s.val = await self._aval(s)
@@ -249,6 +259,31 @@ class RunContext:
         finally:
             if grants is not None:
                 grants.skip(*s.stages)
+
+    async def _ascreen_raced(self, s: _Slot) -> None:
+        """The screen with `screen_race`: the parent on the whole minibatch, then the proposal where the parent
+        scores under 1 (strict or loose), then on the rest RACE_STEP at a time while it can still beat the parent.
+        Sets s.mine (the examples it was scored on), s.theirs and s.screened."""
+        cand, parent = s.cand, s.parent
+        assert parent is not None
+        s.theirs = await self.aevaluate(parent.prompt, s.batch, tag="screen-parent",
+                                        model_overrides=parent.model_overrides)
+        theirs = s.theirs.results
+        head = [e for e in s.batch if theirs[e.id].score < 1 or theirs[e.id].loose_score < 1]
+        tail = [e for e in s.batch if e not in head]
+        results: dict[str, ExampleResult] = {}
+        for part in [head] + [tail[i:i + RACE_STEP] for i in range(0, len(tail), RACE_STEP)]:
+            if part:
+                more = await self.aevaluate(cand.prompt, part, tag=cand.operator,
+                                            model_overrides=cand.model_overrides)
+                results.update(more.results)
+                s.mine = replace(more, results={e.id: results[e.id] for e in s.batch if e.id in results})
+            if len(results) < len(s.batch) and (why := screen_out_of_reach(
+                    results, s.theirs, self.options.screen_loose)) is not None:
+                s.screened = why
+                return
+        assert s.mine is not None
+        s.screened = screen(s.mine, s.theirs, self.options.screen_loose)
 
     async def _aval(self, s: _Slot) -> Evaluation:
         """The proposal on val; with `race`, first on the examples the best prompt scores under 1 (where a gain can
@@ -306,10 +341,13 @@ class RunContext:
             return s.early
         if s.stop is not None:
             raise s.stop
-        if s.mine is not None and s.theirs is not None and \
-                (reason := screen(s.mine, s.theirs, self.options.screen_loose)) is not None:
+        if s.theirs is not None and (reason := s.screened) is not None:
             self.store.set_status(cand.id, "screened_out")
-            self.store.log_event("screen", {"id": cand.id, "score": s.mine.score, "parent": s.theirs.score})
+            event = {"id": cand.id, "score": None if s.mine is None else s.mine.score, "parent": s.theirs.score}
+            if s.mine is None or len(s.mine.results) < len(s.batch):  # the screen race stopped it early
+                event["examples"] = 0 if s.mine is None else len(s.mine.results)
+                event["batch"] = [e.id for e in s.batch]
+            self.store.log_event("screen", event)
             return self._after(Verdict(cand.id, "screened_out", reason=reason), active)
         assert s.val is not None
         if s.raced is not None:
@@ -550,6 +588,20 @@ def screen(mine: Evaluation, parent: Evaluation, loose: bool = True) -> str | No
     if not beats(mine, parent, loose=loose):
         return f"minibatch {mine.score:.2f} <= parent {parent.score:.2f}"
     return None
+
+
+def screen_out_of_reach(mine: Mapping[str, ExampleResult], parent: Evaluation, loose: bool = True) -> str | None:
+    """Why a proposal scored on part of its minibatch (`mine`) fails the screen whatever it scores on the rest,
+    or None. The rest is taken at its best case, every example scored 1 strict and loose: `beats` on that is the
+    most the proposal can reach, so the verdict is the one scoring all of it would give."""
+    ids = list(parent.results)
+    best = math.fsum(mine[i].score if i in mine else 1.0 for i in ids) / len(ids)
+    best_loose = math.fsum(mine[i].loose_score if i in mine else 1.0 for i in ids) / len(ids)
+    if best - parent.score >= 1e-9 or (abs(best - parent.score) < 1e-9 and loose
+                                         and best_loose > parent.loose_score + 1e-9):
+        return None
+    return (f"minibatch at most {best:.2f} <= parent {parent.score:.2f} "
+            f"({len(mine)} of {len(ids)} examples scored)")
 
 
 def beats(mine: Evaluation, theirs: Evaluation, loose: bool = True) -> bool:

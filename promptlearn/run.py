@@ -347,9 +347,10 @@ def _build_optimizer(name: str, options: Mapping[str, Any]) -> tuple[Any, Option
         if isinstance(loop_opts.confirm, bool) or not isinstance(loop_opts.confirm, int) or loop_opts.confirm < 0:
             raise TaskError(f"optimizer.confirm must be a whole number >= 0, not {loop_opts.confirm!r}",
                             field="optimizer.confirm", fix="e.g. confirm: 16 (0 turns it off)")
-        if not isinstance(loop_opts.race, bool):
-            raise TaskError(f"optimizer.race must be true or false, not {loop_opts.race!r}",
-                            field="optimizer.race", fix="race: true or race: false")
+        for flag in ("race", "screen_race"):
+            if not isinstance(getattr(loop_opts, flag), bool):
+                raise TaskError(f"optimizer.{flag} must be true or false, not {getattr(loop_opts, flag)!r}",
+                                field=f"optimizer.{flag}", fix=f"{flag}: true or {flag}: false")
         return cls(**{k: v for k, v in options.items() if k not in LOOP_OPTIONS}), loop_opts
     except TypeError as e:  # a plugin's constructor refusing what its signature seemed to take
         raise TaskError(f"optimizer '{name}': {e}", field="optimizer", fix="check its options") from None

@@ -66,17 +66,17 @@ def _passes(system: str, user: str, train: set[str]) -> bool:
     return shared < RATES[k] or own < 8 or (k in OVERFIT and user in train)
 
 
-def _task(name: str, race: bool, constraints: dict[str, str] | None = None):
+def _task(name: str, race: bool, constraints: dict[str, str] | None = None, **options: Any):
     return task_from_dict({
         "name": "race", "model": {"name": "fake/target", "max_tokens": 16}, "prompt": VARIANTS[0],
         "data": [{"examples": EXAMPLES}], "checks": [{"type": "starts_with", "value": "Ahoy", "name": "rule"}],
         "splits": {"train": 0.4, "val": 0.3, "test": 0.3, "seed": 0},
         "objective": {"constraints": constraints or {}},
-        "optimizer": {"name": name, "race": race, "minibatch": 4}})
+        "optimizer": {"name": name, "race": race, "minibatch": 4, **options}})
 
 
-def _run(tmp_path: Path, name: str, race: bool, constraints: dict[str, str] | None = None):
-    task = _task(name, race, constraints)
+def _run(tmp_path: Path, name: str, race: bool, constraints: dict[str, str] | None = None, **options: Any):
+    task = _task(name, race, constraints, **options)
     train = {e.turns[0].user for e in task.splits["train"]}
 
     def responder(messages: list[dict[str, str]]) -> str:

@@ -40,6 +40,14 @@ def diff_html(a: str, b: str) -> str:
     return "".join(parts)
 
 
+def _screen_text(scr: Mapping[str, Any]) -> str:
+    """A screened-out proposal's line; one the screen race stopped part-way says on how many examples."""
+    if scr.get("examples") is not None:
+        return (f'screened out after {scr["examples"]} examples: could not beat its parent\'s '
+                f'{fmt(scr["parent"], 2)} on the minibatch')
+    return f'screen {fmt(scr["score"], 2)} vs parent {fmt(scr["parent"], 2)}'
+
+
 def _lineage(s: Mapping[str, Any]) -> str:
     e = html.escape
     nodes = s["candidates"]
@@ -57,8 +65,7 @@ def _lineage(s: Mapping[str, Any]) -> str:
         cls += ["is-seed"] if n["is_seed"] else []
         race = n.get("race")
         score = (f'val <b>{fmt(n["val"])}</b>' if n["val"] is not None else
-                 f'screen {fmt(n["screen"]["score"], 2)} vs parent {fmt(n["screen"]["parent"], 2)}'
-                 if n["screen"] else
+                 _screen_text(n["screen"]) if n["screen"] else
                  f'raced out on val: {fmt(race["score"], 2)} on the {race["examples"]} examples the best missed'
                  if race else "not scored")
         gain = (f' <span class="gain {_cls_gain(n["gain"])}">{e(fmt_gain(n["gain"]))}</span>'
