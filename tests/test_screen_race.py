@@ -131,3 +131,11 @@ def test_on_the_embedded_model_every_proposal_stopped_in_its_screen_loses_the_wh
             assert screen(mine, theirs) is not None, (e, mine.score, theirs.score)
     finally:
         evaluator.close()
+
+
+def test_the_report_says_a_raced_out_screen_stopped_part_way():
+    from promptlearn.report.lineage import _screen_text
+
+    assert _screen_text({"score": 0.5, "parent": 0.75}) == "screen 0.50 vs parent 0.75"
+    text = _screen_text({"score": 0.0, "parent": 0.75, "examples": 2})
+    assert "after 2 examples" in text and "0.75" in text

@@ -69,7 +69,8 @@ def summarize(store: RunStore, files_dir: Path, with_examples: bool = True) -> d
             "val_checks": s.get("val", {}).get("checks") or {}, "test_checks": s.get("test", {}).get("checks") or {},
             "gain": None if val is None or pval is None else val - pval,
             "screen": None if scr is None else {"score": scr.get("score"), "parent": scr.get("parent"),
-                                                "examples": scr.get("examples")},  # set: raced out (screen_race)
+                                                # how many it was scored on, when the screen race stopped it
+                                                **({"examples": scr["examples"]} if "examples" in scr else {})},
             "race": None if (r := races.get(c["id"])) is None else {"score": r.get("score"),
                                                                     "examples": r.get("examples"),
                                                                     "reason": r.get("reason")},
