@@ -334,7 +334,8 @@ def run_one(task: Any, line: str, seed: int, budget: int, scorer: Any, memo: Any
         add_unguided(rec, scorer)
         return rec
 
-    return {**q.run_guarded("suite", task.name, line, seed, budget, spec["family"], run), "commit": _commit()}
+    return {**q.run_guarded("suite", task.name, line, seed, budget, spec["family"], run), "commit": _commit(),
+            "cpu": cpu_simd()}
 
 
 def add_unguided(rec: dict[str, Any], scorer: Any) -> bool:
@@ -344,6 +345,18 @@ def add_unguided(rec: dict[str, Any], scorer: Any) -> bool:
         return False
     rec["test_unguided"] = scorer.test(rec["prompt"])
     return True
+
+
+def cpu_simd() -> str:
+    """The widest x86 vector extension this CPU has (llama.cpp's kernels, so the embedded model's replies, differ
+    between them: on a CPU without AVX2 the seed prompts of rules/address_friend and rules/keyword score 0.500 and
+    0.556 on val, against 0.528 and 0.611 with AVX2). Runs are compared only within one kind of CPU."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")),
+                     [])
+    except OSError:
+        return "unknown"
+    return next((f for f in ("avx512f", "avx2", "avx") if f in flags), "none" if flags else "unknown")
 
 
 def _commit() -> str:
