@@ -93,6 +93,15 @@ LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
     # on the minibatch stops there, so the budget buys more proposals
     "evolve-screen-race": {"family": "promptlearn", "optimizer": "evolve", "options": {"screen_race": True},
                            "ablation": True},
+    # evolve with the val race's first step a random half of the examples the best misses, where it misses 8 or
+    # more (Options.race_halves): near a floor the exact bounds stop nothing, so every loser costs the whole split
+    "evolve-race-halves": {"family": "promptlearn", "optimizer": "evolve", "options": {"race_halves": True},
+                           "ablation": True},
+    # the three together, with a screening minibatch of 4: on rules/forbidden_word 17 of evolve's 19 proposals
+    # passed the 8-example screen and were then raced out on the 4 val examples the best missed, so the screen's
+    # 8 calls bought little there; near a floor (address_friend) the screen stops most and the race costs 17
+    "evolve-lean": {"family": "promptlearn", "optimizer": "evolve", "ablation": True,
+                    "options": {"screen_race": True, "race_halves": True, "minibatch": 4}},
     # evolve with fixed_example in its book and its draws on every task, not only at a floor (main at
     # 78209f0-994a803; its runs were made as line "evolve"): recorded runs
     "evolve-994a803": {"family": "promptlearn", "ablation": True, "recorded": True},

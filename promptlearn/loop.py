@@ -33,6 +33,8 @@ IDLE_PROPOSALS = 100
 # With `race`, val examples the best already passes are scored this many at a time (the parallel search keeps a
 # remote model busy with several proposals' steps at once)
 RACE_STEP = 4
+# With `race_halves`, the fewest val examples the best must miss before a proposal is first scored on half of them
+HALVE_FROM = 8
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class Options:
     #: once even perfect replies on the rest could not beat the parent there (`screen_out_of_reach`): the same
     #: verdict as scoring all of it, and a proposal that gains nothing where its parent fails costs half a batch
     screen_race: bool = False
+    #: with `race`, where the best misses at least HALVE_FROM val examples (near a floor, where the exact bounds
+    #: cannot stop anything before the end), score the proposal on a random half of them first and drop it when
+    #: it gains nothing there. Unlike the exact bounds this can drop a proposal the whole split would accept
+    race_halves: bool = False
 
 
 class StopRun(Exception):
@@ -295,13 +301,21 @@ class RunContext:
         # a task with `targets` (even one) is judged by promptlearn.targets.decide, whose bounds are not these
         if not self.options.race or not head or not tail or self.task.spec.targets:
             return await self.aevaluate(cand.prompt, self.val, tag=cand.operator, model_overrides=cand.model_overrides)
+        parts = [head]
+        if self.options.race_halves and len(head) >= HALVE_FROM:
+            first = set(random.Random(self.seed + s.number).sample([e.id for e in head], len(head) // 2))
+            parts = [[e for e in head if e.id in first], [e for e in head if e.id not in first]]
         results: dict[str, ExampleResult] = {}
         ev: Evaluation | None = None
-        for part in [head] + [tail[i:i + RACE_STEP] for i in range(0, len(tail), RACE_STEP)]:
+        for k, part in enumerate(parts + [tail[i:i + RACE_STEP] for i in range(0, len(tail), RACE_STEP)]):
             more = await self.aevaluate(cand.prompt, part, tag=cand.operator, model_overrides=cand.model_overrides)
             results.update(more.results)
             ev = replace(more, results={e.id: results[e.id] for e in self.val if e.id in results},
                          usage=more.usage if ev is None else ev.usage + more.usage)
+            if k == 0 and len(parts) == 2 and math.fsum(
+                    results[e.id].score - best_ev.results[e.id].score for e in part) <= 1e-9:
+                s.raced = f"no gain on a random {len(part)} of the {len(head)} val examples the best misses"
+                break
             if len(results) < len(self.val) and (why := self._out_of_reach(ev, best_ev, s.number)) is not None:
                 s.raced = why
                 break

@@ -347,7 +347,7 @@ def _build_optimizer(name: str, options: Mapping[str, Any]) -> tuple[Any, Option
         if isinstance(loop_opts.confirm, bool) or not isinstance(loop_opts.confirm, int) or loop_opts.confirm < 0:
             raise TaskError(f"optimizer.confirm must be a whole number >= 0, not {loop_opts.confirm!r}",
                             field="optimizer.confirm", fix="e.g. confirm: 16 (0 turns it off)")
-        for flag in ("race", "screen_race"):
+        for flag in ("race", "screen_race", "race_halves"):
             if not isinstance(getattr(loop_opts, flag), bool):
                 raise TaskError(f"optimizer.{flag} must be true or false, not {getattr(loop_opts, flag)!r}",
                                 field=f"optimizer.{flag}", fix=f"{flag}: true or {flag}: false")

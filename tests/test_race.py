@@ -164,3 +164,22 @@ def test_the_builtin_searches_race_by_default_and_a_task_can_turn_it_off():
     assert _build_optimizer("optuna", {})[1].race is True
     assert _build_optimizer("optuna", {"race": False})[1].race is False
     assert _build_optimizer("mutate", {})[1].race is True and _build_optimizer("dspy", {})[1].race is False
+
+
+def test_race_halves_drops_a_proposal_with_no_gain_on_a_random_half_of_what_the_best_misses(tmp_path, fixed_list,
+                                                                                             monkeypatch):
+    """Near a floor the exact bounds let every loser run to the end; with race_halves a proposal is first scored
+    on half of the examples the best misses and dropped with no gain there: fewer calls, and what it drops is
+    only what it says. (This task's val has 12 examples, so the threshold is lowered to reach it.)"""
+    monkeypatch.setattr("promptlearn.loop.HALVE_FROM", 4)
+    HALVE_FROM = 4
+    _, exact_status, exact_races, _, exact_calls = _run(tmp_path / "exact", fixed_list, True)
+    _, halved_status, races, _, halved_calls = _run(tmp_path / "halved", fixed_list, True, race_halves=True)
+    halved = [r for r in races if r["reason"].startswith("no gain on a random")]
+    assert halved, "no proposal was dropped on half of the examples the best misses"
+    for r in halved:
+        n_head = int(r["reason"].split(" of the ")[1].split()[0])
+        assert n_head >= HALVE_FROM and r["examples"] == n_head // 2
+        assert exact_status[r["id"]] != "accepted"  # on this task none of them would have been the new best
+    assert halved_calls < exact_calls
+    assert not any(r["reason"].startswith("no gain on a random") for r in exact_races)
