@@ -57,8 +57,8 @@ def test_a_stop_is_always_the_verdict_the_whole_minibatch_gives():
     assert stops > 50 and goes > 50
 
 
-def test_a_raced_screen_decides_every_proposal_as_the_whole_minibatch_does_for_fewer_calls(  # noqa: F811
-        tmp_path, fixed_list):
+def test_a_raced_screen_decides_every_proposal_as_the_whole_minibatch_does_for_fewer_calls(
+        tmp_path, fixed_list):  # noqa: F811 (the fixture imported above)
     full, full_status, _, _, full_calls = _run(tmp_path / "full", fixed_list, True)
     raced, raced_status, _, _, raced_calls = _run(tmp_path / "raced", fixed_list, True, screen_race=True)
     assert raced_status == full_status
