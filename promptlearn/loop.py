@@ -357,7 +357,8 @@ class RunContext:
             raise s.stop
         if s.theirs is not None and (reason := s.screened) is not None:
             self.store.set_status(cand.id, "screened_out")
-            event = {"id": cand.id, "score": None if s.mine is None else s.mine.score, "parent": s.theirs.score}
+            event: dict[str, Any] = {"id": cand.id, "score": None if s.mine is None else s.mine.score,
+                                     "parent": s.theirs.score}
             if s.mine is None or len(s.mine.results) < len(s.batch):  # the screen race stopped it early
                 event["examples"] = 0 if s.mine is None else len(s.mine.results)
                 event["batch"] = [e.id for e in s.batch]
