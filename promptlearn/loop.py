@@ -612,8 +612,7 @@ def screen_out_of_reach(mine: Mapping[str, ExampleResult], parent: Evaluation, l
     ids = list(parent.results)
     best = math.fsum(mine[i].score if i in mine else 1.0 for i in ids) / len(ids)
     best_loose = math.fsum(mine[i].loose_score if i in mine else 1.0 for i in ids) / len(ids)
-    if best - parent.score >= 1e-9 or (abs(best - parent.score) < 1e-9 and loose
-                                         and best_loose > parent.loose_score + 1e-9):
+    if _beats(best, best_loose, parent.score, parent.loose_score, loose):
         return None
     return (f"minibatch at most {best:.2f} <= parent {parent.score:.2f} "
             f"({len(mine)} of {len(ids)} examples scored)")
@@ -623,9 +622,14 @@ def beats(mine: Evaluation, theirs: Evaluation, loose: bool = True) -> bool:
     """Better on the minibatch, or equal and better on IFEval's loose score (a reply that keeps the rule but for
     markdown or its first/last line). Loose moves before strict does, so a candidate can climb off a floor
     where every strict score ties at zero."""
-    if abs(mine.score - theirs.score) >= 1e-9:
-        return mine.score > theirs.score
-    return loose and mine.loose_score > theirs.loose_score + 1e-9
+    return _beats(mine.score, mine.loose_score, theirs.score, theirs.loose_score, loose)
+
+
+def _beats(score: float, loose_score: float, their_score: float, their_loose: float, loose: bool) -> bool:
+    """The screen's comparison on mean scores (`beats`; `screen_out_of_reach` applies it to a best case)."""
+    if abs(score - their_score) >= 1e-9:
+        return score > their_score
+    return loose and loose_score > their_loose + 1e-9
 
 
 @asynccontextmanager
