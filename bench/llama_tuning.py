@@ -75,14 +75,15 @@ def measure(model: str, settings: dict[str, dict[str, Any]], order: list[str], p
     from llama_cpp import Llama
 
     sys.path.insert(0, str(ROOT))
-    from promptlearn.local import threads  # the same choice promptlearn makes (no llama_cpp import there)
+    from promptlearn.local import threads, without_amx  # the same choice promptlearn makes (no llama_cpp import there)
 
     out = []
     for name in order:
         params = {**BASE, **settings[name]}
         kw = {k: v for k, v in params.items() if v is not None and k not in ("env", "auto_threads")}
-        llama = Llama(model_path=model, n_ctx=max(2048, prompt_tokens + gen_tokens + 16), seed=0, verbose=False,
-                      **kw)
+        with without_amx():
+            llama = Llama(model_path=model, n_ctx=max(2048, prompt_tokens + gen_tokens + 16), seed=0, verbose=False,
+                          **kw)
         tokens = llama.tokenize((TEXT * (prompt_tokens // 40 + 2)).encode(), add_bos=False)[:prompt_tokens]
         llama.eval(tokens[:32])  # warm up: first-touch of weights and buffers
         llama.reset()

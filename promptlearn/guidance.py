@@ -125,9 +125,12 @@ def unconditional_llama(model: Any) -> Any:
         if llama is None:
             from llama_cpp import Llama
 
+            from promptlearn.local import without_amx
+
             base = model.llama
-            llama = Llama(model_path=model.path, n_ctx=base.n_ctx(), n_threads=base.n_threads,
-                          n_threads_batch=base.n_threads_batch, n_batch=base.n_batch, verbose=False, seed=0)
+            with without_amx():
+                llama = Llama(model_path=model.path, n_ctx=base.n_ctx(), n_threads=base.n_threads,
+                              n_threads_batch=base.n_threads_batch, n_batch=base.n_batch, verbose=False, seed=0)
             _UNCOND[model] = llama
         return llama
 

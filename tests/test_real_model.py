@@ -98,3 +98,20 @@ def test_multi_turn_judge_checklist_with_the_embedded_model_as_judge(tmp_path):
         r = t.checks["checklist"]
         assert r.judge_error or ("verdicts" in r.details and 0.0 <= r.score <= 1.0)
     assert ev.ledger.by_tag.get("judge") is not None and ev.ledger.by_tag["judge"].calls >= 5
+
+
+def test_the_model_loads_without_amx_weight_buffers_where_the_build_has_amx(monkeypatch):
+    """llama.cpp's AMX matmul segfaults on SmolLM2's Q4_1 weights (ggml-org/llama.cpp#20824): where the build
+    reports AMX the model is loaded without the extra buffer types, forced here so every machine runs this path."""
+    import llama_cpp.llama as llama_module
+
+    from promptlearn import local
+
+    default = llama_module.llama_cpp.llama_model_default_params
+    monkeypatch.setattr(local, "has_amx", lambda: True)
+    model = local.LocalModel(str(local.resolve_gguf("smollm2")), n_ctx=512)
+    assert model.llama.model_params.use_extra_bufts is False
+    assert llama_module.llama_cpp.llama_model_default_params is default  # put back after the one load
+    assert default().use_extra_bufts is True
+    out = model.llama.create_completion("Ahoy, matey! Today", max_tokens=4, temperature=0)
+    assert out["choices"][0]["text"].strip()
