@@ -272,9 +272,11 @@ def _toml_put(container: Any, key: str, item: Any, after: str | None) -> None:
         # after the last plain `key = value`, so trailing comments, blank lines and sub-tables stay put
         plain = [k for k, v in inner.body if k is not None and type(v).__name__ not in ("Table", "AoT")]
         after = plain[-1].key if plain else None
-    if after is not None:
+    # tomlkit has no public insert; _insert_at is in every release we support (0.15.3 dropped _insert_after)
+    at = next((i + 1 for i, (k, _) in enumerate(inner.body) if k is not None and k.key == after), None)
+    if at is not None and at < len(inner.body):
         try:
-            inner._insert_after(after, key, item)
+            inner._insert_at(at, key, item)
             return
         except Exception:  # noqa: BLE001 - tomlkit internals changed: plain assignment appends at the end
             pass
