@@ -29,9 +29,12 @@ curve as in bench quality: the run's progress events, each best-so-far prompt sc
 per line the mean test gain over the seed, tasks improved / unchanged / made worse (UNCHANGED below) and the mean
 overfit gap, and the issue's goals (GOALS) as met / not met.
 
-Results are written after every (task, line, seed) run to bench/results/suite.json (suite_quick.json); --resume
+Results are written after every (task, line, seed) run to bench/results/suite.json (suite_quick.json; on a CPU
+without AVX-512 suite_<cpu>.json, e.g. suite_avx2.json); --resume
 keeps what is there (runs that ended in an error are run again) and runs only what is missing. Work files (run
-stores, caches, the reply memo) go to bench/results/work/suite/ (gitignored).
+stores, caches, the reply memo) go to bench/results/work/suite/<cpu>/ (gitignored): llama.cpp's replies differ
+between CPUs with and without AVX-512, so a memo or score cache made on one kind is never replayed on the other, and
+--resume refuses a result file whose runs were made on another kind.
 
     python -m bench suite                      # every tasks/rules/*.yaml, 300 search calls, seeds 0 1 2
     python -m bench suite --resume             # continue a stopped full run where it stopped
@@ -57,7 +60,7 @@ from promptlearn.optimizers.operators import MUTATIONS
 
 ROOT, RESULTS = q.ROOT, q.RESULTS
 RULES = ROOT / "tasks" / "rules"
-WORK = RESULTS / "work" / "suite"
+WORK = RESULTS / "work" / "suite"  # one subfolder per CPU kind (work_dir)
 HANDWRITTEN = RESULTS / "handwritten.json"
 
 LINES: dict[str, dict[str, Any]] = {  # line -> family and how it is run
@@ -338,7 +341,7 @@ def run_one(task: Any, line: str, seed: int, budget: int, scorer: Any, memo: Any
             from bench.operator_prior import read, table
 
             options["operator_prior"] = table(read(), leave_out=task.name)
-        rec = q.run_promptlearn(task, line, budget, seed, WORK, scorer, memo, loop_options,
+        rec = q.run_promptlearn(task, line, budget, seed, work_dir(), scorer, memo, loop_options,
                                 optimizer=spec.get("optimizer"), options=options, family=spec["family"])
         add_unguided(rec, scorer)
         return rec
@@ -358,14 +361,31 @@ def add_unguided(rec: dict[str, Any], scorer: Any) -> bool:
 
 def cpu_simd() -> str:
     """The widest x86 vector extension this CPU has (llama.cpp's kernels, so the embedded model's replies, differ
-    between them: on a CPU without AVX2 the seed prompts of rules/address_friend and rules/keyword score 0.500 and
-    0.556 on val, against 0.528 and 0.611 with AVX2). Runs are compared only within one kind of CPU."""
+    between them: on a CPU with AVX2 but no AVX-512 the seed prompts of rules/address_friend and rules/keyword score
+    0.500 and 0.556 on val, against 0.528 and 0.611 with AVX-512). Runs are compared only within one kind of CPU."""
     try:
         flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")),
                      [])
     except OSError:
         return "unknown"
     return next((f for f in ("avx512f", "avx2", "avx") if f in flags), "none" if flags else "unknown")
+
+
+def work_dir() -> Path:
+    """Work files of this CPU kind (memo and score caches hold the model's replies, which differ between kinds)."""
+    return WORK / cpu_simd()
+
+
+def default_out(quick: bool) -> Path:
+    """suite.json holds the AVX-512 runs every earlier reading was made on; another CPU kind gets its own file."""
+    name = "suite_quick" if quick else "suite"
+    return RESULTS / (f"{name}.json" if cpu_simd() == "avx512f" else f"{name}_{cpu_simd()}.json")
+
+
+def other_cpus(result: Mapping[str, Any]) -> set[str]:
+    """The CPU kinds a result file's runs were made on (records from before `cpu` was recorded say nothing)."""
+    return {r["cpu"] for t in result.get("tasks", {}).values() for r in t.get("runs", [])
+            if isinstance(r, dict) and r.get("cpu")}
 
 
 def _commit() -> str:
@@ -528,9 +548,14 @@ def measure(*, quick: bool, paths: Sequence[Path], lines: Sequence[str], seeds: 
     from bench.memo import ModelMemo
 
     run = run or run_one
-    WORK.mkdir(parents=True, exist_ok=True)
+    work = work_dir()
+    work.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     prev = json.loads(out.read_text()) if resume and out.exists() else {}
+    other = sorted(other_cpus(prev) - {cpu_simd()})
+    if other:
+        raise SystemExit(f"bench suite: {out} holds runs made on a CPU with {', '.join(other)}, this one has "
+                         f"{cpu_simd()} (the model's replies differ); use another --out")
     if prev and prev.get("budget") != budget:
         raise SystemExit(f"bench suite: {out} holds runs at {prev.get('budget')} calls, not {budget}; "
                          "use --budget to match or another --out")
@@ -555,7 +580,7 @@ def measure(*, quick: bool, paths: Sequence[Path], lines: Sequence[str], seeds: 
         for path in paths:
             task = load(path, quick)
             loaded[task.name] = task
-            scorers[task.name] = q.Scorer(task, WORK)
+            scorers[task.name] = q.Scorer(task, work)
             old = result["tasks"].get(task.name, {})
             h = hw.get(path.stem, hw.get(task.name))  # bench handwritten keys by file name (tasks/rules/<rule>.yaml)
             result["tasks"][task.name] = {
@@ -617,13 +642,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; quick 0)")
     p.add_argument("--budget", type=int, default=None, help=f"search calls per run (default {GOAL_BUDGET}; quick "
                                                            f"{QUICK['budget']})")
-    p.add_argument("--memo", default=str(WORK / "memo.sqlite"),
-                   help="reply memo shared by runs (greedy replies replayed, still counted); 'none' generates all")
+    p.add_argument("--memo", default=None,
+                   help="reply memo shared by runs (greedy replies replayed, still counted; default "
+                        "bench/results/work/suite/<cpu>/memo.sqlite); 'none' generates all")
     p.add_argument("--resume", action="store_true", help="keep finished runs in the result file, run the rest")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="start no run that would end past this many minutes; exits 75 while runs are left")
     p.add_argument("--out", type=Path, default=None, help="result file (default bench/results/suite.json, "
-                                                          "suite_quick.json with --quick)")
+                                                          "suite_quick.json with --quick; suite_<cpu>.json on a "
+                                                          "CPU without AVX-512)")
     args = p.parse_args(argv)
     lines = [x for x in (args.lines.split(",") if args.lines else QUICK["lines"] if args.quick else STANDARD) if x]
     unknown = [x for x in lines if x not in LINES]
@@ -638,12 +665,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = pick_quick(paths, read_handwritten())
     if not paths:
         p.error(f"no tasks: {RULES} has no *.yaml yet; name task files with --tasks")
-    out = args.out or RESULTS / ("suite_quick.json" if args.quick else "suite.json")
+    out = args.out or default_out(args.quick)
     from promptlearn.lm import litellm
 
     litellm()  # registers local/ for litellm, which gepa calls directly
     result = measure(quick=args.quick, paths=paths, lines=lines, seeds=seeds, budget=budget, out=out,
-                     resume=args.resume, memo_path=None if args.memo == "none" else Path(args.memo),
+                     resume=args.resume,
+                     memo_path=None if args.memo == "none" else Path(args.memo or work_dir() / "memo.sqlite"),
                      max_minutes=args.max_minutes)
     report(result, out)
     return 75 if result.get("stopped") else 0  # EX_TEMPFAIL: run it again with --resume

@@ -198,6 +198,32 @@ def test_resume_keeps_finished_runs_and_runs_only_the_missing(tmp_path, monkeypa
     assert len(third["sessions"]) == 3
 
 
+def test_resume_refuses_runs_made_on_another_cpu_kind_and_work_files_are_kept_per_kind(tmp_path, monkeypatch):
+    """llama.cpp's replies differ between AVX-512 and AVX2 CPUs: a memo or score cache made on one kind must not be
+    replayed on the other, and one result file holds one kind's runs."""
+    from promptlearn.testing import FakeLM, wording_sensitive_responder
+
+    monkeypatch.setattr(rs, "WORK", tmp_path / "work")
+    monkeypatch.setattr(rs, "cpu_simd", lambda: "avx2")
+    assert rs.work_dir() == tmp_path / "work" / "avx2"
+    assert rs.default_out(False).name == "suite_avx2.json" and rs.default_out(True).name == "suite_quick_avx2.json"
+    monkeypatch.setattr(rs, "cpu_simd", lambda: "avx512f")
+    assert rs.default_out(False).name == "suite.json"
+    out = tmp_path / "s.json"
+    kw = dict(quick=False, paths=[_task_file(tmp_path, "alpha")], lines=["evolve"], budget=40, out=out,
+              memo_path=None, hw_path=tmp_path / "none.json",
+              run=lambda task, line, seed, *a: {**run(line, seed, 0.5, val=0.5, calls=40), "cpu": rs.cpu_simd()})
+    with FakeLM(wording_sensitive_responder):
+        rs.measure(seeds=[0], resume=False, **kw)
+        assert rs.other_cpus(json.loads(out.read_text())) == {"avx512f"}
+        assert (tmp_path / "work" / "avx512f").is_dir()
+        rs.measure(seeds=[0, 1], resume=True, **kw)  # the same kind resumes
+        monkeypatch.setattr(rs, "cpu_simd", lambda: "avx2")
+        with pytest.raises(SystemExit, match="avx512f.*avx2"):
+            rs.measure(seeds=[0, 1, 2], resume=True, **kw)
+    assert len(json.loads(out.read_text())["tasks"]["rules_alpha"]["runs"]) == 2  # nothing lost
+
+
 def test_max_minutes_stops_before_the_next_run_and_resume_continues(tmp_path, monkeypatch):
     from promptlearn.testing import FakeLM, wording_sensitive_responder
 
