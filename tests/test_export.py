@@ -1025,7 +1025,7 @@ def test_md_two_keys_are_independent():
 # ------------------------------------------------------------------------------------------- properties
 
 if HAS_HYPOTHESIS:
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, example, given, settings
     from hypothesis import strategies as st
 
     # printable unicode (letters, marks, numbers, punctuation, symbols, spaces) plus newlines and tabs,
@@ -1041,6 +1041,8 @@ if HAS_HYPOTHESIS:
     @pytest.mark.parametrize("fmt", fmt_params(PROPERTY_FORMATS))
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(prompt=prompt_text)
+    @example(prompt=" \n").via("a line of spaces only: YAML wrote a |2 block, then re-export chose double quotes")
+    @example(prompt="a\n \nb\n")
     def test_property_arbitrary_prompts_round_trip(fmt, prompt):
         _, original, key, old_lines = CASES[fmt]
         with warnings.catch_warnings():

@@ -117,6 +117,8 @@ def _yaml_literal(s: str, key_col: int, step: int, nl: str, *, one_line: bool = 
     for a prompt without a line break, to keep the block style of the value it replaces)."""
     if ("\n" not in s and not one_line) or not s.strip("\n") or _YAML_LITERAL_BAD.search(s):
         return None
+    if any(ln and not ln.strip(" ") for ln in s.split("\n")):
+        return None  # a line of spaces only: editors strip it, and re-reading the block can pick another style
     if s.endswith("\n"):
         core = s.rstrip("\n")
         trailing = len(s) - len(core)
