@@ -75,7 +75,8 @@ def measure(model: str, settings: dict[str, dict[str, Any]], order: list[str], p
     from llama_cpp import Llama
 
     sys.path.insert(0, str(ROOT))
-    from promptlearn.local import threads, without_amx  # the same choice promptlearn makes (no llama_cpp import there)
+    from promptlearn.llama_load import without_amx
+    from promptlearn.local import threads  # the same choice promptlearn makes (no llama_cpp import there)
 
     out = []
     for name in order:

@@ -125,7 +125,7 @@ def unconditional_llama(model: Any) -> Any:
         if llama is None:
             from llama_cpp import Llama
 
-            from promptlearn.local import without_amx
+            from promptlearn.llama_load import without_amx
 
             base = model.llama
             with without_amx():

@@ -6,14 +6,14 @@ lm.py registers this as a litellm custom provider so local and API models share 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from promptlearn.errors import TaskError
+from promptlearn.llama_load import without_amx
 from promptlearn.local_reply import LocalReply
 
 _MODELS: dict[str, "LocalModel"] = {}
@@ -161,38 +161,6 @@ class LocalModel:
         eos = self.llama.token_eos()
         text = self.llama.detokenize([eos], special=True).decode("utf-8", "ignore") if eos >= 0 else ""
         return [s for s in {text, "<|im_end|>"} if s]
-
-
-def has_amx() -> bool:
-    """Whether this llama.cpp build uses Intel AMX (compiled in by GGML_NATIVE on a CPU that has it)."""
-    import llama_cpp
-
-    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
-
-
-@contextlib.contextmanager
-def without_amx() -> Iterator[None]:
-    """Load the model without llama.cpp's AMX weight buffers where the build has them: its AMX matmul segfaults on
-    the first decode of SmolLM2's Q4_1 weights (seen on a Sapphire Rapids-class VM, llama-cpp-python 0.3.36;
-    ggml-org/llama.cpp#20824, and dspy dropped the AMX variant from its CI for the same crash). Llama() takes no
-    flag for it, so its default model params are wrapped for the one call; elsewhere nothing changes."""
-    import llama_cpp.llama as llama_module
-
-    if not has_amx():
-        yield
-        return
-    default = llama_module.llama_cpp.llama_model_default_params
-
-    def params() -> Any:
-        p = default()
-        p.use_extra_bufts = False  # the extra buffer types are where AMX (and the CPU repack) live
-        return p
-
-    llama_module.llama_cpp.llama_model_default_params = params
-    try:
-        yield
-    finally:
-        llama_module.llama_cpp.llama_model_default_params = default
 
 
 def threads() -> int:

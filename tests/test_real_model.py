@@ -105,10 +105,10 @@ def test_the_model_loads_without_amx_weight_buffers_where_the_build_has_amx(monk
     reports AMX the model is loaded without the extra buffer types, forced here so every machine runs this path."""
     import llama_cpp.llama as llama_module
 
-    from promptlearn import local
+    from promptlearn import llama_load, local
 
     default = llama_module.llama_cpp.llama_model_default_params
-    monkeypatch.setattr(local, "has_amx", lambda: True)
+    monkeypatch.setattr(llama_load, "has_amx", lambda: True)
     model = local.LocalModel(str(local.resolve_gguf("smollm2")), n_ctx=512)
     assert model.llama.model_params.use_extra_bufts is False
     assert llama_module.llama_cpp.llama_model_default_params is default  # put back after the one load
