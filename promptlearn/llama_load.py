@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, Iterator
+
+_PATCH_LOCK = threading.Lock()  # one load at a time swaps the default params (and puts them back)
 
 
 def has_amx() -> bool:
@@ -24,15 +27,16 @@ def without_amx() -> Iterator[None]:
     if not has_amx():
         yield
         return
-    default = llama_module.llama_cpp.llama_model_default_params
+    with _PATCH_LOCK:
+        default = llama_module.llama_cpp.llama_model_default_params
 
-    def params() -> Any:
-        p = default()
-        p.use_extra_bufts = False  # the extra buffer types are where AMX (and the CPU repack) live
-        return p
+        def params() -> Any:
+            p = default()
+            p.use_extra_bufts = False  # the extra buffer types are where AMX (and the CPU repack) live
+            return p
 
-    llama_module.llama_cpp.llama_model_default_params = params
-    try:
-        yield
-    finally:
-        llama_module.llama_cpp.llama_model_default_params = default
+        llama_module.llama_cpp.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            llama_module.llama_cpp.llama_model_default_params = default
