@@ -19,7 +19,7 @@ def has_amx() -> bool:
 @contextlib.contextmanager
 def without_amx() -> Iterator[None]:
     """Load the model without llama.cpp's AMX weight buffers where the build has them: its AMX matmul segfaults on
-    the first decode of SmolLM2's Q4_1 weights (seen on a Sapphire Rapids-class VM, llama-cpp-python 0.3.36;
+    the first decode of SmolLM2's Q4_1 weights (seen on an Intel Xeon VM with AMX, llama-cpp-python 0.3.36;
     ggml-org/llama.cpp#20824, and dspy dropped the AMX variant from its CI for the same crash). Llama() takes no
     flag for it, so its default model params are wrapped for the one call; elsewhere nothing changes."""
     import llama_cpp.llama as llama_module
